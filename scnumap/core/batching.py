@@ -1,0 +1,68 @@
+"""Rows of the training data, dense or sparse, fetched in batches on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .scaling import Standardizer
+
+#: Dense training matrices up to this many bytes live on the device whole.
+DEVICE_TABLE_MAX_BYTES = 4 * 1024**3
+
+
+class RowTable:
+    """Standardised training rows, gathered by index.
+
+    Dense data that fits is standardised once and kept on the device; sparse or
+    very large data stays on the host and each batch is densified on demand.
+    """
+
+    def __init__(self, X, standardizer: Standardizer, device: torch.device, extra=None):
+        self.device = device
+        self.n_obs = X.shape[0]
+        self._extra = extra  # optional (n, k) tensor on device appended to every row
+        n_bytes = X.shape[0] * X.shape[1] * 4
+        if not sp.issparse(X) and n_bytes <= DEVICE_TABLE_MAX_BYTES:
+            table = standardizer.apply(X, device)
+            if extra is not None:
+                table = torch.cat([table, extra], dim=1)
+            self._table = table
+            self._host = None
+        else:
+            self._table = None
+            self._host = sp.csr_matrix(X) if sp.issparse(X) else X
+            self._standardizer = standardizer
+
+    @property
+    def n_features(self) -> int:
+        if self._table is not None:
+            return self._table.shape[1]
+        k = 0 if self._extra is None else self._extra.shape[1]
+        return self._host.shape[1] + k
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        if self._table is not None:
+            return self._table[index]
+        idx = index.detach().cpu().numpy()
+        rows = self._standardizer.apply(self._host[idx], self.device)
+        if self._extra is not None:
+            rows = torch.cat([rows, self._extra[index]], dim=1)
+        return rows
+
+
+def random_rows(n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``size`` distinct random row indices (all rows, shuffled, if ``size >= n``)."""
+    perm = torch.randperm(n, generator=generator, device=generator.device)
+    return perm[: min(size, n)].to(device)
+
+
+def chunks(n: int, chunk_size: int):
+    """``(start, stop)`` pairs covering ``range(n)``."""
+    for start in range(0, n, chunk_size):
+        yield start, min(n, start + chunk_size)
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu").numpy().astype(np.float32, copy=False)

@@ -1,0 +1,194 @@
+"""The neighbour graph: kNN search → UMAP fuzzy simplicial set → edges.
+
+The kNN search and the fuzzy union are umap-learn's and pynndescent's own code
+(the same that ``sc.pp.neighbors`` runs); nothing here re-implements them.
+:class:`KnnGraph` is the seam between building a graph (here, or read from
+``adata.obsp``) and training on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._checks import check_n_neighbors
+
+#: Metrics for which scnumap can compute the input distance of any graph edge.
+SUPPORTED_METRICS = ("euclidean", "manhattan", "cosine")
+
+#: Below this many samples the kNN search is exact (as in scanpy), above it pynndescent.
+EXACT_KNN_MAX_SAMPLES = 4096
+
+
+@dataclass(frozen=True)
+class KnnGraph:
+    """A symmetric fuzzy neighbour graph.
+
+    Attributes
+    ----------
+    connectivities
+        ``(n, n)`` CSR matrix, symmetric, weights in ``(0, 1]``, no self loops.
+    n_neighbors
+        The number of neighbours (self included, as in umap-learn) it was built with.
+    """
+
+    connectivities: sp.csr_matrix
+    n_neighbors: int
+
+    @property
+    def n_obs(self) -> int:
+        return self.connectivities.shape[0]
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Directed edges ``(heads, tails, weights)``, both directions of every pair."""
+        coo = self.connectivities.tocoo()
+        return coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data.astype(np.float32)
+
+
+def knn_search(X, n_neighbors: int, *, metric: str = "euclidean", random_state=0):
+    """Nearest neighbours of every row of ``X`` (self first).
+
+    Exact for fewer than ``EXACT_KNN_MAX_SAMPLES`` rows, pynndescent above.
+
+    Returns
+    -------
+    indices, distances
+        Arrays of shape ``(n, n_neighbors)``.
+    """
+    check_metric(metric)
+    n = X.shape[0]
+    check_n_neighbors(n_neighbors, n)
+    if n < EXACT_KNN_MAX_SAMPLES:
+        from sklearn.neighbors import NearestNeighbors
+
+        nn = NearestNeighbors(n_neighbors=n_neighbors, metric=metric, algorithm="brute")
+        distances, indices = nn.fit(X).kneighbors(X)
+        # put each sample first in its own list, even among exact duplicates
+        indices, distances = _self_first(indices, distances)
+        return indices.astype(np.int64), distances.astype(np.float32)
+    from pynndescent import NNDescent
+
+    seed = int(np.random.default_rng(random_state).integers(0, 2**31 - 1))
+    index = NNDescent(
+        X,
+        n_neighbors=n_neighbors,
+        metric=metric,
+        random_state=np.random.RandomState(seed),
+        n_trees=min(64, 5 + int(round(n**0.5 / 20.0))),
+        n_iters=max(5, int(round(np.log2(n)))),
+        low_memory=True,
+        verbose=False,
+    )
+    indices, distances = index.neighbor_graph
+    return indices.astype(np.int64), distances.astype(np.float32)
+
+
+def _self_first(indices: np.ndarray, distances: np.ndarray):
+    rows = np.arange(indices.shape[0])
+    has_self = indices == rows[:, None]
+    missing = ~has_self.any(axis=1)
+    indices = indices.copy()
+    distances = distances.copy()
+    # rows whose own index was displaced by a duplicate: replace the last entry by self
+    indices[missing, -1] = rows[missing]
+    distances[missing, -1] = 0.0
+    order = np.argsort(~(indices == rows[:, None]), axis=1, kind="stable")
+    return np.take_along_axis(indices, order, 1), np.take_along_axis(distances, order, 1)
+
+
+def fuzzy_graph(X, indices: np.ndarray, distances: np.ndarray, *, random_state=0) -> KnnGraph:
+    """UMAP's fuzzy simplicial set (smooth-kNN + fuzzy union) from a kNN result."""
+    from umap.umap_ import fuzzy_simplicial_set
+
+    n_neighbors = indices.shape[1]
+    graph, _, _ = fuzzy_simplicial_set(
+        np.empty((indices.shape[0], 0), dtype=np.float32),
+        n_neighbors,
+        np.random.RandomState(0),
+        "euclidean",
+        knn_indices=indices,
+        knn_dists=distances,
+    )
+    return KnnGraph(_clean(graph), n_neighbors)
+
+
+def build_graph(X, n_neighbors: int = 15, *, metric: str = "euclidean", random_state=0) -> KnnGraph:
+    """kNN search then fuzzy union: the graph ``sc.pp.neighbors`` would build."""
+    if sp.issparse(X) and X.shape[0] < EXACT_KNN_MAX_SAMPLES:
+        X = X.toarray()
+    indices, distances = knn_search(X, n_neighbors, metric=metric, random_state=random_state)
+    return fuzzy_graph(X, indices, distances, random_state=random_state)
+
+
+def graph_from_matrices(connectivities, distances=None, *, n_obs: int) -> KnnGraph:
+    """Wrap a precomputed fuzzy graph (e.g. ``adata.obsp['connectivities']``).
+
+    Parameters
+    ----------
+    connectivities
+        ``(n_obs, n_obs)`` sparse or dense matrix with weights in ``[0, 1]``.
+        It is symmetrised by the fuzzy union if it is not symmetric.
+    distances
+        Optional ``(n_obs, n_obs)`` kNN distance matrix (``adata.obsp['distances']``);
+        only used to read the number of neighbours. Rows may hold ``k - 1`` (scanpy)
+        or ``k`` neighbours; ``n_neighbors`` is reported self included.
+    n_obs
+        Number of samples the graph must cover.
+    """
+    if connectivities is None:
+        raise ValueError("`graph` is None; pass the fuzzy connectivities matrix or leave both out.")
+    G = sp.csr_matrix(connectivities, dtype=np.float32, copy=True)
+    if G.shape != (n_obs, n_obs):
+        raise ValueError(
+            f"The graph has shape {G.shape} but the data has {n_obs} samples; "
+            f"pass an ({n_obs}, {n_obs}) connectivities matrix."
+        )
+    G.sum_duplicates()
+    if not np.all(np.isfinite(G.data)) or (G.data.size and (G.data.min() < 0 or G.data.max() > 1 + 1e-6)):
+        raise ValueError(
+            "Graph weights must be finite and in [0, 1] (a fuzzy graph such as "
+            "`adata.obsp['connectivities']`), got values outside that range."
+        )
+    asym = abs(G - G.T)
+    if asym.nnz and asym.max() > 1e-5:
+        G = G + G.T - G.multiply(G.T)  # fuzzy union, as in umap-learn
+    if distances is not None:
+        D = sp.csr_matrix(distances)
+        if D.shape != (n_obs, n_obs):
+            raise ValueError(f"`distances` has shape {D.shape}, expected ({n_obs}, {n_obs}).")
+        per_row = np.diff(D.indptr)
+        n_neighbors = int(np.median(per_row)) + 1 if per_row.size else 2
+    else:
+        per_row = np.diff(G.indptr)
+        n_neighbors = max(2, int(np.median(per_row)) + 1)
+    return KnnGraph(_clean(G), n_neighbors)
+
+
+def _clean(graph) -> sp.csr_matrix:
+    G = sp.csr_matrix(graph, dtype=np.float32)
+    G.setdiag(0)
+    G.eliminate_zeros()
+    G.sort_indices()
+    return G
+
+
+def check_metric(metric: str) -> str:
+    if metric not in SUPPORTED_METRICS:
+        raise ValueError(f"`metric` must be one of {SUPPORTED_METRICS}, got {metric!r}.")
+    return metric
+
+
+def edge_distances(X, heads: np.ndarray, tails: np.ndarray, *, metric: str = "euclidean",
+                   chunk_size: int = 200_000) -> np.ndarray:
+    """Input-space distance of every edge ``(heads[e], tails[e])``, in chunks."""
+    from sklearn.metrics.pairwise import paired_distances
+
+    check_metric(metric)
+    out = np.empty(heads.shape[0], dtype=np.float32)
+    for start in range(0, heads.shape[0], chunk_size):
+        h = heads[start:start + chunk_size]
+        t = tails[start:start + chunk_size]
+        out[start:start + chunk_size] = paired_distances(X[h], X[t], metric=metric)
+    return out

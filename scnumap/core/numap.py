@@ -1,0 +1,303 @@
+"""The NUMAP estimator: a generalisable (parametric) UMAP built on GrEASE."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._checks import as_matrix, check_float, check_hidden, check_int, check_n_neighbors
+from .batching import RowTable, as_numpy, chunks
+from .density import NeighbourhoodSampler, original_log_radius
+from .device import np_rng, resolve_device, torch_generator
+from .encoder import Encoder
+from .graph import build_graph, check_metric, edge_distances, graph_from_matrices
+from .grease import GrEASE
+from .layers import init_parameters
+from .losses import find_ab_params
+from .sampling import EdgeSampler
+from .train import DensityTerm, train_embedding
+
+#: Edge samples (in units of batches) of the automatic training budget.
+AUTO_MIN_STEPS = 1000
+AUTO_MAX_STEPS = 4000
+AUTO_EPOCHS = 100
+
+
+class NUMAP:
+    """Generalisable UMAP: a network trained with the UMAP loss on a GrEASE spectral embedding.
+
+    ``NUMAP(n_components=2).fit(X)``, then ``transform(X)`` or ``transform(Y)`` for
+    new points: a forward pass, no graph needed.
+
+    Parameters
+    ----------
+    n_components
+        Dimension of the embedding (2 for plots).
+    n_neighbors
+        Neighbours of the UMAP graph (typically 5–50).
+    epochs
+        Passes over the graph's edges. ``None`` picks a budget from the graph size:
+        ``100`` passes, clipped to 1,000–4,000 steps of ``batch_size`` edges (a
+        network generalises, so large data needs far fewer passes than UMAP).
+    lr
+        Adam learning rate (typically 1e-4–1e-2).
+    batch_size
+        Edges per step.
+    min_dist, spread
+        UMAP's curve parameters (``a``, ``b`` fitted as in umap-learn).
+    metric
+        ``"euclidean"``, ``"manhattan"`` or ``"cosine"``.
+    negative_sample_rate
+        Negatives per positive edge, drawn uniformly over vertices.
+    n_spectral_components
+        Dimension of the GrEASE embedding the network is built on (>= ``n_components``).
+    hidden
+        Hidden-layer widths of the embedding network.
+    use_data
+        Feed the standardised input as well as the spectral coordinates to the network
+        (default). ``False`` uses the spectral coordinates alone.
+    input_noise
+        Standard deviation of the noise added to edge heads' inputs (standardised units).
+    grease_steps
+        Maximum training steps of the GrEASE network.
+    densmap
+        Add DensMAP's density-preservation term.
+    dens_lambda
+        Weight of the density term (0.1–2.0).
+    dens_frac
+        Fraction of the training (from the end) with the density term active.
+    dens_var_shift
+        Constant added to the embedding-radius variance in the correlation.
+    dens_subsample_size
+        Vertices sampled per step for the density term (each with its full neighbourhood).
+    device
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or a torch device.
+    random_state
+        Seed of all randomness; the same seed gives the same embedding on the CPU.
+    verbose
+        Show progress bars.
+
+    Attributes
+    ----------
+    embedding_
+        ``(n_samples, n_components)`` float32 embedding of the training data.
+    grease_
+        The fitted :class:`GrEASE`.
+    loss_history_
+        Mean UMAP loss every 50 steps.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        n_neighbors: int = 15,
+        epochs: int | None = None,
+        lr: float = 1e-3,
+        batch_size: int = 1024,
+        min_dist: float = 0.1,
+        spread: float = 1.0,
+        metric: str = "euclidean",
+        negative_sample_rate: int = 5,
+        n_spectral_components: int = 10,
+        hidden: tuple[int, ...] = (256, 256),
+        use_data: bool = True,
+        input_noise: float = 0.0,
+        grease_steps: int = 1500,
+        densmap: bool = False,
+        dens_lambda: float = 2.0,
+        dens_frac: float = 0.3,
+        dens_var_shift: float = 0.1,
+        dens_subsample_size: int = 10000,
+        device="auto",
+        random_state: int | None = 0,
+        verbose: bool = False,
+    ):
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.min_dist = min_dist
+        self.spread = spread
+        self.metric = metric
+        self.negative_sample_rate = negative_sample_rate
+        self.n_spectral_components = n_spectral_components
+        self.hidden = hidden
+        self.use_data = use_data
+        self.input_noise = input_noise
+        self.grease_steps = grease_steps
+        self.densmap = densmap
+        self.dens_lambda = dens_lambda
+        self.dens_frac = dens_frac
+        self.dens_var_shift = dens_var_shift
+        self.dens_subsample_size = dens_subsample_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ---------------------------------------------------------------- checks
+    def _check_params(self) -> None:
+        check_int(self.n_components, "n_components", minimum=1)
+        if self.epochs is not None:
+            check_int(self.epochs, "epochs", minimum=1)
+        check_float(self.lr, "lr", minimum=0.0, strict_minimum=True)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_metric(self.metric)
+        check_int(self.negative_sample_rate, "negative_sample_rate", minimum=1)
+        check_int(self.n_spectral_components, "n_spectral_components", minimum=self.n_components)
+        check_hidden(self.hidden)
+        check_float(self.input_noise, "input_noise", minimum=0.0)
+        check_int(self.grease_steps, "grease_steps", minimum=1)
+        if not isinstance(self.densmap, bool | np.bool_):
+            raise TypeError(f"`densmap` must be True or False, got {self.densmap!r}.")
+        check_float(self.dens_lambda, "dens_lambda", minimum=0.0)
+        check_float(self.dens_frac, "dens_frac", minimum=0.0, maximum=1.0)
+        check_float(self.dens_var_shift, "dens_var_shift", minimum=0.0)
+        check_int(self.dens_subsample_size, "dens_subsample_size", minimum=2)
+
+    def n_steps(self, n_edges: int) -> int:
+        """Gradient steps for a graph with ``n_edges`` directed edges."""
+        if self.epochs is not None:
+            return max(1, int(np.ceil(self.epochs * n_edges / self.batch_size)))
+        auto = int(np.ceil(AUTO_EPOCHS * n_edges / self.batch_size))
+        return int(np.clip(auto, AUTO_MIN_STEPS, AUTO_MAX_STEPS))
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, X, graph=None, knn_distances=None) -> NUMAP:
+        """Train on ``X`` of shape ``(n_samples, n_features)``.
+
+        Parameters
+        ----------
+        X
+            Training data: numpy array, scipy sparse matrix or torch tensor.
+        graph
+            Optional precomputed fuzzy neighbour graph ``(n_samples, n_samples)``,
+            e.g. ``adata.obsp['connectivities']``. Built with pynndescent and
+            umap-learn's fuzzy simplicial set when left out.
+        knn_distances
+            Optional kNN distance matrix that came with ``graph``
+            (``adata.obsp['distances']``), used to read the number of neighbours.
+
+        Returns
+        -------
+        ``self``, with ``embedding_`` set.
+        """
+        X = as_matrix(X)
+        self._check_params()
+        n = X.shape[0]
+        if graph is None:
+            check_n_neighbors(self.n_neighbors, n)
+        device = resolve_device(self.device)
+        rng = np_rng(self.random_state)
+        graph_seed, grease_seed, net_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 4))
+        if graph is None:
+            knn = build_graph(X, self.n_neighbors, metric=self.metric, random_state=graph_seed)
+        else:
+            knn = graph_from_matrices(graph, knn_distances, n_obs=n)
+        self.graph_ = knn.connectivities
+        a, b = find_ab_params(self.spread, self.min_dist)
+        self.ab_ = (a, b)
+
+        self.grease_ = GrEASE(
+            self.n_spectral_components,
+            max_steps=self.grease_steps,
+            device=device,
+            random_state=grease_seed,
+            verbose=self.verbose,
+        ).fit(X)
+        self.standardizer_ = self.grease_.standardizer_
+        spectral = self._spectral_rows(X, device)
+        table = RowTable(X, self.standardizer_, device, extra=spectral)
+
+        self.encoder_ = Encoder(X.shape[1], self.n_spectral_components, self.n_components,
+                                check_hidden(self.hidden), self.use_data)
+        init_parameters(self.encoder_, torch.Generator().manual_seed(net_seed))
+        self.encoder_.zero_last_layer()
+        self.encoder_.to(device)
+
+        heads, tails, weights = knn.edges()
+        sampler = EdgeSampler(heads, tails, weights, device)
+        n_steps = self.n_steps(sampler.n_edges)
+        gen = torch_generator(train_seed, device)
+        density = None
+        if self.densmap:
+            dist = edge_distances(X, heads, tails, metric=self.metric)  # aligned with CSR order
+            r_orig = original_log_radius(knn.connectivities, dist)
+            density = DensityTerm(
+                sampler=NeighbourhoodSampler(knn.connectivities, device),
+                r_orig=torch.as_tensor(r_orig, device=device),
+                dens_lambda=float(self.dens_lambda),
+                var_shift=float(self.dens_var_shift),
+                subsample_size=int(self.dens_subsample_size),
+                start_step=int(round(n_steps * (1.0 - self.dens_frac))),
+            )
+        self.loss_history_ = train_embedding(
+            self.encoder_,
+            table,
+            sampler,
+            a=a,
+            b=b,
+            n_steps=n_steps,
+            batch_size=self.batch_size,
+            negative_sample_rate=self.negative_sample_rate,
+            lr=self.lr,
+            input_noise=self.input_noise,
+            generator=gen,
+            density=density,
+            verbose=self.verbose,
+        )
+        self.n_steps_ = n_steps
+        self.n_features_in_ = X.shape[1]
+        self.device_ = device
+        self.embedding_ = self.transform(X)
+        return self
+
+    def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:
+        out = torch.empty(X.shape[0], self.n_spectral_components, device=device)
+        with torch.no_grad():
+            for start, stop in chunks(X.shape[0], chunk_size):
+                out[start:stop] = self.grease_.embed(self.standardizer_.rows(X, start, stop, device))
+        return out
+
+    # ------------------------------------------------------------- transform
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "encoder_"):
+            raise RuntimeError("This NUMAP is not fitted yet; call `fit(X)` first.")
+
+    def transform(self, X, *, chunk_size: int = 65536) -> np.ndarray:
+        """Embed any points: ``(n_samples, n_features)`` → ``(n_samples, n_components)`` float32.
+
+        A forward pass in chunks of ``chunk_size`` rows; deterministic; needs no graph.
+        """
+        self._check_fitted()
+        X = as_matrix(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"`X` has {X.shape[1]} features but NUMAP was fitted on {self.n_features_in_}; "
+                "pass data with the same features, in the same order."
+            )
+        return self.transform_blocks((X[s:e] for s, e in chunks(X.shape[0], chunk_size)), X.shape[0])
+
+    def transform_blocks(self, blocks, n_rows: int) -> np.ndarray:
+        """Embed an iterable of already validated row blocks with ``n_rows`` rows in total."""
+        device = self.output_device
+        out = np.empty((n_rows, self.n_components), dtype=np.float32)
+        start = 0
+        with torch.no_grad():
+            for block in blocks:
+                x = self.standardizer_.apply(block, device)
+                y = self.encoder_(torch.cat([x, self.grease_.embed(x)], dim=1))
+                out[start : start + y.shape[0]] = as_numpy(y)
+                start += y.shape[0]
+        return out
+
+    @property
+    def output_device(self) -> torch.device:
+        return next(self.encoder_.parameters()).device
+
+    def fit_transform(self, X, graph=None, knn_distances=None) -> np.ndarray:
+        """``fit`` then return ``embedding_``."""
+        return self.fit(X, graph=graph, knn_distances=knn_distances).embedding_
+
+

@@ -1,0 +1,109 @@
+"""The training loop of the parametric UMAP (with the optional DensMAP term)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .batching import RowTable
+from .density import NeighbourhoodSampler, density_correlation_loss, embedding_log_radius
+from .encoder import Encoder
+from .losses import umap_cross_entropy
+from .sampling import EdgeSampler, sample_vertices
+
+#: Steps between loss read-outs (progress bar, history, divergence check).
+LOG_EVERY = 50
+
+
+@dataclass
+class DensityTerm:
+    """What the DensMAP term needs: neighbourhoods, original radii and its knobs."""
+
+    sampler: NeighbourhoodSampler
+    r_orig: torch.Tensor  # (n_obs,) standardised original log radii
+    dens_lambda: float
+    var_shift: float
+    subsample_size: int
+    start_step: int
+
+
+def train_embedding(
+    encoder: Encoder,
+    table: RowTable,
+    sampler: EdgeSampler,
+    *,
+    a: float,
+    b: float,
+    n_steps: int,
+    batch_size: int,
+    negative_sample_rate: int,
+    lr: float,
+    input_noise: float,
+    generator: torch.Generator,
+    density: DensityTerm | None = None,
+    verbose: bool = False,
+) -> list[float]:
+    """Minimise the UMAP cross-entropy (+ density term) by Adam; returns the loss history.
+
+    Each step draws ``batch_size`` edges ∝ weight over the whole graph and a pool of
+    ``batch_size`` uniform vertices; every edge head is pushed away from
+    ``negative_sample_rate`` members of that pool. Gaussian noise of standard
+    deviation ``input_noise`` (in standardised units) is added to the heads' inputs,
+    a regulariser that helps new points land where their neighbours are. The
+    learning rate decays linearly to 5 % of ``lr``.
+    """
+    device = table.device
+    n_obs = table.n_obs
+    opt = torch.optim.Adam(encoder.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.05, 1.0 - s / n_steps))
+    history: list[float] = []
+    running = torch.zeros((), device=device)
+    r = negative_sample_rate
+    bar = tqdm(range(n_steps), desc="NUMAP", disable=not verbose, leave=False)
+    encoder.train()
+    for step in bar:
+        heads, tails = sampler.sample(batch_size, generator)
+        pool = sample_vertices(n_obs, batch_size, generator, device)
+        x_heads = table[heads]
+        if input_noise > 0:
+            noise = torch.randn(x_heads.shape, generator=generator, device=generator.device)
+            x_heads = x_heads + input_noise * noise.to(device)
+        y = encoder(torch.cat([x_heads, table[tails], table[pool]]))
+        y_heads, y_tails, y_pool = y[:batch_size], y[batch_size : 2 * batch_size], y[2 * batch_size :]
+        neg = torch.randint(0, batch_size, (batch_size, r), generator=generator, device=generator.device)
+        y_neg = y_pool[neg.to(device)]
+        sq_pos = ((y_heads - y_tails) ** 2).sum(dim=1)
+        sq_neg = ((y_heads[:, None, :] - y_neg) ** 2).sum(dim=2)
+        loss = umap_cross_entropy(sq_pos, sq_neg, a, b)
+        if density is not None and step >= density.start_step:
+            loss = loss + density.dens_lambda * _density_loss(encoder, table, density, a, b, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running = running + loss.detach()
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == n_steps:
+            value = float(running) / (step % LOG_EVERY + 1)
+            running = torch.zeros((), device=device)
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"NUMAP training diverged at step {step + 1} (loss {value}); "
+                    f"lower `lr` (got {lr}), e.g. to {lr / 10:g}."
+                )
+            history.append(value)
+            bar.set_postfix(loss=f"{value:.3f}")
+    encoder.eval()
+    return history
+
+
+def _density_loss(encoder, table, density: DensityTerm, a, b, generator) -> torch.Tensor:
+    vertices, edge_rows, edge_cols = density.sampler.sample(density.subsample_size, generator)
+    nodes, inverse = torch.unique(torch.cat([vertices, edge_cols]), return_inverse=True)
+    y = encoder(table[nodes])
+    n_vert = vertices.shape[0]
+    y_vert, y_nbr = y[inverse[:n_vert]], y[inverse[n_vert:]]
+    r_emb = embedding_log_radius(y_vert, y_nbr, edge_rows, a, b)
+    return density_correlation_loss(density.r_orig[vertices], r_emb, density.var_shift)
