@@ -3,4 +3,4 @@
 from .grease import GrEASE
 from .numap import NUMAP
 
-__all__ = ["GrEASE", "NUMAP"]
+__all__ = ["NUMAP", "GrEASE"]

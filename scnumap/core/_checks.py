@@ -49,8 +49,7 @@ def as_matrix(X, *, name: str = "X"):
                 X = np.asarray(X)
             else:
                 raise TypeError(
-                    f"`{name}` must be a numpy array, scipy sparse matrix or torch tensor, "
-                    f"got {type(X).__name__}."
+                    f"`{name}` must be a numpy array, scipy sparse matrix or torch tensor, got {type(X).__name__}."
                 )
         _check_dtype(X.dtype, name)
         if X.ndim == 1:

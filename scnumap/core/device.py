@@ -18,15 +18,11 @@ def resolve_device(device) -> torch.device:
         try:
             resolved = torch.device(device)
         except RuntimeError:
-            raise ValueError(
-                f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
-            ) from None
+            raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from None
     else:
         raise TypeError(f"`device` must be a string or torch.device, got {device!r}.")
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"`device={device!r}` asks for CUDA but torch sees no GPU. Use device='cpu' or 'auto'."
-        )
+        raise ValueError(f"`device={device!r}` asks for CUDA but torch sees no GPU. Use device='cpu' or 'auto'.")
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"`device` must be a CPU or CUDA device, got {device!r}.")
     return resolved

@@ -20,13 +20,12 @@ RESIDUAL_SCALE = 3.0
 class Encoder(nn.Module):
     """``g([x, s]) + RESIDUAL_SCALE * s[:, :n_components]`` on rows ``[x_std, s]``."""
 
-    def __init__(self, n_features: int, n_spectral: int, n_components: int, hidden: tuple[int, ...],
-                 use_data: bool = True):
+    def __init__(
+        self, n_features: int, n_spectral: int, n_components: int, hidden: tuple[int, ...], use_data: bool = True
+    ):
         super().__init__()
         if n_spectral < n_components:
-            raise ValueError(
-                f"`n_spectral_components` ({n_spectral}) must be >= `n_components` ({n_components})."
-            )
+            raise ValueError(f"`n_spectral_components` ({n_spectral}) must be >= `n_components` ({n_components}).")
         self.n_features = n_features
         self.n_spectral = n_spectral
         self.n_components = n_components
@@ -40,6 +39,6 @@ class Encoder(nn.Module):
             last.bias.zero_()
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        s = rows[:, self.n_features:]
+        s = rows[:, self.n_features :]
         inputs = rows if self.use_data else s
         return self.body(inputs) + RESIDUAL_SCALE * s[:, : self.n_components]

@@ -76,8 +76,8 @@ def knn_search(X, n_neighbors: int, *, metric: str = "euclidean", random_state=0
         n_neighbors=n_neighbors,
         metric=metric,
         random_state=np.random.RandomState(seed),
-        n_trees=min(64, 5 + int(round(n**0.5 / 20.0))),
-        n_iters=max(5, int(round(np.log2(n)))),
+        n_trees=min(64, 5 + round(n**0.5 / 20.0)),
+        n_iters=max(5, round(np.log2(n))),
         low_memory=True,
         verbose=False,
     )
@@ -180,15 +180,16 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def edge_distances(X, heads: np.ndarray, tails: np.ndarray, *, metric: str = "euclidean",
-                   chunk_size: int = 200_000) -> np.ndarray:
+def edge_distances(
+    X, heads: np.ndarray, tails: np.ndarray, *, metric: str = "euclidean", chunk_size: int = 200_000
+) -> np.ndarray:
     """Input-space distance of every edge ``(heads[e], tails[e])``, in chunks."""
     from sklearn.metrics.pairwise import paired_distances
 
     check_metric(metric)
     out = np.empty(heads.shape[0], dtype=np.float32)
     for start in range(0, heads.shape[0], chunk_size):
-        h = heads[start:start + chunk_size]
-        t = tails[start:start + chunk_size]
-        out[start:start + chunk_size] = paired_distances(X[h], X[t], metric=metric)
+        h = heads[start : start + chunk_size]
+        t = tails[start : start + chunk_size]
+        out[start : start + chunk_size] = paired_distances(X[h], X[t], metric=metric)
     return out

@@ -47,4 +47,3 @@ def umap_cross_entropy(sq_dist_pos: torch.Tensor, sq_dist_neg: torch.Tensor, a: 
     attraction = -torch.log(membership(sq_dist_pos, a, b).clamp_min(EPS))
     repulsion = -torch.log((1.0 - membership(sq_dist_neg, a, b)).clamp_min(EPS))
     return attraction.mean() + repulsion.sum(dim=1).mean()
-

@@ -210,8 +210,9 @@ class NUMAP:
         spectral = self._spectral_rows(X, device)
         table = RowTable(X, self.standardizer_, device, extra=spectral)
 
-        self.encoder_ = Encoder(X.shape[1], self.n_spectral_components, self.n_components,
-                                check_hidden(self.hidden), self.use_data)
+        self.encoder_ = Encoder(
+            X.shape[1], self.n_spectral_components, self.n_components, check_hidden(self.hidden), self.use_data
+        )
         init_parameters(self.encoder_, torch.Generator().manual_seed(net_seed))
         self.encoder_.zero_last_layer()
         self.encoder_.to(device)
@@ -230,7 +231,7 @@ class NUMAP:
                 dens_lambda=float(self.dens_lambda),
                 var_shift=float(self.dens_var_shift),
                 subsample_size=int(self.dens_subsample_size),
-                start_step=int(round(n_steps * (1.0 - self.dens_frac))),
+                start_step=round(n_steps * (1.0 - self.dens_frac)),
             )
         self.loss_history_ = train_embedding(
             self.encoder_,
@@ -299,5 +300,3 @@ class NUMAP:
     def fit_transform(self, X, graph=None, knn_distances=None) -> np.ndarray:
         """``fit`` then return ``embedding_``."""
         return self.fit(X, graph=graph, knn_distances=knn_distances).embedding_
-
-

@@ -1,0 +1,181 @@
+"""``scnumap.tl.numap``: train NUMAP on a Scanpy neighbour graph."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+from scanpy import logging as logg
+
+from ..core import NUMAP
+from ..core.model_io import model_to_dict
+from ._representation import choose_representation, describe_representation
+
+
+def numap(
+    adata: AnnData,
+    *,
+    n_components: int = 2,
+    min_dist: float = 0.5,
+    spread: float = 1.0,
+    densmap: bool = True,
+    dens_lambda: float = 2.0,
+    dens_frac: float = 0.3,
+    dens_var_shift: float = 0.1,
+    dens_subsample_size: int = 10000,
+    epochs: int | None = None,
+    lr: float = 1e-3,
+    batch_size: int = 1024,
+    negative_sample_rate: int = 5,
+    n_spectral_components: int = 10,
+    hidden: tuple[int, ...] = (256, 256),
+    grease_steps: int = 600,
+    neighbors_key: str = "neighbors",
+    key_added: str | None = None,
+    copy: bool = False,
+    random_state: int | None = 0,
+    device: str = "auto",
+    verbose: bool | None = None,
+) -> AnnData | None:
+    """Embed cells with NUMAP (generalisable UMAP + DensMAP) on the neighbour graph.
+
+    Reuses ``adata.obsp`` from :func:`scanpy.pp.neighbors` and trains on the same
+    representation (``use_rep``/``n_pcs`` of the neighbour parameters). With the
+    default ``neighbors_key`` and no graph, one is built with scanpy's defaults.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    n_components
+        Embedding dimension.
+    min_dist, spread
+        UMAP curve parameters (scanpy's defaults: 0.5 and 1.0).
+    densmap
+        Keep local densities (DensMAP). On by default here.
+    dens_lambda
+        Weight of the density term (0.1–2.0).
+    dens_frac
+        Fraction of training, from the end, with the density term.
+    dens_var_shift
+        Stabiliser of the embedding-radius variance.
+    dens_subsample_size
+        Vertices per step for the density term.
+    epochs
+        Passes over the graph edges; ``None`` picks a budget (see :class:`scnumap.NUMAP`).
+    lr, batch_size, negative_sample_rate, n_spectral_components, hidden, grease_steps
+        Training knobs of :class:`scnumap.NUMAP`.
+    neighbors_key
+        Key of the neighbour results in ``adata.uns``.
+    key_added
+        Store the embedding in ``obsm[key_added]`` and the model in ``uns[key_added]``
+        instead of ``obsm['X_numap']`` and ``uns['numap']``.
+    copy
+        Return a copy instead of writing to ``adata``.
+    random_state
+        Seed; the same seed gives the same embedding on the CPU.
+    device
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    verbose
+        Progress bars; default: when scanpy's verbosity is ``info`` or higher.
+
+    Returns
+    -------
+    ``adata`` if ``copy`` else ``None``. Sets
+
+    ``adata.obsm['X_numap' | key_added]``
+        ``(n_obs, n_components)`` float32 embedding.
+    ``adata.uns['numap' | key_added]``
+        ``'params'`` (the settings) and ``'model'`` (format version, weights,
+        standardisation and the representation, with PCA loadings, gene names and the
+        reference mean when the representation is ``X_pca`` from ``adata.X``).
+    """
+    import scanpy as sc
+
+    start = logg.info("computing NUMAP")
+    adata = adata.copy() if copy else adata
+    if neighbors_key not in adata.uns:
+        if neighbors_key != "neighbors":
+            raise KeyError(
+                f"`neighbors_key={neighbors_key!r}` is not in `adata.uns` (keys: {list(adata.uns)}); "
+                f"run `sc.pp.neighbors(adata, key_added={neighbors_key!r})` first or pass an existing key."
+            )
+        logg.info("    no neighbour graph found: running `sc.pp.neighbors` with its defaults")
+        sc.pp.neighbors(adata, random_state=random_state)
+    neighbors = adata.uns[neighbors_key]
+    conn_key = neighbors.get("connectivities_key", "connectivities")
+    dist_key = neighbors.get("distances_key", "distances")
+    if conn_key not in adata.obsp:
+        raise KeyError(
+            f"`adata.obsp[{conn_key!r}]` named by `adata.uns[{neighbors_key!r}]` is missing; re-run `sc.pp.neighbors`."
+        )
+    params = neighbors.get("params", {})
+    use_rep = params.get("use_rep", None)
+    n_pcs = params.get("n_pcs", None)
+    X, use_rep, n_dims = choose_representation(adata, use_rep, None if n_pcs is None else int(n_pcs))
+    if verbose is None:
+        verbose = sc.settings.verbosity >= 3
+    model = NUMAP(
+        n_components,
+        min_dist=min_dist,
+        spread=spread,
+        densmap=densmap,
+        dens_lambda=dens_lambda,
+        dens_frac=dens_frac,
+        dens_var_shift=dens_var_shift,
+        dens_subsample_size=dens_subsample_size,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        negative_sample_rate=negative_sample_rate,
+        n_spectral_components=n_spectral_components,
+        hidden=hidden,
+        grease_steps=grease_steps,
+        device=device,
+        random_state=random_state,
+        verbose=bool(verbose),
+    )
+    model.fit(X, graph=adata.obsp[conn_key], knn_distances=adata.obsp.get(dist_key))
+    representation = describe_representation(adata, X, use_rep, n_dims)
+    if use_rep == "X_pca" and not bool(representation["has_pca"]):
+        logg.warning(
+            "`X_pca` is not `(adata.X - mean) @ adata.varm['PCs']`; `tl.project` will need the "
+            "query's own `obsm['X_pca']` in the same space."
+        )
+    entry = model_to_dict(model)
+    entry["representation"] = representation
+    key_obsm = key_added or "X_numap"
+    key_uns = key_added or "numap"
+    for store, key in ((adata.obsm, key_obsm), (adata.uns, key_uns)):
+        if key in store:
+            logg.info(f"    overwriting existing {key!r}")
+    # everything is computed: only now write to adata (no partial results on errors)
+    adata.obsm[key_obsm] = model.embedding_
+    adata.uns[key_uns] = {
+        "params": {
+            "n_components": n_components,
+            "min_dist": min_dist,
+            "spread": spread,
+            "densmap": densmap,
+            "dens_lambda": dens_lambda,
+            "dens_frac": dens_frac,
+            "dens_var_shift": dens_var_shift,
+            "dens_subsample_size": dens_subsample_size,
+            "epochs": -1 if epochs is None else int(epochs),
+            "n_steps": int(model.n_steps_),
+            "lr": lr,
+            "batch_size": batch_size,
+            "negative_sample_rate": negative_sample_rate,
+            "n_spectral_components": n_spectral_components,
+            "hidden": np.asarray(hidden, dtype=np.int64),
+            "neighbors_key": neighbors_key,
+            "use_rep": use_rep,
+            "random_state": -1 if random_state is None else int(random_state),
+        },
+        "model": entry,
+    }
+    logg.info(
+        "    finished",
+        time=start,
+        deep=f"added\n    {key_obsm!r}, NUMAP coordinates (adata.obsm)\n    {key_uns!r}, params and model (adata.uns)",
+    )
+    return adata if copy else None
