@@ -95,7 +95,9 @@ def _self_first(indices: np.ndarray, distances: np.ndarray):
     indices[missing, -1] = rows[missing]
     distances[missing, -1] = 0.0
     order = np.argsort(~(indices == rows[:, None]), axis=1, kind="stable")
-    return np.take_along_axis(indices, order, 1), np.take_along_axis(distances, order, 1)
+    indices, distances = np.take_along_axis(indices, order, 1), np.take_along_axis(distances, order, 1)
+    distances[:, 0] = 0.0  # brute force returns ~1e-7 for self; UMAP's rho needs an exact 0
+    return indices, distances
 
 
 def fuzzy_graph(X, indices: np.ndarray, distances: np.ndarray, *, random_state=0) -> KnnGraph:

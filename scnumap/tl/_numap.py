@@ -27,7 +27,7 @@ def numap(
     batch_size: int = 1024,
     negative_sample_rate: int = 5,
     n_spectral_components: int = 10,
-    hidden: tuple[int, ...] = (256, 256),
+    hidden: tuple[int, ...] = (128, 128),
     grease_steps: int = 600,
     neighbors_key: str = "neighbors",
     key_added: str | None = None,

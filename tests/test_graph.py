@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from scnumap.core.graph import build_graph, edge_distances, graph_from_matrices
+
+
+def test_build_graph_is_symmetric_fuzzy_graph(pbmc_pca):
+    g = build_graph(pbmc_pca, 15)
+    G = g.connectivities
+    assert G.shape == (700, 700)
+    assert abs(G - G.T).max() < 1e-6
+    assert G.data.min() > 0 and G.data.max() <= 1 + 1e-6
+    assert G.diagonal().sum() == 0
+    # every cell keeps at least its (n_neighbors - 1) kNN edges after the fuzzy union
+    assert np.diff(G.indptr).min() >= 14
+
+
+def test_build_graph_matches_scanpy_neighbors(pbmc):
+    import scanpy as sc
+
+    ad = pbmc.copy()
+    sc.pp.neighbors(ad, n_neighbors=15, use_rep="X_pca")
+    ours = build_graph(ad.obsm["X_pca"], 15).connectivities
+    theirs = sp.csr_matrix(ad.obsp["connectivities"])
+    assert abs(ours - theirs).max() < 1e-4
+
+
+def test_graph_from_matrices_reads_k_and_symmetrises(pbmc):
+    G = sp.csr_matrix(pbmc.obsp["connectivities"])
+    g = graph_from_matrices(sp.triu(G), pbmc.obsp["distances"], n_obs=700)
+    assert abs(g.connectivities - g.connectivities.T).max() < 1e-6
+    assert g.n_neighbors == 10  # scanpy stores k - 1 = 9 per row
+
+
+def test_graph_from_matrices_errors():
+    with pytest.raises(ValueError, match=r"shape \(3, 3\) but the data has 4 samples"):
+        graph_from_matrices(sp.eye(3), n_obs=4)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        graph_from_matrices(2 * sp.eye(3), n_obs=3)
+
+
+def test_edge_distances_are_euclidean():
+    X = np.array([[0, 0], [3, 4], [6, 8]], dtype=np.float32)
+    d = edge_distances(X, np.array([0, 1]), np.array([1, 2]))
+    np.testing.assert_allclose(d, [5, 5])
+
+
+def test_duplicates_keep_self_first():
+    X = np.zeros((20, 3), dtype=np.float32)
+    X[10:] = 1
+    g = build_graph(X, 5)
+    assert g.connectivities.diagonal().sum() == 0
