@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from settings import QUICK
 
-#: Small training budgets so the suite stays fast; quality tests set their own.
-QUICK = {"epochs": 20, "grease_steps": 150, "hidden": (64, 64), "batch_size": 512}
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def needs_shared_data(*parts: str) -> Path:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import QUICK
+from settings import QUICK
 
 from scnumap import NUMAP
 from scnumap.core import metrics
@@ -19,7 +19,7 @@ def test_fit_transform_shapes_and_dtype(blobs, fitted_blobs):
 def test_transform_is_deterministic_and_chunk_invariant(blobs, fitted_blobs):
     a = fitted_blobs.transform(blobs)
     b = fitted_blobs.transform(blobs, chunk_size=7)
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-4)  # float32 matmul blocking differs per chunk
     np.testing.assert_array_equal(a, fitted_blobs.transform(blobs))
 
 

@@ -17,6 +17,9 @@ from .sampling import EdgeSampler, sample_vertices
 #: Steps between loss read-outs (progress bar, history, divergence check).
 LOG_EVERY = 50
 
+#: An embedding coordinate beyond this means training diverged (UMAP layouts span ~±30).
+MAX_COORDINATE = 1e4
+
 
 @dataclass
 class DensityTerm:
@@ -88,10 +91,11 @@ def train_embedding(
         if (step + 1) % LOG_EVERY == 0 or step + 1 == n_steps:
             value = float(running) / (step % LOG_EVERY + 1)
             running = torch.zeros((), device=device)
-            if not math.isfinite(value):
+            largest = float(y.detach().abs().max())
+            if not (math.isfinite(value) and largest < MAX_COORDINATE):
                 raise FloatingPointError(
-                    f"NUMAP training diverged at step {step + 1} (loss {value}); "
-                    f"lower `lr` (got {lr}), e.g. to {lr / 10:g}."
+                    f"NUMAP training diverged at step {step + 1} (loss {value:g}, largest coordinate "
+                    f"{largest:g}); lower `lr` (got {lr:g}), e.g. to {lr / 10:g}."
                 )
             history.append(value)
             bar.set_postfix(loss=f"{value:.3f}")
