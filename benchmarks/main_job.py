@@ -15,11 +15,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import scanpy as sc  # noqa: E402
+import numpy as np
+import scanpy as sc
 
-import scnumap  # noqa: E402
-from scnumap.core import metrics  # noqa: E402
+import scnumap
+from scnumap.core import metrics
 
 
 def main() -> None:
@@ -55,18 +55,22 @@ def main() -> None:
     E = ref.obsm["X_numap"]
     print(f"reference: {ref.n_obs} cells, query: {query.n_obs} cells (pbmc68k_reduced, 70/30 split)")
     print(f"fit (GrEASE + NUMAP + DensMAP): {fit_s:.1f} s")
-    print(f"projection of {query.n_obs} cells: {project_s * 1e3:.1f} ms "
-          f"({project_s / query.n_obs * 1e6:.1f} us per cell, label transfer included)")
+    print(
+        f"projection of {query.n_obs} cells: {project_s * 1e3:.1f} ms "
+        f"({project_s / query.n_obs * 1e6:.1f} us per cell, label transfer included)"
+    )
     print(f"trustworthiness@15: {metrics.trustworthiness(X, E):.3f}")
     print(f"kNN preservation@15: {metrics.knn_preservation(X, E):.3f}")
     print(f"density correlation: {metrics.density_correlation(X, E):.3f}")
     print(f"label transfer accuracy (bulk_labels): {np.mean(pred == truth):.3f}")
 
     scnumap.pl.project(
-        query, ref,
+        query,
+        ref,
         color=["bulk_labels", "bulk_labels_numap", "bulk_labels_numap_confidence"],
         title=["query: true labels", "query: transferred labels", "query: transfer confidence"],
-        save=str(out), show=False,
+        save=str(out),
+        show=False,
     )
     print(f"figure: {out}")
 

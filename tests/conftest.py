@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from settings import QUICK
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -21,14 +21,16 @@ def test_as_matrix_dtypes_give_float32_copy(dtype):
 def test_as_matrix_sparse_formats_become_csr(fmt):
     X = sp.random(5, 4, density=0.5, format=fmt, random_state=0)
     out = as_matrix(X)
-    assert sp.isspmatrix_csr(out) and out.dtype == np.float32
+    assert sp.isspmatrix_csr(out)
+    assert out.dtype == np.float32
     np.testing.assert_allclose(out.toarray(), X.toarray(), rtol=1e-6)
 
 
 def test_as_matrix_torch_tensor():
     t = torch.arange(6, dtype=torch.float64).reshape(3, 2)
     out = as_matrix(t)
-    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    assert isinstance(out, np.ndarray)
+    assert out.dtype == np.float32
     np.testing.assert_array_equal(out, t.numpy())
 
 

@@ -10,7 +10,8 @@ def test_build_graph_is_symmetric_fuzzy_graph(pbmc_pca):
     G = g.connectivities
     assert G.shape == (700, 700)
     assert abs(G - G.T).max() < 1e-6
-    assert G.data.min() > 0 and G.data.max() <= 1 + 1e-6
+    assert G.data.min() > 0
+    assert G.data.max() <= 1 + 1e-6
     assert G.diagonal().sum() == 0
     # every cell keeps at least its (n_neighbors - 1) kNN edges after the fuzzy union
     assert np.diff(G.indptr).min() >= 14

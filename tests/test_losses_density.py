@@ -40,7 +40,8 @@ def test_original_log_radius_is_standardised_and_ordered():
     dist = np.where(coo.row < 3, 1.0, 2.0).astype(np.float32)  # rows 0-2 have close neighbours
     csr_order = sp.csr_matrix((dist, (coo.row, coo.col)), shape=G.shape)
     r = original_log_radius(G, csr_order.data)
-    assert abs(r.mean()) < 1e-6 and r.std() == pytest.approx(1.0, abs=1e-5)
+    assert abs(r.mean()) < 1e-6
+    assert r.std() == pytest.approx(1.0, abs=1e-5)
     assert r[:3].max() < r[3:].min()
 
 
@@ -48,7 +49,8 @@ def test_neighbourhood_sampler_returns_full_neighbourhoods():
     G = _ring_graph(10)
     s = NeighbourhoodSampler(G, torch.device("cpu"))
     vertices, rows, cols = s.sample(4, torch.Generator().manual_seed(0))
-    assert vertices.shape[0] == 4 and rows.shape[0] == 8
+    assert vertices.shape[0] == 4
+    assert rows.shape[0] == 8
     for i, v in enumerate(vertices.tolist()):
         assert set(cols[rows == i].tolist()) == {(v + 1) % 10, (v - 1) % 10}
 

@@ -10,7 +10,9 @@ from scnumap.core import metrics
 
 def test_fit_transform_shapes_and_dtype(blobs, fitted_blobs):
     E = fitted_blobs.embedding_
-    assert E.shape == (300, 2) and E.dtype == np.float32 and np.all(np.isfinite(E))
+    assert E.shape == (300, 2)
+    assert E.dtype == np.float32
+    assert np.all(np.isfinite(E))
     one = fitted_blobs.transform(blobs[:1])
     assert one.shape == (1, 2)
     np.testing.assert_allclose(one[0], E[0], atol=1e-5)
@@ -50,13 +52,15 @@ def test_accepts_sparse_torch_and_dtypes(blobs, fitted_blobs, kind):
 
 def test_fit_on_sparse_input(blobs):
     E = NUMAP(random_state=0, **QUICK).fit_transform(sp.csr_matrix(blobs))
-    assert E.shape == (300, 2) and np.all(np.isfinite(E))
+    assert E.shape == (300, 2)
+    assert np.all(np.isfinite(E))
 
 
 def test_clusters_are_separated(blobs, fitted_blobs):
     labels = np.repeat(np.arange(3), 100)
-    acc = metrics.label_transfer_accuracy(fitted_blobs.embedding_[::2], labels[::2],
-                                          fitted_blobs.embedding_[1::2], labels[1::2])
+    acc = metrics.label_transfer_accuracy(
+        fitted_blobs.embedding_[::2], labels[::2], fitted_blobs.embedding_[1::2], labels[1::2]
+    )
     assert acc > 0.99
 
 
@@ -66,8 +70,9 @@ def test_loss_goes_down(fitted_blobs):
 
 
 def test_precomputed_graph_is_used(pbmc, pbmc_pca):
-    m = NUMAP(random_state=0, **QUICK).fit(pbmc_pca, graph=pbmc.obsp["connectivities"],
-                                          knn_distances=pbmc.obsp["distances"])
+    m = NUMAP(random_state=0, **QUICK).fit(
+        pbmc_pca, graph=pbmc.obsp["connectivities"], knn_distances=pbmc.obsp["distances"]
+    )
     assert abs(m.graph_ - pbmc.obsp["connectivities"]).max() < 1e-6
 
 
@@ -90,8 +95,11 @@ def test_errors_name_value_and_fix(blobs, fitted_blobs):
         NUMAP(densmap="yes").fit(blobs)
     with pytest.raises(ValueError, match=r"`dens_frac` must be <= 1.0, got 2.0"):
         NUMAP(dens_frac=2.0).fit(blobs)
-    with pytest.raises(ValueError, match="asks for CUDA but torch sees no GPU") if not torch.cuda.is_available() \
-            else pytest.raises(ValueError, match="must be 'auto'"):
+    with (
+        pytest.raises(ValueError, match="asks for CUDA but torch sees no GPU")
+        if not torch.cuda.is_available()
+        else pytest.raises(ValueError, match="must be 'auto'")
+    ):
         NUMAP(device="cuda" if not torch.cuda.is_available() else "tpu", **QUICK).fit(blobs)
 
 

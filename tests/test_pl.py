@@ -2,11 +2,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.image as mpimg  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
 
-import scnumap  # noqa: E402
+import scnumap
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +34,20 @@ def test_pl_numap_saves_png(ref_query, tmp_path):
 
 def test_pl_project_saves_png(ref_query, tmp_path):
     ref, query = ref_query
-    fig = scnumap.pl.project(query, ref, color=["bulk_labels", "bulk_labels_numap", "bulk_labels_numap_confidence"],
-                             save=str(tmp_path / "project.png"), show=False)
+    fig = scnumap.pl.project(
+        query,
+        ref,
+        color=["bulk_labels", "bulk_labels_numap", "bulk_labels_numap_confidence"],
+        save=str(tmp_path / "project.png"),
+        show=False,
+    )
     assert len(fig.axes) >= 3
     assert _drawn(tmp_path / "project.png")
 
 
 def test_pl_errors(ref_query, pbmc):
     ref, query = ref_query
-    with pytest.raises(KeyError, match="run `scnumap.tl.numap"):
+    with pytest.raises(KeyError, match=r"run `scnumap\.tl\.numap"):
         scnumap.pl.numap(pbmc)
     with pytest.raises(KeyError, match="`color='nope'` is not a column"):
         scnumap.pl.project(query, ref, color="nope", show=False)

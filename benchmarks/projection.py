@@ -1,0 +1,108 @@
+"""Reference → query projection: scnumap.tl.project next to sc.tl.ingest, in one run.
+
+    .venv/bin/python benchmarks/projection.py [wang_xin pbmc68k_reduced pbmc4k kidney cbmc kang]
+
+Both get the same reference (PCA, neighbour graph) and the same query. Label-transfer
+accuracy is the fraction of query cells whose transferred label equals their own;
+times are warm (second call) and include label transfer. Splits by cells are 70/30
+(mean over three seeds); Wang → Xin crosses technologies; Kang ctrl → stim has no
+cell-type labels and is timed only.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import scanpy as sc
+from datasets import LABELLED, available, kang, wang_xin
+
+import scnumap
+
+warnings.filterwarnings("ignore")
+sc.settings.verbosity = 0
+
+
+def prepare_reference(ref):
+    if "X_pca" not in ref.obsm:
+        sc.pp.pca(ref, n_comps=50, random_state=0)
+    sc.pp.neighbors(ref, n_neighbors=15, random_state=0)
+    t0 = time.perf_counter()
+    scnumap.tl.numap(ref, random_state=0)
+    numap_fit = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sc.tl.umap(ref, random_state=0)
+    umap_fit = time.perf_counter() - t0
+    return numap_fit, umap_fit
+
+
+def compare(ref, query, labelled=True):
+    obs = "label" if labelled else None
+    q1, q2 = query.copy(), query.copy()
+    scnumap.tl.project(q1[:10].copy(), ref, obs=obs)  # warm-up
+    t0 = time.perf_counter()
+    scnumap.tl.project(q1, ref, obs=obs)
+    t_numap = time.perf_counter() - t0
+    ingest_obs = obs if labelled else None
+    sc.tl.ingest(q2[:10].copy(), ref, obs=ingest_obs)  # warm-up (numba)
+    t0 = time.perf_counter()
+    sc.tl.ingest(q2, ref, obs=ingest_obs)
+    t_ingest = time.perf_counter() - t0
+    acc_numap = acc_ingest = float("nan")
+    if labelled:
+        truth = query.obs["label"].astype(str).to_numpy()
+        acc_numap = np.mean(q1.obs["label_numap"].astype(str).to_numpy() == truth)
+        acc_ingest = np.mean(q2.obs["label"].astype(str).to_numpy() == truth)
+    return acc_numap, acc_ingest, t_numap / query.n_obs, t_ingest / query.n_obs
+
+
+def row(name, n_ref, n_query, results, fits):
+    r = np.nanmean(np.array(results), axis=0)
+    print(
+        f"| {name} | {n_ref} → {n_query} | {r[0]:.3f} | {r[1]:.3f} | {r[2] * 1e6:.1f} | {r[3] * 1e6:.1f} "
+        f"| {r[3] / r[2]:.0f}× | {np.mean([f[0] for f in fits]):.1f} | {np.mean([f[1] for f in fits]):.1f} |",
+        flush=True,
+    )
+
+
+def run(name):
+    if name == "wang_xin":
+        ref, query = wang_xin()
+        fits = [prepare_reference(ref)]
+        row("Wang → Xin (pancreas, cross-technology)", ref.n_obs, query.n_obs, [compare(ref, query)], fits)
+        return
+    if name == "kang":
+        ref, query = kang()
+        fits = [prepare_reference(ref)]
+        row("Kang ctrl → stim (timing only)", ref.n_obs, query.n_obs, [compare(ref, query, labelled=False)], fits)
+        return
+    ad = LABELLED[name]()
+    results, fits = [], []
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(ad.n_obs)
+        ref = ad[order[: int(0.7 * ad.n_obs)]].copy()
+        query = ad[order[int(0.7 * ad.n_obs) :]].copy()
+        for a in (ref, query):
+            for key in ("X_pca", "X_umap"):
+                a.obsm.pop(key, None)
+            a.uns.pop("neighbors", None)
+        sc.pp.pca(ref, n_comps=min(50, ref.n_vars - 1), random_state=seed)
+        fits.append(prepare_reference(ref))
+        results.append(compare(ref, query))
+    row(f"{name} (70/30 by cells, 3 seeds)", ref.n_obs, query.n_obs, results, fits)
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or ["wang_xin", "pbmc68k_reduced", "pbmc4k", "kidney", "kang"]
+    print(
+        "| data | cells | acc scnumap | acc ingest | scnumap µs/cell | ingest µs/cell | speed-up | "
+        "tl.numap fit s | sc.tl.umap fit s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    for name in names:
+        if available(name) or name in ("pbmc68k_reduced",):
+            run(name)
+        else:
+            print(f"| {name} | ../shared/data absent | | | | | | | |")

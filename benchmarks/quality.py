@@ -1,0 +1,117 @@
+"""Quality and time: scnumap (NUMAP, NUMAP+DensMAP) next to umap-learn (UMAP,
+UMAP densMAP, UMAP.transform) on the same representation, in one run.
+
+    .venv/bin/python benchmarks/quality.py [pbmc68k_reduced digits paul15 pbmc4k kidney ...]
+
+Prints one markdown table per data set: fit time, trustworthiness@15, kNN
+preservation@15, density correlation, centroid-distance Spearman, and for three
+seeded 70/30 splits the mean kNN (k=15) label-transfer accuracy of held-out cells and
+the warm transform time per cell.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+from datasets import LABELLED, available
+
+from scnumap import NUMAP
+from scnumap.core import metrics
+
+warnings.filterwarnings("ignore")
+
+
+def fit_umap(X, seed, densmap=False):
+    import umap
+
+    return umap.UMAP(random_state=seed, densmap=densmap).fit(X)
+
+
+def fit_numap(X, seed, densmap=False):
+    return NUMAP(random_state=seed, densmap=densmap, device="cpu").fit(X)
+
+
+METHODS = {
+    "umap-learn UMAP": (fit_umap, False),
+    "umap-learn densMAP": (fit_umap, True),
+    "scnumap NUMAP": (fit_numap, False),
+    "scnumap NUMAP+DensMAP": (fit_numap, True),
+}
+
+
+def embedding(model):
+    return model.embedding_
+
+
+def timed_transform(model, X):
+    model.transform(X[:5])  # warm-up (numba compilation, allocations)
+    t0 = time.perf_counter()
+    out = model.transform(X)
+    return out, (time.perf_counter() - t0) / len(X)
+
+
+def run(name: str) -> None:
+    ad = LABELLED[name]()
+    X = np.asarray(ad.obsm["X_pca"], dtype=np.float32)
+    labels = ad.obs["label"].astype(str).to_numpy()
+    print(f"\n### {name}: {X.shape[0]} cells × {X.shape[1]} dims\n", flush=True)
+    print("| method | fit s | trust@15 | kNN pres@15 | density r | centroid ρ | transfer acc | transform µs/cell |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for method, (fit, densmap) in METHODS.items():
+        t0 = time.perf_counter()
+        model = fit(X, 0, densmap)
+        fit_s = time.perf_counter() - t0
+        E = embedding(model)
+        accs, speeds = [], []
+        if not densmap:  # transfer measured for the plain models
+            for seed in range(3):
+                order = np.random.default_rng(seed).permutation(len(X))
+                tr, te = order[: int(0.7 * len(X))], order[int(0.7 * len(X)) :]
+                m = fit(X[tr], seed, densmap)
+                Q, per_cell = timed_transform(m, X[te])
+                accs.append(metrics.label_transfer_accuracy(embedding(m), labels[tr], Q, labels[te]))
+                speeds.append(per_cell)
+        acc = f"{np.mean(accs):.3f}" if accs else "–"
+        speed = f"{np.median(speeds) * 1e6:.1f}" if speeds else "–"
+        print(
+            f"| {method} | {fit_s:.1f} | {metrics.trustworthiness(X, E):.3f} | {metrics.knn_preservation(X, E):.3f} "
+            f"| {metrics.density_correlation(X, E):.3f} | {metrics.centroid_distance_spearman(X, E, labels):.3f} "
+            f"| {acc} | {speed} |",
+            flush=True,
+        )
+
+
+def grease_and_circles() -> None:
+    from sklearn.datasets import make_circles
+
+    from scnumap import GrEASE
+
+    print("\n### GrEASE (Grassmann distance to eigsh, k = 4) and the seed's two circles\n")
+    ad = LABELLED["pbmc68k_reduced"]()
+    Xc, yc = make_circles(n_samples=5000, noise=0.05, factor=0.5, random_state=0)
+    Xc = Xc.astype(np.float32)
+    for name, X in (("pbmc68k_reduced X_pca", np.asarray(ad.obsm["X_pca"])), ("two circles", Xc)):
+        t0 = time.perf_counter()
+        S = GrEASE(4, random_state=0).fit_transform(X)
+        dt = time.perf_counter() - t0
+        d = metrics.grassmann_distance(S, metrics.exact_spectral_embedding(X, 4, 10))
+        print(f"- {name}: Grassmann distance {d:.3f} (fit {dt:.1f} s)", flush=True)
+    order = np.random.default_rng(0).permutation(len(Xc))
+    tr, te = order[:3500], order[3500:]
+    m = NUMAP(random_state=0).fit(Xc[tr])
+    acc = metrics.label_transfer_accuracy(m.embedding_, yc[tr], m.transform(Xc[te]), yc[te])
+    print(f"- two circles: kNN (k=15) accuracy of 1500 held-out points via transform: {acc:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or ["pbmc68k_reduced", "digits", "paul15", "pbmc4k", "kidney", "grease"]
+    for name in names:
+        if name == "grease":
+            grease_and_circles()
+        elif available(name):
+            run(name)
+        else:
+            print(f"\n{name}: ../shared/data is absent, skipped")
