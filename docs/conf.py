@@ -42,7 +42,7 @@ _copy_notebooks()
 # -- project ------------------------------------------------------------------
 project = "scnumap"
 author = "scnumap developers"
-copyright = "2025, scnumap developers"  # noqa: A001
+copyright = "2025, scnumap developers"
 release = scnumap.__version__
 version = release
 
@@ -55,8 +55,10 @@ extensions = [
     "sphinx.ext.viewcode",
     "numpydoc",
 ]
+templates_path = ["_templates"]
 exclude_patterns = ["_build", "README.md", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute"]
-source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb"}
+# .rst first: autosummary writes its stub pages with the first suffix
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 root_doc = "index"
 nitpicky = False
 

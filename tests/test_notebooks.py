@@ -1,0 +1,48 @@
+"""Run every tutorial notebook top to bottom in quick mode (``SCNUMAP_QUICK=1``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = [
+    "01_two_circles.ipynb",
+    "02_time_series_transition.ipynb",
+    "03_reference_query.ipynb",
+    "04_densmap_paul15.ipynb",
+]
+
+
+def test_every_notebook_is_tested():
+    assert sorted(p.name for p in NOTEBOOKS_DIR.glob("*.ipynb")) == sorted(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs(name, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        pytest.skip("no 'python3' Jupyter kernel is installed")
+
+    # the kernel inherits this environment: quick mode, and the inline backend even where
+    # CI sets MPLBACKEND=Agg (which would draw no images into the notebook)
+    monkeypatch.setenv("SCNUMAP_QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    path = NOTEBOOKS_DIR / name
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    assert not [out for out in outputs if out.get("output_type") == "error"]
+    images = [out for out in outputs if "image/png" in out.get("data", {})]
+    assert images, f"{name} drew no figure"
