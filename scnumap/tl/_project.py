@@ -7,13 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
 from ..core.model_io import ModelFormatError, model_from_dict
 from ..core.numap import NUMAP
-from ._representation import choose_representation
+from ._representation import choose_representation, dense_block
 
 #: Default rows per projected block.
 CHUNK_SIZE = 50_000
@@ -225,11 +224,7 @@ def _match_genes(adata: AnnData, genes: np.ndarray, missing_genes: str, max_miss
 
 
 def _dense(block) -> np.ndarray:
-    if hasattr(block, "compute"):
-        block = block.compute()
-    if sp.issparse(block):
-        block = block.toarray()
-    block = np.asarray(block, dtype=np.float32)
+    block = dense_block(block, np.float32)
     if not np.all(np.isfinite(block)):
         raise ValueError("The query contains NaN or infinite values; remove or impute them first.")
     return block

@@ -60,7 +60,7 @@ def describe_representation(adata: AnnData, X, use_rep: str, n_dims: int) -> dic
         used = np.any(loadings != 0, axis=1)
         mean = _column_mean(adata.X)[used]
         sample = np.arange(min(adata.n_obs, 2000))
-        rebuilt = (_dense(adata.X[sample][:, used]) - mean) @ loadings[used]
+        rebuilt = (dense_block(adata.X[sample][:, used]) - mean) @ loadings[used]
         target = np.asarray(X[sample], dtype=np.float64)
         mismatch = np.abs(rebuilt - target).max() / max(np.abs(target).max(), 1e-12)
         if np.isfinite(mismatch) and mismatch < PCA_MATCH_TOLERANCE:
@@ -81,9 +81,10 @@ def _column_mean(X) -> np.ndarray:
     return np.asarray(X, dtype=np.float64).mean(axis=0)
 
 
-def _dense(block) -> np.ndarray:
+def dense_block(block, dtype=np.float64) -> np.ndarray:
+    """A block of rows (numpy, scipy sparse, dask or h5py-backed) as a dense array."""
     if hasattr(block, "compute"):
         block = block.compute()
     if sp.issparse(block):
         block = block.toarray()
-    return np.asarray(block, dtype=np.float64)
+    return np.asarray(block, dtype=dtype)
