@@ -35,13 +35,6 @@ class RowTable:
             self._host = sp.csr_matrix(X) if sp.issparse(X) else X
             self._standardizer = standardizer
 
-    @property
-    def n_features(self) -> int:
-        if self._table is not None:
-            return self._table.shape[1]
-        k = 0 if self._extra is None else self._extra.shape[1]
-        return self._host.shape[1] + k
-
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         if self._table is not None:
             return self._table[index]

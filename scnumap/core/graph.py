@@ -100,7 +100,7 @@ def _self_first(indices: np.ndarray, distances: np.ndarray):
     return indices, distances
 
 
-def fuzzy_graph(X, indices: np.ndarray, distances: np.ndarray, *, random_state=0) -> KnnGraph:
+def fuzzy_graph(indices: np.ndarray, distances: np.ndarray) -> KnnGraph:
     """UMAP's fuzzy simplicial set (smooth-kNN + fuzzy union) from a kNN result."""
     from umap.umap_ import fuzzy_simplicial_set
 
@@ -121,7 +121,7 @@ def build_graph(X, n_neighbors: int = 15, *, metric: str = "euclidean", random_s
     if sp.issparse(X) and X.shape[0] < EXACT_KNN_MAX_SAMPLES:
         X = X.toarray()
     indices, distances = knn_search(X, n_neighbors, metric=metric, random_state=random_state)
-    return fuzzy_graph(X, indices, distances, random_state=random_state)
+    return fuzzy_graph(indices, distances)
 
 
 def graph_from_matrices(connectivities, distances=None, *, n_obs: int) -> KnnGraph:

@@ -46,6 +46,3 @@ class Standardizer:
         x = torch.as_tensor(np.asarray(block, dtype=np.float32), device=device)
         mean = torch.as_tensor(self.mean, device=device)
         return (x - mean) / self.scale
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean, "scale": np.float32(self.scale)}

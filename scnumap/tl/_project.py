@@ -115,9 +115,7 @@ def project(
         if col not in adata_ref.obs:
             raise KeyError(f"`obs={col!r}` is not a column of the reference's obs ({list(adata_ref.obs.columns)}).")
     rep = entry["representation"]
-    blocks, n_rows = _query_blocks(
-        adata_query, rep, model.n_features_in_, missing_genes, max_missing_fraction, chunk_size
-    )
+    blocks, n_rows = _query_blocks(adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
     rep_blocks: list[np.ndarray] = []
     keep_rep = bool(columns) and label_space == "representation"
 
@@ -159,9 +157,7 @@ def _embedding_key(adata_ref: AnnData, ref_key: str) -> str:
     return key
 
 
-def _query_blocks(
-    adata: AnnData, rep: dict, n_features: int, missing_genes: str, max_missing_fraction: float, chunk_size: int
-):
+def _query_blocks(adata: AnnData, rep: dict, missing_genes: str, max_missing_fraction: float, chunk_size: int):
     """An iterator of dense float32 representation blocks of the query, and the row count."""
     use_rep = str(rep["use_rep"])
     n = adata.n_obs
