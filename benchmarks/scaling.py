@@ -1,24 +1,30 @@
-"""Scaling: fit time and projection throughput on synthetic single-cell-like data.
+"""Scaling: fit time, projection throughput and peak memory on synthetic single-cell-like data.
 
-    .venv/bin/python benchmarks/scaling.py --device cpu --fit 10000 100000 --project 1000000
+    .venv/bin/python benchmarks/scaling.py --device cpu --fit 10000 100000 --project 1000000 --peers
 
 Data: 50-D mixtures of 20 Gaussian clusters with different sizes (Dirichlet weights)
-and densities (scales 0.3–2), seeded. For each ``--fit`` size: graph + GrEASE + NUMAP
-fit time and peak memory; the model of the largest fit then projects ``--project``
-cells: throughput (cells/s, warm) and peak memory. ``--umap`` adds umap-learn's fit
-and transform alongside where given sizes allow.
+and densities (scales 0.3–2), seeded. For each ``--fit`` size: scnumap NUMAP and
+NUMAP+DensMAP fit (graph + GrEASE + training) time and peak memory; with ``--peers``
+also umap-learn's UMAP and densMAP. The plain model of the largest fit then projects
+``--project`` cells (warm): throughput and peak memory. With ``--peers``, umap-learn's
+``transform`` and ``sc.tl.ingest`` (reference of the largest fit size) map
+``--peer-queries`` cells for the per-cell comparison. Peak memory is the process's
+resident set sampled during each call (a background thread, every 20 ms).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import threading
 import time
+import warnings
 
 import numpy as np
 import torch
 
 from scnumap import NUMAP
+
+warnings.filterwarnings("ignore")
 
 
 def synthetic(n: int, seed: int = 0, dim: int = 50, n_clusters: int = 20) -> np.ndarray:
@@ -34,8 +40,35 @@ def synthetic(n: int, seed: int = 0, dim: int = 50, n_clusters: int = 20) -> np.
     return X
 
 
-def peak_host_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+def rss_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 1024**3
+
+
+class PeakRSS:
+    """Largest resident set (GB) of this process while the ``with`` block runs."""
+
+    def __enter__(self):
+        self.peak = rss_gb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        self._t0 = time.perf_counter()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_gb())
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t0
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_gb())
+
+
+def row(n, method, watch, gpu="–"):
+    print(f"| {n:,} | {method} | {watch.seconds:.1f} | {watch.peak:.2f} | {gpu} |", flush=True)
 
 
 def main() -> None:
@@ -43,59 +76,78 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--fit", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--project", type=int, default=1_000_000)
-    parser.add_argument("--umap", action="store_true", help="also time umap-learn (fit + transform)")
+    parser.add_argument("--peers", action="store_true", help="also umap-learn and sc.tl.ingest")
+    parser.add_argument("--peer-queries", type=int, default=10_000)
+    parser.add_argument("--no-densmap", action="store_true", help="skip the NUMAP+DensMAP fits")
     args = parser.parse_args()
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     print(
         f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-        f"GPU: {torch.cuda.get_device_name() if cuda else 'none'}"
+        f"GPU: {torch.cuda.get_device_name() if cuda else 'none'}\n"
     )
-    print("| cells | method | fit s | fit peak host GB | fit peak GPU GB |")
+    print("| cells | method | fit s | peak host GB | peak GPU GB |")
     print("|---|---|---|---|---|", flush=True)
-    model = None
+    model = reducer = None
     for n in args.fit:
         X = synthetic(n)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        model = NUMAP(device=args.device, random_state=0, densmap=True).fit(X)
-        fit_s = time.perf_counter() - t0
-        gpu = torch.cuda.max_memory_allocated() / 1024**3 if cuda else float("nan")
-        print(
-            f"| {n} | scnumap NUMAP+DensMAP ({model.n_steps_} steps) | {fit_s:.1f} | {peak_host_gb():.2f} "
-            f"| {gpu:.2f} |",
-            flush=True,
-        )
-        if args.umap:
+        for densmap in (False,) if args.no_densmap else (False, True):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            with PeakRSS() as watch:
+                fitted = NUMAP(device=args.device, random_state=0, densmap=densmap).fit(X)
+            gpu = f"{torch.cuda.max_memory_allocated() / 1024**3:.2f}" if cuda else "–"
+            row(n, f"scnumap NUMAP{'+DensMAP' if densmap else ''} ({fitted.n_steps_} steps)", watch, gpu)
+            if not densmap:
+                model = fitted
+        if args.peers:
             import umap
 
-            t0 = time.perf_counter()
-            reducer = umap.UMAP(random_state=0).fit(X)
-            print(f"| {n} | umap-learn UMAP | {time.perf_counter() - t0:.1f} | {peak_host_gb():.2f} | – |", flush=True)
+            for densmap in (False, True):
+                with PeakRSS() as watch:
+                    fitted = umap.UMAP(random_state=0, densmap=densmap).fit(X)
+                row(n, f"umap-learn {'densMAP' if densmap else 'UMAP'}", watch)
+                if not densmap:
+                    reducer = fitted
+
     Q = synthetic(args.project, seed=1)
     model.transform(Q[:1000])  # warm-up
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    model.transform(Q)
-    proj_s = time.perf_counter() - t0
-    gpu = torch.cuda.max_memory_allocated() / 1024**3 if cuda else float("nan")
+    with PeakRSS() as watch:
+        model.transform(Q)
+    per_cell = watch.seconds / args.project
+    gpu = f", peak GPU {torch.cuda.max_memory_allocated() / 1024**3:.2f} GB" if cuda else ""
     print(
-        f"\nprojection of {args.project} cells: {proj_s:.2f} s = {args.project / proj_s:,.0f} cells/s; "
-        f"peak host {peak_host_gb():.2f} GB (input itself {Q.nbytes / 1024**3:.2f} GB), peak GPU {gpu:.2f} GB",
+        f"\nscnumap projection of {args.project:,} cells: {watch.seconds:.2f} s = {1 / per_cell:,.0f} cells/s; "
+        f"peak host {watch.peak:.2f} GB (the query itself {Q.nbytes / 1024**3:.2f} GB){gpu}",
         flush=True,
     )
-    if args.umap:
-        n_q = min(args.project, 20_000)
-        reducer.transform(Q[:100])
-        t0 = time.perf_counter()
-        reducer.transform(Q[:n_q])
-        per = (time.perf_counter() - t0) / n_q
-        print(
-            f"umap-learn transform of {n_q} cells: {n_q * per:.2f} s = {1 / per:,.0f} cells/s; "
-            f"scnumap speed-up {per / (proj_s / args.project):.0f}×",
-            flush=True,
-        )
+    if args.peers:
+        peers(X, reducer, Q[: args.peer_queries], per_cell)
+
+
+def peers(X, reducer, Q, numap_per_cell) -> None:
+    """umap-learn ``transform`` and ``sc.tl.ingest`` on the same queries, warm."""
+    import anndata
+    import scanpy as sc
+
+    print("\n| peer | queries | s | µs/cell | scnumap speed-up |")
+    print("|---|---|---|---|---|")
+    reducer.transform(Q[:100])
+    t0 = time.perf_counter()
+    reducer.transform(Q)
+    per = (time.perf_counter() - t0) / len(Q)
+    print(f"| umap-learn transform | {len(Q):,} | {per * len(Q):.1f} | {per * 1e6:.1f} | {per / numap_per_cell:.0f}× |")
+
+    ref = anndata.AnnData(X)
+    sc.pp.neighbors(ref, use_rep="X", random_state=0)
+    sc.tl.umap(ref, random_state=0)
+    query = anndata.AnnData(Q)
+    sc.tl.ingest(query[:100].copy(), ref, embedding_method="umap")  # warm-up
+    t0 = time.perf_counter()
+    sc.tl.ingest(query, ref, embedding_method="umap")
+    per = (time.perf_counter() - t0) / len(Q)
+    print(f"| sc.tl.ingest | {len(Q):,} | {per * len(Q):.1f} | {per * 1e6:.1f} | {per / numap_per_cell:.0f}× |")
 
 
 if __name__ == "__main__":

@@ -117,14 +117,17 @@ def test_quality_on_pbmc68k_reduced(pbmc_pca, pbmc):
     assert metrics.centroid_distance_spearman(pbmc_pca, m.embedding_, labels) > 0.4
 
 
-def test_densmap_keeps_local_density(pbmc_pca):
+@pytest.mark.parametrize("subsample", [10000, 100])
+def test_densmap_keeps_local_density(pbmc_pca, subsample):
+    """All vertices per step (exact), or 100 of 700 (neighbours via the refreshed positions)."""
     kw = {"random_state": 0, "epochs": 60, "grease_steps": 300}
     plain = NUMAP(**kw).fit_transform(pbmc_pca)
-    dens = NUMAP(densmap=True, **kw).fit_transform(pbmc_pca)
+    dens = NUMAP(densmap=True, dens_subsample_size=subsample, **kw).fit_transform(pbmc_pca)
     r_plain = metrics.density_correlation(pbmc_pca, plain)
     r_dens = metrics.density_correlation(pbmc_pca, dens)
     assert r_dens >= r_plain + 0.2
     assert r_dens >= 0.7
+    assert metrics.trustworthiness(pbmc_pca, dens) >= 0.88
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

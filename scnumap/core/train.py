@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .batching import RowTable
+from .batching import RowTable, chunks
 from .density import NeighbourhoodSampler, density_correlation_loss, embedding_log_radius
 from .encoder import Encoder
 from .losses import umap_cross_entropy
@@ -19,6 +19,10 @@ LOG_EVERY = 50
 
 #: An embedding coordinate beyond this means training diverged (UMAP layouts span ~±30).
 MAX_COORDINATE = 1e4
+
+#: When the density term samples only part of the vertices, the neighbours' positions come
+#: from a detached embedding of every vertex, recomputed every this many steps.
+DENSITY_REFRESH = 10
 
 
 @dataclass
@@ -31,6 +35,7 @@ class DensityTerm:
     var_shift: float
     subsample_size: int
     start_step: int
+    positions: torch.Tensor | None = None  # detached embedding of all vertices (large graphs)
 
 
 def train_embedding(
@@ -82,7 +87,7 @@ def train_embedding(
         sq_neg = ((y_heads[:, None, :] - y_neg) ** 2).sum(dim=2)
         loss = umap_cross_entropy(sq_pos, sq_neg, a, b)
         if density is not None and step >= density.start_step:
-            loss = loss + density.dens_lambda * _density_loss(encoder, table, density, a, b, generator)
+            loss = loss + density.dens_lambda * _density_loss(encoder, table, density, a, b, generator, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -103,11 +108,46 @@ def train_embedding(
     return history
 
 
-def _density_loss(encoder, table, density: DensityTerm, a, b, generator) -> torch.Tensor:
+def _density_loss(encoder, table, density: DensityTerm, a, b, generator, step) -> torch.Tensor:
+    """The density term on sampled vertices, each with its full neighbourhood.
+
+    When every vertex is sampled, one forward pass gives all positions (exact gradient).
+    Otherwise the sampled vertices are embedded live and their neighbours are read from
+    ``density.positions``, a detached embedding of all vertices refreshed every
+    ``DENSITY_REFRESH`` steps: the cost per step is that of the sample, not of the
+    sample's neighbourhoods, which cover most of the graph.
+    """
     vertices, edge_rows, edge_cols = density.sampler.sample(density.subsample_size, generator)
-    nodes, inverse = torch.unique(torch.cat([vertices, edge_cols]), return_inverse=True)
-    y = encoder(table[nodes])
-    n_vert = vertices.shape[0]
-    y_vert, y_nbr = y[inverse[:n_vert]], y[inverse[n_vert:]]
+    if vertices.shape[0] == table.n_obs:
+        y = encoder(table[torch.arange(table.n_obs, device=table.device)])
+        y_vert, y_nbr = y[vertices], y[edge_cols]
+    else:
+        if density.positions is None or (step - density.start_step) % DENSITY_REFRESH == 0:
+            density.positions = embed_rows(encoder, table)
+        y_vert = encoder(table[vertices])
+        y_nbr = _neighbour_positions(encoder, table, density.positions, edge_cols, vertices.shape[0], generator)[
+            edge_cols
+        ]
     r_emb = embedding_log_radius(y_vert, y_nbr, edge_rows, a, b)
     return density_correlation_loss(density.r_orig[vertices], r_emb, density.var_shift)
+
+
+def _neighbour_positions(encoder, table, positions, edge_cols, n_live, generator) -> torch.Tensor:
+    """``positions`` with an unbiased gradient: ``n_live`` random neighbours are embedded
+    live and their gradient is scaled by the inverse of their sampling fraction."""
+    nodes = torch.unique(edge_cols)
+    order = torch.randperm(nodes.shape[0], generator=generator, device=generator.device).to(nodes.device)
+    live_nodes = nodes[order[:n_live]]
+    scale = nodes.shape[0] / live_nodes.shape[0]
+    live = encoder(table[live_nodes])
+    return positions.index_put((live_nodes,), positions[live_nodes] + (live - live.detach()) * scale)
+
+
+def embed_rows(encoder: Encoder, table: RowTable, chunk_size: int = 65536) -> torch.Tensor:
+    """Detached embedding of every row of ``table``, in chunks."""
+    with torch.no_grad():
+        parts = [
+            encoder(table[torch.arange(start, stop, device=table.device)])
+            for start, stop in chunks(table.n_obs, chunk_size)
+        ]
+    return torch.cat(parts)
