@@ -65,3 +65,24 @@ def test_empty_query_is_an_error(pbmc):
     ref = pbmc.copy()
     with pytest.raises(ValueError, match="has no cells"):
         scnumap.tl.project(anndata.AnnData(np.zeros((0, ref.n_vars), dtype=np.float32)), ref)
+
+
+@pytest.mark.parametrize("n_cells", [0, 1, 5])
+def test_tl_numap_on_too_few_cells_names_the_count(n_cells):
+    ad = anndata.AnnData(np.random.default_rng(0).random((n_cells, 20)).astype(np.float32))
+    with pytest.raises(ValueError, match=rf"`adata` has {n_cells} cells; NUMAP needs at least 12"):
+        scnumap.tl.numap(ad, **QUICK)
+    assert "X_numap" not in ad.obsm
+    assert "neighbors" not in ad.uns
+
+
+def test_key_added_collision_is_logged(pbmc, monkeypatch):
+    import scnumap.tl._numap as tl_numap
+
+    said = []
+    monkeypatch.setattr(tl_numap.logg, "info", lambda msg, *a, **k: said.append(msg))
+    ad = pbmc.copy()
+    ad.obsm["X_numap"] = np.zeros((ad.n_obs, 2), dtype=np.float32)
+    scnumap.tl.numap(ad, densmap=False, **QUICK)
+    assert "    overwriting existing 'X_numap'" in said
+    assert np.abs(ad.obsm["X_numap"]).max() > 0

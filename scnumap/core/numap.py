@@ -55,9 +55,16 @@ class NUMAP:
         Hidden-layer widths of the embedding network.
     use_data
         Feed the standardised input as well as the spectral coordinates to the network
-        (default). ``False`` uses the spectral coordinates alone.
+        (default). ``False`` uses the spectral coordinates alone; measured on
+        ``pbmc68k_reduced`` (fit on 70 %, kNN label transfer to the other 30 %, 3 splits),
+        the spectral-only network places held-out cells worse (0.684 vs 0.725) and
+        preserves less (trustworthiness 0.914 vs 0.930).
     input_noise
-        Standard deviation of the noise added to edge heads' inputs (standardised units).
+        Standard deviation of the Gaussian noise added to edge heads' inputs (in
+        standardised units), a regulariser that makes new points land among their
+        neighbours: held-out label transfer 0.725 → 0.782 on ``pbmc68k_reduced`` and
+        0.909 → 0.942 on digits (with ``lr=3e-3``), trustworthiness unchanged. ``0``
+        turns it off.
     grease_steps
         Maximum training steps of the GrEASE network.
     densmap
@@ -93,7 +100,7 @@ class NUMAP:
         *,
         n_neighbors: int = 15,
         epochs: int | None = None,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         batch_size: int = 1024,
         min_dist: float = 0.1,
         spread: float = 1.0,
@@ -102,7 +109,7 @@ class NUMAP:
         n_spectral_components: int = 10,
         hidden: tuple[int, ...] = (128, 128),
         use_data: bool = True,
-        input_noise: float = 0.0,
+        input_noise: float = 0.3,
         grease_steps: int = 600,
         densmap: bool = False,
         dens_lambda: float = 2.0,

@@ -23,7 +23,7 @@ def numap(
     dens_var_shift: float = 0.1,
     dens_subsample_size: int = 10000,
     epochs: int | None = None,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     batch_size: int = 1024,
     negative_sample_rate: int = 5,
     n_spectral_components: int = 10,
@@ -92,6 +92,12 @@ def numap(
     import scanpy as sc
 
     start = logg.info("computing NUMAP")
+    min_cells = n_spectral_components + 2  # what GrEASE's orthonormalisation needs
+    if adata.n_obs < min_cells:
+        raise ValueError(
+            f"`adata` has {adata.n_obs} cells; NUMAP needs at least {min_cells} "
+            f"(`n_spectral_components + 2`, here {n_spectral_components} + 2): pass more cells."
+        )
     adata = adata.copy() if copy else adata
     if neighbors_key not in adata.uns:
         if neighbors_key != "neighbors":
