@@ -9,7 +9,8 @@ also umap-learn's UMAP and densMAP. The plain model of the largest fit then proj
 ``--project`` cells (warm): throughput and peak memory. With ``--peers``, umap-learn's
 ``transform`` and ``sc.tl.ingest`` (reference of the largest fit size) map
 ``--peer-queries`` cells for the per-cell comparison. Peak memory is the process's
-resident set sampled during each call (a background thread, every 20 ms).
+resident set sampled during each call (a background thread, every 20 ms); numba code is
+compiled before anything is timed.
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ class PeakRSS:
         self.peak = max(self.peak, rss_gb())
 
 
+def warm_up(peers: bool) -> None:
+    """Compile pynndescent's (and umap-learn's) numba code before anything is timed."""
+    X = synthetic(5000, seed=2, dim=10)
+    NUMAP(epochs=1, grease_steps=1, device="cpu").fit(X)
+    if peers:
+        import umap
+
+        umap.UMAP(n_epochs=5).fit(X).transform(X[:10])
+        umap.UMAP(n_epochs=5, densmap=True).fit(X)
+
+
 def row(n, method, watch, gpu="–"):
     print(f"| {n:,} | {method} | {watch.seconds:.1f} | {watch.peak:.2f} | {gpu} |", flush=True)
 
@@ -85,6 +97,7 @@ def main() -> None:
         f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
         f"GPU: {torch.cuda.get_device_name() if cuda else 'none'}\n"
     )
+    warm_up(args.peers)
     print("| cells | method | fit s | peak host GB | peak GPU GB |")
     print("|---|---|---|---|---|", flush=True)
     model = reducer = None
