@@ -136,6 +136,8 @@ def _neighbour_positions(encoder, table, positions, edge_cols, n_live, generator
     """``positions`` with an unbiased gradient: ``n_live`` random neighbours are embedded
     live and their gradient is scaled by the inverse of their sampling fraction."""
     nodes = torch.unique(edge_cols)
+    if nodes.shape[0] == 0:  # no edges at all: nothing to differentiate
+        return positions
     order = torch.randperm(nodes.shape[0], generator=generator, device=generator.device).to(nodes.device)
     live_nodes = nodes[order[:n_live]]
     scale = nodes.shape[0] / live_nodes.shape[0]

@@ -7,6 +7,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from ..core import NUMAP
+from ..core._checks import check_int
 from ..core.model_io import model_to_dict
 from ._representation import choose_representation, describe_representation
 
@@ -92,7 +93,7 @@ def numap(
     import scanpy as sc
 
     start = logg.info("computing NUMAP")
-    min_cells = n_spectral_components + 2  # what GrEASE's orthonormalisation needs
+    min_cells = check_int(n_spectral_components, "n_spectral_components", minimum=n_components) + 2  # GrEASE's need
     if adata.n_obs < min_cells:
         raise ValueError(
             f"`adata` has {adata.n_obs} cells; NUMAP needs at least {min_cells} "
