@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 from datasets import LABELLED, available
+from scaling import warm_up
 
 from scnumap import NUMAP
 from scnumap.core import metrics
@@ -106,18 +107,8 @@ def grease_and_circles() -> None:
     print(f"- two circles: kNN (k=15) accuracy of 1500 held-out points via transform: {acc:.4f}", flush=True)
 
 
-def warm_up() -> None:
-    """Compile umap-learn's and pynndescent's numba code before anything is timed."""
-    import umap
-
-    X = np.random.default_rng(0).normal(size=(5000, 10)).astype(np.float32)
-    umap.UMAP(n_epochs=5).fit(X).transform(X[:10])
-    umap.UMAP(n_epochs=5, densmap=True).fit(X)
-    NUMAP(epochs=1, grease_steps=1).fit(X)
-
-
 if __name__ == "__main__":
-    warm_up()
+    warm_up(peers=True)
     names = sys.argv[1:] or ["pbmc68k_reduced", "digits", "paul15", "pbmc4k", "kidney", "grease"]
     for name in names:
         if name == "grease":
