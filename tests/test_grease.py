@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from scnumap import GrEASE
-from scnumap.core.grease import batch_affinity, orthonormalizer
+from scnumap.core.grease import batch_affinity, orthonormalizer, sparse_batch_affinity, walk_loss
 from scnumap.core.metrics import exact_spectral_embedding, grassmann_distance, laplace_kernel_graph
 from scnumap.core.scaling import Standardizer
 
@@ -26,6 +26,45 @@ def test_batch_affinity_equals_full_graph_on_whole_data(pbmc_pca):
     W = laplace_kernel_graph(x.numpy(), 10).toarray()
     np.testing.assert_allclose(A, A.T)
     np.testing.assert_allclose(A, W, atol=1e-10)
+    np.testing.assert_allclose(sparse_batch_affinity(x, 10).to_dense().numpy(), A, atol=1e-12)
+
+
+def _walk_loss_through_autograd(Y, A, n_steps):
+    A = A.to_dense()
+    degree = A.sum(dim=1)
+    Z = Y
+    for _ in range(n_steps):
+        Z = 0.5 * (Z + A @ Z / degree[:, None])
+    gram = Y.T @ (degree[:, None] * Y)
+    return Y.shape[1] - torch.trace(torch.linalg.solve(gram, Y.T @ (degree[:, None] * Z)))
+
+
+def test_walk_loss_value_and_gradient_match_autograd_through_the_walk():
+    gen = torch.Generator().manual_seed(0)
+    A = sparse_batch_affinity(torch.randn(80, 5, generator=gen, dtype=torch.float64), 6)
+    Y = torch.randn(80, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    loss = walk_loss(Y, A, 9)
+    reference = _walk_loss_through_autograd(Y, A, 9)
+    torch.testing.assert_close(loss, reference, atol=1e-8, rtol=0)
+    torch.testing.assert_close(torch.autograd.grad(loss, Y)[0], torch.autograd.grad(reference, Y)[0], atol=1e-8, rtol=0)
+
+
+def test_walk_loss_is_minimised_by_the_bottom_random_walk_eigenvectors():
+    gen = torch.Generator().manual_seed(1)
+    A = sparse_batch_affinity(torch.randn(120, 3, generator=gen, dtype=torch.float64), 8)
+    dense = A.to_dense()
+    degree = dense.sum(dim=1)
+    # eigenvectors of I - D^-1 A from the symmetric form
+    sym = torch.eye(120, dtype=torch.float64) - dense / degree.sqrt()[:, None] / degree.sqrt()[None, :]
+    evals, evecs = torch.linalg.eigh(sym)
+    bottom = evecs[:, :4] / degree.sqrt()[:, None]
+    expected = float(torch.sum(1 - (1 - evals[:4] / 2) ** 16))
+    assert float(walk_loss(bottom, A, 16)) == pytest.approx(expected, abs=1e-7)
+    # any other subspace does worse; a collapsed (rank-deficient) output is not rewarded
+    other = torch.randn(120, 4, generator=gen, dtype=torch.float64)
+    assert float(walk_loss(other, A, 16)) > expected + 0.1
+    collapsed = torch.cat([bottom[:, :3], bottom[:, :1] * (1 + 1e-12)], dim=1)
+    assert float(walk_loss(collapsed, A, 16)) > expected
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +74,32 @@ def grease_pbmc(pbmc_pca):
 
 def test_grease_matches_exact_eigenvectors(pbmc_pca, grease_pbmc):
     S = grease_pbmc.transform(pbmc_pca)
-    exact = exact_spectral_embedding(pbmc_pca, 4, 10)
-    assert grassmann_distance(S, exact) <= 0.1
-    # the first eigenvector is well separated: matched up to sign individually
-    cos = abs(np.corrcoef(S[:, 0], exact[:, 0])[0, 1])
-    assert cos > 0.95
+    # the random-walk eigenvectors it learns (measured 0.0006), and the symmetric
+    # Laplacian's, which differ from them by the degree weighting (measured 0.051)
+    walk = exact_spectral_embedding(pbmc_pca, 4, 10, random_walk=True)
+    assert grassmann_distance(S, walk) <= 0.01
+    assert grassmann_distance(S, exact_spectral_embedding(pbmc_pca, 4, 10)) <= 0.1
+    # each eigenvector is matched individually, up to sign
+    for j in range(4):
+        assert abs(np.corrcoef(S[:, j], walk[:, j])[0, 1]) > 0.95
     assert np.all(np.diff(grease_pbmc.eigenvalues_) >= 0)
+
+
+def test_grease_on_a_graph_with_two_components():
+    """Two circles: eigenvalue 0 repeats (constant and component indicator). The
+    indicator must be kept and the constant dropped, not the other way round."""
+    from sklearn.datasets import make_circles
+
+    X, ring = make_circles(n_samples=3000, noise=0.05, factor=0.5, random_state=0)
+    X = X.astype(np.float32)
+    S = GrEASE(3, random_state=0).fit_transform(X)
+    # indicator + the outer circle's cos/sin pair; the next eigenvalue is twice theirs
+    exact = exact_spectral_embedding(X, 3, 10, random_walk=True)
+    assert grassmann_distance(S, exact) <= 0.05
+    assert abs(np.corrcoef(S[:, 0], ring)[0, 1]) > 0.95
+    q, _ = np.linalg.qr(S.astype(np.float64))
+    constant = np.ones(len(X)) / np.sqrt(len(X))
+    assert np.sum((q.T @ constant) ** 2) < 0.05
 
 
 def test_grease_output_is_orthonormal(pbmc_pca, grease_pbmc):

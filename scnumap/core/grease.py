@@ -3,37 +3,35 @@ r"""GrEASE: a learned spectral embedding that applies to new points.
 A network :math:`S(x)` is trained so that, on any random batch of :math:`m` points,
 its output spans the bottom eigenvectors of the batch's graph Laplacian
 (SpectralNet), then a rotation separates the individual eigenvectors (GrEASE).
+docs/method.md has the derivation and the measurements behind each choice.
 
 1. The input is centred on the training mean and divided by one global scale
    (:class:`~scnumap.core.scaling.Standardizer`).
 2. Network: MLP (Linear + LeakyReLU) → Linear(:math:`k+1`) → tanh. The extra column
    absorbs the trivial eigenvector.
-3. Orthonormalisation: for an output :math:`\tilde Y` (:math:`m\times(k+1)`),
-   the thin QR :math:`\tilde Y = QR` with canonical signs (:math:`\mathrm{diag}(R) > 0`)
-   gives :math:`W = \sqrt{m}R^{-1}`, so that :math:`Y = \tilde Y W` has
-   :math:`Y^\top Y / m = I`. The canonical :math:`R` is the Cholesky factor of
-   :math:`\tilde Y^\top\tilde Y`, which is how it is computed. In training, ``W``
-   comes from the batch itself and the gradient flows through it: the loss is the
-   generalised Rayleigh quotient :math:`\mathrm{tr}((\tilde Y^\top\tilde Y)^{-1}
-   \tilde Y^\top L\tilde Y)`. Holding ``W`` fixed from another batch (SpectralNet's
-   scheme) let the output collapse onto a few directions: on pbmc68k_reduced the
-   Grassmann distance to the exact eigenvectors stayed at 0.6–0.95, against 0.000
-   with this loss. The final map uses ``W`` from a large sample of training points.
-4. Batch affinity, on the device: kNN inside the batch, :math:`\sigma_i` = median of
+3. Batch affinity, on the device: kNN inside the batch, :math:`\sigma_i` = median of
    :math:`\{0, d_{i1}, \dots, d_{ik}\}`, :math:`W_{ij} = \exp(-d_{ij}/\sigma_i)`,
-   symmetrised :math:`(W + W^\top)/2`.
-5. Loss: :math:`\mathrm{tr}(Y^\top L Y)/m` with the symmetric normalised Laplacian
-   :math:`L = I - D^{-1/2} W D^{-1/2}`. Adam, learning rate reduced on plateau of a
-   held-out loss, stop at a minimum learning rate or the step budget.
-6. Separation: :math:`\hat\Lambda = V^\top L V` averaged over random batches
-   (:math:`V`: output with unit-norm columns), eigendecomposed, sorted ascending;
-   the output is rotated by its eigenvectors and the trivial column dropped.
+   symmetrised :math:`(W + W^\top)/2`, held as a sparse matrix.
+4. Loss (:func:`walk_loss`): :math:`(k+1) - \mathrm{tr}((Y^\top DY)^{-1} Y^\top D P^t Y)`
+   for the lazy random walk :math:`P = (I + D^{-1}W)/2`, minimised by the bottom
+   eigenvectors of the random-walk Laplacian :math:`I - D^{-1}W` (functions of the
+   points, unlike the symmetric Laplacian's, which carry each batch's degrees).
+   Adam, learning rate halved on plateau of a held-out loss, stop at a minimum
+   learning rate or the step budget.
+5. Separation: over random batches, average :math:`V^\top D V` and
+   :math:`V^\top (D - W) V` and fit the constant vector; remove the constant (trivial)
+   direction explicitly (eigenvalue 0 repeats on a graph with several components),
+   solve the generalised eigenproblem on the rest (ascending), and orthonormalise in
+   that order (Gram-Schmidt), so :math:`S^\top S / n = I` on the training points.
+   The output map is the whitening :math:`W = \sqrt{m} R^{-1}` of the canonical thin QR
+   (:math:`\mathrm{diag}(R) > 0`) times these rotations.
    Optional diffusion time :math:`t` scales column :math:`i` by :math:`(1-\lambda_i)^t`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -72,35 +70,69 @@ def orthonormalizer(Y: torch.Tensor, ridge: float = 1e-7) -> torch.Tensor:
     return W.to(Y.dtype)
 
 
+def _knn_kernel(x: torch.Tensor, n_neighbors: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``k + 1`` nearest batch rows (itself included) and their Laplace weights."""
+    k = min(n_neighbors, x.shape[0] - 1)
+    values, index = torch.topk(torch.cdist(x, x), k + 1, dim=1, largest=False)
+    sigma = values.median(dim=1).values.clamp_min(1e-8)
+    return index, torch.exp(-values / sigma[:, None])
+
+
 def batch_affinity(x: torch.Tensor, n_neighbors: int) -> torch.Tensor:
     """Dense symmetric Laplace-kernel kNN affinity of a batch (no self loops)."""
     m = x.shape[0]
-    k = min(n_neighbors, m - 1)
-    dist = torch.cdist(x, x)
-    values, index = torch.topk(dist, k + 1, dim=1, largest=False)
-    sigma = values.median(dim=1).values.clamp_min(1e-8)
-    weights = torch.exp(-values / sigma[:, None])
+    index, weights = _knn_kernel(x, n_neighbors)
     W = torch.zeros(m, m, dtype=x.dtype, device=x.device).scatter_(1, index, weights)
     W.fill_diagonal_(0.0)
     return (W + W.T) / 2
 
 
-def rayleigh_loss(out: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """``tr((Y^T Y)^-1 Y^T L Y)``: the batch loss ``tr(Y_o^T L Y_o)/m`` of the
-    orthonormalised output ``Y_o = Y W`` with ``W`` from the same batch, differentiated
-    through ``W``. Minimised exactly by the span of the bottom eigenvectors."""
-    p = out.shape[1]
-    gram = out.T @ out
-    ridge = 1e-6 * (torch.trace(gram.detach()) / p + 1e-12)
-    eye = torch.eye(p, dtype=out.dtype, device=out.device)
-    return torch.trace(torch.linalg.solve(gram + ridge * eye, laplacian_quadratic(out, A)))
+def sparse_batch_affinity(x: torch.Tensor, n_neighbors: int) -> torch.Tensor:
+    """:func:`batch_affinity` as a sparse CSR float64 tensor (``m * k`` entries, not ``m^2``)."""
+    m = x.shape[0]
+    index, weights = _knn_kernel(x, n_neighbors)
+    rows = torch.arange(m, device=x.device).repeat_interleave(index.shape[1])
+    cols, vals = index.reshape(-1), weights.reshape(-1).double() / 2
+    keep = rows != cols
+    rows, cols, vals = rows[keep], cols[keep], vals[keep]
+    pairs = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
+    A = torch.sparse_coo_tensor(pairs, torch.cat([vals, vals]), (m, m), check_invariants=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return A.coalesce().to_sparse_csr()
 
 
-def laplacian_quadratic(Y: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """``Y^T L Y`` for ``L = I - D^-1/2 W D^-1/2`` (``(p, p)`` matrix)."""
-    degree = W.sum(dim=1).clamp_min(1e-12)
-    Z = Y / degree.sqrt()[:, None]
-    return Y.T @ Y - Z.T @ (W @ Z)
+def walk_loss(out: torch.Tensor, A: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """``p - tr((Y^T D Y)^-1 Y^T D P^t Y)`` for the lazy random walk ``P = (I + D^-1 A) / 2``.
+
+    Minimised exactly by the span of the bottom ``p`` eigenvectors of the random-walk
+    Laplacian ``I - D^-1 A`` (the constant vector first): an eigenvalue ``lambda``
+    contributes ``1 - (1 - lambda / 2)^t``. Two reasons for this form rather than the
+    symmetric Laplacian's Rayleigh quotient: (1) the eigenvectors of ``I - D^-1 A`` are
+    functions of the points (the trivial one is constant), while those of
+    ``I - D^-1/2 A D^-1/2`` carry ``sqrt(degree)``, which changes from batch to batch, so
+    no network can fit them on every batch (on two circles the exact eigenvectors scored
+    10x the batch optimum); (2) ``t`` walk steps widen the gaps between small eigenvalues
+    about ``t``-fold, where plain gradient descent barely separates them, and a column
+    that collapses lowers the trace instead of hiding in a ridge.
+
+    ``D P^t`` is symmetric, so the gradient needs ``P^t Y`` only at the current ``Y``:
+    the walk runs without autograd and the returned value has the exact gradient.
+    """
+    Y = out.double()
+    degree = (A @ torch.ones_like(Y[:, :1])).squeeze(1).clamp_min(1e-12)
+    with torch.no_grad():
+        Z = Y.detach()
+        for _ in range(n_steps):
+            Z = 0.5 * (Z + (A @ Z) / degree[:, None])
+        DZ = degree[:, None] * Z
+        fixed = Y.detach().T @ DZ
+    p = Y.shape[1]
+    gram = Y.T @ (degree[:, None] * Y)
+    ridge = 1e-9 * (torch.trace(gram.detach()) / p + 1e-12)
+    eye = torch.eye(p, dtype=Y.dtype, device=Y.device)
+    cross = Y.T @ DZ  # value: Y^T D P^t Y; gradient: one side of the symmetric form
+    return p - torch.trace(torch.linalg.solve(gram + ridge * eye, cross + cross.T - fixed))
 
 
 class GrEASE:
@@ -123,6 +155,9 @@ class GrEASE:
         Initial Adam learning rate.
     min_lr
         Training stops once the plateau schedule brings the learning rate below this.
+    walk_steps
+        Steps ``t`` of the lazy random walk in the training objective
+        (:func:`walk_loss`); more steps separate close small eigenvalues better.
     t
         Diffusion time; column ``i`` is scaled by ``(1 - lambda_i) ** t``. 0 = no scaling.
     n_separation_batches
@@ -152,6 +187,7 @@ class GrEASE:
         max_steps: int = 600,
         lr: float = 1e-3,
         min_lr: float = 1e-5,
+        walk_steps: int = 64,
         t: float = 0.0,
         n_separation_batches: int = 20,
         device="auto",
@@ -165,6 +201,7 @@ class GrEASE:
         self.max_steps = max_steps
         self.lr = lr
         self.min_lr = min_lr
+        self.walk_steps = walk_steps
         self.t = t
         self.n_separation_batches = n_separation_batches
         self.device = device
@@ -180,6 +217,7 @@ class GrEASE:
         check_int(self.max_steps, "max_steps", minimum=1)
         check_float(self.lr, "lr", minimum=0.0, strict_minimum=True)
         check_float(self.min_lr, "min_lr", minimum=0.0)
+        check_int(self.walk_steps, "walk_steps", minimum=1)
         check_float(self.t, "t", minimum=0.0)
         check_int(self.n_separation_batches, "n_separation_batches", minimum=1)
         if n_obs < k + 2:
@@ -211,7 +249,7 @@ class GrEASE:
 
         full_batch = n <= m
         val_x = table[random_rows(n, m, gen, device)]
-        val_A = batch_affinity(val_x, self.n_neighbors)
+        val_A = sparse_batch_affinity(val_x, self.n_neighbors)
         eval_every = 25
         self.loss_history_ = []
         bar = tqdm(range(self.max_steps), desc="GrEASE", disable=not self.verbose, leave=False)
@@ -221,14 +259,14 @@ class GrEASE:
             else:
                 x = table[random_rows(n, m, gen, device)]
                 with torch.no_grad():
-                    A = batch_affinity(x, self.n_neighbors)
-            loss = rayleigh_loss(net(x), A)
+                    A = sparse_batch_affinity(x, self.n_neighbors)
+            loss = walk_loss(net(x), A, self.walk_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if (step + 1) % eval_every == 0:
                 with torch.no_grad():
-                    val = float(rayleigh_loss(net(val_x), val_A))
+                    val = float(walk_loss(net(val_x), val_A, self.walk_steps))
                 if not math.isfinite(val):
                     raise FloatingPointError(
                         f"GrEASE training diverged at step {step + 1} (loss {val}); lower `lr` (got {self.lr})."
@@ -246,26 +284,52 @@ class GrEASE:
         return self
 
     def _separate(self, table: RowTable, n: int, m: int, gen, device) -> None:
-        """Fix the output map: orthonormalise on a large sample, then rotate to eigenvectors."""
+        """Fix the output map: rotate the learned span to individual eigenvectors.
+
+        Over random batches, average ``V^T D V`` and ``V^T (D - A) V`` (each divided by
+        the batch's total degree) and the least-squares fit of the constant vector.
+        The constant direction is the trivial eigenvector; it is removed explicitly
+        (on a graph with several components eigenvalue 0 repeats, so "the lowest
+        eigenvector" could be a component indicator). The generalised eigenproblem on
+        the rest gives the eigenvectors in ascending order; a last Gram-Schmidt step in
+        that order makes the output orthonormal over the training points without
+        changing the span of its first ``j`` columns.
+        """
         net = self.network_
         with torch.no_grad():
             sample = random_rows(n, 20_000, gen, device)
-            out = torch.cat([net(table[sample[s:e]]) for s, e in chunks(sample.shape[0], 8192)])
-            W = orthonormalizer(out.double()).double()
+            out = torch.cat([net(table[sample[s:e]]) for s, e in chunks(sample.shape[0], 8192)]).double()
+            W = orthonormalizer(out)
             p = W.shape[0]
-            lam = torch.zeros(p, p, dtype=torch.float64, device=device)
+            mass = torch.zeros(p, p, dtype=torch.float64, device=device)
+            energy = torch.zeros_like(mass)
+            gram = torch.zeros_like(mass)
+            ones = torch.zeros(p, dtype=torch.float64, device=device)
             for _ in range(self.n_separation_batches):
                 x = table[random_rows(n, m, gen, device)]
+                A = sparse_batch_affinity(x, self.n_neighbors)
                 V = net(x).double() @ W
-                V = V / V.norm(dim=0, keepdim=True).clamp_min(1e-12)
-                lam += laplacian_quadratic(V, batch_affinity(x, self.n_neighbors).double())
-            lam = lam / self.n_separation_batches
-            evals, evecs = torch.linalg.eigh((lam + lam.T) / 2)
-            # canonical signs: the largest-magnitude loading of each eigenvector is positive
-            pivot = evecs.abs().argmax(dim=0)
-            evecs = evecs * torch.sign(evecs[pivot, torch.arange(p, device=device)])
-            rotation = W @ evecs[:, 1:]
-            evals = evals[1:]
+                degree = (A @ torch.ones_like(V[:, :1])).squeeze(1)
+                DV = degree[:, None] * V
+                mass += V.T @ DV / degree.sum()
+                energy += (V.T @ DV - V.T @ (A @ V)) / degree.sum()
+                gram += V.T @ V
+                ones += V.sum(dim=0)
+            constant = torch.linalg.solve(gram, ones)  # V @ constant ~ 1
+            eye = torch.eye(p, dtype=torch.float64, device=device)
+            # basis of the directions mass-orthogonal to the constant one
+            basis = torch.linalg.qr(torch.cat([(mass @ constant)[:, None], eye], dim=1))[0][:, 1:p]
+            chol = torch.linalg.cholesky(basis.T @ mass @ basis)
+            reduced = torch.linalg.solve_triangular(chol, basis.T @ energy @ basis, upper=False)
+            reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
+            evals, evecs = torch.linalg.eigh((reduced + reduced.T) / 2)
+            directions = basis @ torch.linalg.solve_triangular(chol.T, evecs, upper=True)
+            directions = directions @ orthonormalizer(out @ W @ directions).double()
+            # canonical signs: the largest-magnitude loading of each direction is positive
+            pivot = directions.abs().argmax(dim=0)
+            directions = directions * torch.sign(directions[pivot, torch.arange(p - 1, device=device)])
+            rotation = W @ directions
+            evals = evals.clamp_min(0.0)
             if self.t > 0:
                 rotation = rotation * (1.0 - evals).clamp_min(0.0) ** self.t
         self.output_map_ = rotation.float()

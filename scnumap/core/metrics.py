@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import eigsh
+from scipy.sparse.linalg import LinearOperator, eigsh
 from scipy.stats import spearmanr
 
 
@@ -76,11 +76,15 @@ def laplace_kernel_graph(X, n_neighbors: int = 10) -> sp.csr_matrix:
     return ((W + W.T) / 2).tocsr()
 
 
-def exact_spectral_embedding(X, n_components: int, n_neighbors: int = 10, *, standardize: bool = True) -> np.ndarray:
+def exact_spectral_embedding(
+    X, n_components: int, n_neighbors: int = 10, *, standardize: bool = True, random_walk: bool = False
+) -> np.ndarray:
     """Bottom non-trivial eigenvectors of the symmetric normalised Laplacian (``eigsh``).
 
     With ``standardize``, ``X`` is centred and divided by one global scale first, as
-    GrEASE does, so the kNN graph is the same.
+    GrEASE does, so the kNN graph is the same. With ``random_walk``, the eigenvectors
+    ``D^-1/2 phi`` of the random-walk Laplacian ``I - D^-1 W`` (same eigenvalues), which
+    GrEASE learns, instead of ``phi``.
     """
     X = np.asarray(X, dtype=np.float64)
     if standardize:
@@ -90,10 +94,15 @@ def exact_spectral_embedding(X, n_components: int, n_neighbors: int = 10, *, sta
     d = np.asarray(W.sum(axis=1)).ravel()
     d_inv_sqrt = sp.diags(1.0 / np.sqrt(np.maximum(d, 1e-12)))
     M = d_inv_sqrt @ W @ d_inv_sqrt
-    v0 = np.sqrt(d)  # the trivial eigenvector: a deterministic start
-    vals, vecs = eigsh(M, k=n_components + 1, which="LA", v0=v0 / np.linalg.norm(v0))
-    order = np.argsort(-vals)
-    return vecs[:, order[1:]]
+    # Deflate the trivial eigenvector sqrt(d): on a graph with several connected
+    # components eigenvalue 1 of M repeats, and "drop the top vector" would drop an
+    # arbitrary mix of the trivial vector and a component indicator.
+    root_degree = np.sqrt(d) / np.linalg.norm(np.sqrt(d))
+    deflated = LinearOperator(M.shape, matvec=lambda v: M @ v - root_degree * (root_degree @ v), dtype=np.float64)
+    start = np.random.default_rng(0).standard_normal(M.shape[0])  # a deterministic start
+    vals, vecs = eigsh(deflated, k=n_components, which="LA", v0=start)
+    vecs = vecs[:, np.argsort(-vals)]
+    return vecs / np.sqrt(np.maximum(d, 1e-12))[:, None] if random_walk else vecs
 
 
 def grassmann_distance(A, B) -> float:
