@@ -96,9 +96,9 @@ def sparse_batch_affinity(x: torch.Tensor, n_neighbors: int) -> torch.Tensor:
     keep = rows != cols
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
     pairs = torch.stack([torch.cat([rows, cols]), torch.cat([cols, rows])])
-    A = torch.sparse_coo_tensor(pairs, torch.cat([vals, vals]), (m, m), check_invariants=False)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    with warnings.catch_warnings():  # torch's notes that sparse support is in beta
+        warnings.filterwarnings("ignore", message="Sparse", category=UserWarning)
+        A = torch.sparse_coo_tensor(pairs, torch.cat([vals, vals]), (m, m), check_invariants=False)
         return A.coalesce().to_sparse_csr()
 
 
