@@ -41,7 +41,9 @@ class NUMAP:
         network generalises, so large data needs far fewer passes than UMAP; with 15
         neighbours the 4,000-step cap applies from about 600 cells on). 300 rather than 100
         passes: held-out label transfer 0.776 → 0.799 on ``pbmc68k_reduced`` and
-        0.944 → 0.951 on digits (3 splits), trustworthiness unchanged.
+        0.944 → 0.945–0.951 on digits (3 splits, two runs), trustworthiness unchanged. For more local
+        detail on a few thousand cells pass more: on pbmc4k (4,271 cells) ``epochs=100``
+        (9,000 steps, 105 s on 2 CPU cores) raised kNN preservation from 0.157 to 0.172.
     lr
         Adam learning rate (typically 1e-4–1e-2).
     batch_size
