@@ -70,28 +70,15 @@ def orthonormalizer(Y: torch.Tensor, ridge: float = 1e-7) -> torch.Tensor:
     return W.to(Y.dtype)
 
 
-def _knn_kernel(x: torch.Tensor, n_neighbors: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's ``k + 1`` nearest batch rows (itself included) and their Laplace weights."""
-    k = min(n_neighbors, x.shape[0] - 1)
+def batch_affinity(x: torch.Tensor, n_neighbors: int) -> torch.Tensor:
+    """Symmetric Laplace-kernel kNN affinity of a batch (no self loops), as a sparse CSR
+    float64 tensor with ``m * k`` entries rather than ``m^2``."""
+    m = x.shape[0]
+    k = min(n_neighbors, m - 1)
     values, index = torch.topk(torch.cdist(x, x), k + 1, dim=1, largest=False)
     sigma = values.median(dim=1).values.clamp_min(1e-8)
-    return index, torch.exp(-values / sigma[:, None])
-
-
-def batch_affinity(x: torch.Tensor, n_neighbors: int) -> torch.Tensor:
-    """Dense symmetric Laplace-kernel kNN affinity of a batch (no self loops)."""
-    m = x.shape[0]
-    index, weights = _knn_kernel(x, n_neighbors)
-    W = torch.zeros(m, m, dtype=x.dtype, device=x.device).scatter_(1, index, weights)
-    W.fill_diagonal_(0.0)
-    return (W + W.T) / 2
-
-
-def sparse_batch_affinity(x: torch.Tensor, n_neighbors: int) -> torch.Tensor:
-    """:func:`batch_affinity` as a sparse CSR float64 tensor (``m * k`` entries, not ``m^2``)."""
-    m = x.shape[0]
-    index, weights = _knn_kernel(x, n_neighbors)
-    rows = torch.arange(m, device=x.device).repeat_interleave(index.shape[1])
+    weights = torch.exp(-values / sigma[:, None])
+    rows = torch.arange(m, device=x.device).repeat_interleave(k + 1)
     cols, vals = index.reshape(-1), weights.reshape(-1).double() / 2
     keep = rows != cols
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
@@ -249,7 +236,7 @@ class GrEASE:
 
         full_batch = n <= m
         val_x = table[random_rows(n, m, gen, device)]
-        val_A = sparse_batch_affinity(val_x, self.n_neighbors)
+        val_A = batch_affinity(val_x, self.n_neighbors)
         eval_every = 25
         self.loss_history_ = []
         bar = tqdm(range(self.max_steps), desc="GrEASE", disable=not self.verbose, leave=False)
@@ -259,7 +246,7 @@ class GrEASE:
             else:
                 x = table[random_rows(n, m, gen, device)]
                 with torch.no_grad():
-                    A = sparse_batch_affinity(x, self.n_neighbors)
+                    A = batch_affinity(x, self.n_neighbors)
             loss = walk_loss(net(x), A, self.walk_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -307,7 +294,7 @@ class GrEASE:
             ones = torch.zeros(p, dtype=torch.float64, device=device)
             for _ in range(self.n_separation_batches):
                 x = table[random_rows(n, m, gen, device)]
-                A = sparse_batch_affinity(x, self.n_neighbors)
+                A = batch_affinity(x, self.n_neighbors)
                 V = net(x).double() @ W
                 degree = (A @ torch.ones_like(V[:, :1])).squeeze(1)
                 DV = degree[:, None] * V
