@@ -47,6 +47,17 @@ def test_edge_distances_are_euclidean():
     np.testing.assert_allclose(d, [5, 5])
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine"])
+def test_edge_distances_on_sparse_input_equal_dense(metric):
+    rng = np.random.default_rng(0)
+    X = sp.random(40, 30, density=0.3, random_state=1, format="lil", dtype=np.float32)
+    X[0] = 0  # an empty row
+    X = X.tocsr()
+    heads, tails = rng.integers(0, 40, 100), rng.integers(0, 40, 100)
+    dense = edge_distances(X.toarray(), heads, tails, metric=metric, chunk_size=33)
+    np.testing.assert_allclose(edge_distances(X, heads, tails, metric=metric, chunk_size=33), dense, atol=1e-6)
+
+
 def test_duplicates_keep_self_first():
     X = np.zeros((20, 3), dtype=np.float32)
     X[10:] = 1

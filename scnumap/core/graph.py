@@ -185,13 +185,28 @@ def check_metric(metric: str) -> str:
 def edge_distances(
     X, heads: np.ndarray, tails: np.ndarray, *, metric: str = "euclidean", chunk_size: int = 200_000
 ) -> np.ndarray:
-    """Input-space distance of every edge ``(heads[e], tails[e])``, in chunks."""
+    """Input-space distance of every edge ``(heads[e], tails[e])``, in chunks (dense or sparse ``X``)."""
     from sklearn.metrics.pairwise import paired_distances
 
     check_metric(metric)
     out = np.empty(heads.shape[0], dtype=np.float32)
     for start in range(0, heads.shape[0], chunk_size):
-        h = heads[start : start + chunk_size]
-        t = tails[start : start + chunk_size]
-        out[start : start + chunk_size] = paired_distances(X[h], X[t], metric=metric)
+        h = X[heads[start : start + chunk_size]]
+        t = X[tails[start : start + chunk_size]]
+        stop = start + h.shape[0]
+        out[start:stop] = _paired_sparse(h, t, metric) if sp.issparse(h) else paired_distances(h, t, metric=metric)
     return out
+
+
+def _paired_sparse(h: sp.spmatrix, t: sp.spmatrix, metric: str) -> np.ndarray:
+    """Row-wise distances between two sparse matrices of the same shape."""
+    h, t = sp.csr_matrix(h, dtype=np.float64), sp.csr_matrix(t, dtype=np.float64)
+    if metric == "cosine":  # as sklearn: half the squared distance of the normalised rows
+        norm_h = np.sqrt(np.asarray(h.multiply(h).sum(axis=1)).ravel())
+        norm_t = np.sqrt(np.asarray(t.multiply(t).sum(axis=1)).ravel())
+        dot = np.asarray(h.multiply(t).sum(axis=1)).ravel() / np.maximum(norm_h * norm_t, 1e-300)
+        return 0.5 * ((norm_h > 0).astype(np.float64) + (norm_t > 0)) - dot
+    diff = h - t
+    if metric == "manhattan":
+        return np.asarray(abs(diff).sum(axis=1)).ravel()
+    return np.sqrt(np.asarray(diff.multiply(diff).sum(axis=1)).ravel())
