@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
+from scipy.sparse.linalg import eigsh
 
 from scnumap import GrEASE
-from scnumap.core.grease import batch_affinity, orthonormalizer, walk_loss
+from scnumap.core.grease import (
+    MAX_SEPARATION_WALK,
+    batch_affinity,
+    orthonormalizer,
+    separation_walk_steps,
+    walk_loss,
+)
 from scnumap.core.metrics import exact_spectral_embedding, grassmann_distance, laplace_kernel_graph
 from scnumap.core.scaling import Standardizer
 
@@ -20,9 +28,20 @@ def test_orthonormalizer_whitens_with_canonical_signs():
         orthonormalizer(Y[:3])
 
 
-def test_batch_affinity_equals_full_graph_on_whole_data(pbmc_pca):
+def _exact_eigenvalues(X, k: int) -> np.ndarray:
+    """Bottom ``k`` non-trivial eigenvalues of the Laplace-kernel graph's normalised Laplacian."""
+    x = Standardizer.fit(X).apply(X, torch.device("cpu")).double().numpy()
+    W = laplace_kernel_graph(x, 10)
+    d = np.asarray(W.sum(axis=1)).ravel()
+    M = sp.diags(d**-0.5) @ W @ sp.diags(d**-0.5)
+    vals = eigsh(M, k=k + 1, which="LA", v0=np.ones(len(x)))[0]
+    return np.sort(1.0 - vals)[1:]
+
+
+@pytest.mark.parametrize("chunk_size", [2048, 64])
+def test_batch_affinity_equals_full_graph_on_whole_data(pbmc_pca, chunk_size):
     x = Standardizer.fit(pbmc_pca).apply(pbmc_pca, torch.device("cpu")).double()
-    A = batch_affinity(x, 10).to_dense().numpy()
+    A = batch_affinity(x, 10, chunk_size=chunk_size).to_dense().numpy()
     W = laplace_kernel_graph(x.numpy(), 10).toarray()
     np.testing.assert_allclose(A, A.T)
     np.testing.assert_allclose(A, W, atol=1e-10)
@@ -82,23 +101,39 @@ def test_grease_matches_exact_eigenvectors(pbmc_pca, grease_pbmc):
     for j in range(4):
         assert abs(np.corrcoef(S[:, j], walk[:, j])[0, 1]) > 0.95
     assert np.all(np.diff(grease_pbmc.eigenvalues_) >= 0)
+    # eigenvalue estimates (measured within 0.1 % of eigsh's)
+    np.testing.assert_allclose(grease_pbmc.eigenvalues_, _exact_eigenvalues(pbmc_pca, 4), rtol=0.02)
+
+
+def test_separation_walk_is_about_one_over_the_kth_eigenvalue():
+    assert separation_walk_steps(0.01, 64) == 100
+    assert separation_walk_steps(0.5, 64) == 64
+    assert separation_walk_steps(1e-6, 64) == MAX_SEPARATION_WALK
+    assert separation_walk_steps(0.0, 64) == MAX_SEPARATION_WALK
 
 
 def test_grease_on_a_graph_with_two_components():
-    """Two circles: eigenvalue 0 repeats (constant and component indicator). The
-    indicator must be kept and the constant dropped, not the other way round."""
+    """Two circles: eigenvalue 0 repeats (constant and component indicator), and the 4th
+    eigenvector is one of a near-degenerate pair (the inner circle's cos/sin, eigenvalues
+    ~4 % apart). The indicator must be kept and the constant dropped, and the pair member
+    must be the one the full graph ranks first (measured: 0.174 before the guard column and
+    the walk-based separation, 0.010 with them)."""
     from sklearn.datasets import make_circles
 
     X, ring = make_circles(n_samples=3000, noise=0.05, factor=0.5, random_state=0)
     X = X.astype(np.float32)
-    S = GrEASE(3, random_state=0).fit_transform(X)
-    # indicator + the outer circle's cos/sin pair; the next eigenvalue is twice theirs
-    exact = exact_spectral_embedding(X, 3, 10, random_walk=True)
+    model = GrEASE(4, random_state=0).fit(X)
+    S = model.transform(X)
+    exact = exact_spectral_embedding(X, 4, 10, random_walk=True)
     assert grassmann_distance(S, exact) <= 0.05
     assert abs(np.corrcoef(S[:, 0], ring)[0, 1]) > 0.95
     q, _ = np.linalg.qr(S.astype(np.float64))
     constant = np.ones(len(X)) / np.sqrt(len(X))
     assert np.sum((q.T @ constant) ** 2) < 0.05
+    # eigenvalues of order 1e-4 (0 for the indicator), estimated within 10 %
+    expected = _exact_eigenvalues(X, 4)
+    assert model.eigenvalues_[0] < 0.1 * expected[1]
+    np.testing.assert_allclose(model.eigenvalues_[1:], expected[1:], rtol=0.1)
 
 
 def test_grease_output_is_orthonormal(pbmc_pca, grease_pbmc):
@@ -125,8 +160,8 @@ def test_grease_diffusion_time_scales_columns(pbmc_pca):
 def test_grease_errors(pbmc_pca):
     with pytest.raises(RuntimeError, match="not fitted yet"):
         GrEASE(2).transform(pbmc_pca)
-    with pytest.raises(ValueError, match=r"more samples than `n_components \+ 1`"):
-        GrEASE(5).fit(pbmc_pca[:4])
+    with pytest.raises(ValueError, match=r"more samples than `n_components \+ 2` \(7\), got 7"):
+        GrEASE(5).fit(pbmc_pca[:7])
     g = GrEASE(2, max_steps=5).fit(pbmc_pca)
     with pytest.raises(ValueError, match="has 3 features but GrEASE was fitted on 50"):
         g.transform(pbmc_pca[:, :3])

@@ -70,7 +70,7 @@ def test_empty_query_is_an_error(pbmc):
 @pytest.mark.parametrize("n_cells", [0, 1, 5])
 def test_tl_numap_on_too_few_cells_names_the_count(n_cells):
     ad = anndata.AnnData(np.random.default_rng(0).random((n_cells, 20)).astype(np.float32))
-    with pytest.raises(ValueError, match=rf"`adata` has {n_cells} cells; NUMAP needs at least 12"):
+    with pytest.raises(ValueError, match=rf"`adata` has {n_cells} cells; NUMAP needs at least 13"):
         scnumap.tl.numap(ad, **QUICK)
     assert "X_numap" not in ad.obsm
     assert "neighbors" not in ad.uns

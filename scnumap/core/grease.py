@@ -7,22 +7,27 @@ docs/method.md has the derivation and the measurements behind each choice.
 
 1. The input is centred on the training mean and divided by one global scale
    (:class:`~scnumap.core.scaling.Standardizer`).
-2. Network: MLP (Linear + LeakyReLU) → Linear(:math:`k+1`) → tanh. The extra column
-   absorbs the trivial eigenvector.
+2. Network: MLP (Linear + LeakyReLU) → Linear(:math:`k+2`) → tanh. One extra column
+   absorbs the trivial eigenvector, the other is a guard: the training objective fixes
+   only the span, so with exactly :math:`k+1` columns the :math:`k`-th eigenvector is
+   whichever member of a near-degenerate pair the batch graphs happen to rank first.
 3. Batch affinity, on the device: kNN inside the batch, :math:`\sigma_i` = median of
    :math:`\{0, d_{i1}, \dots, d_{ik}\}`, :math:`W_{ij} = \exp(-d_{ij}/\sigma_i)`,
    symmetrised :math:`(W + W^\top)/2`, held as a sparse matrix.
-4. Loss (:func:`walk_loss`): :math:`(k+1) - \mathrm{tr}((Y^\top DY)^{-1} Y^\top D P^t Y)`
+4. Loss (:func:`walk_loss`): :math:`(k+2) - \mathrm{tr}((Y^\top DY)^{-1} Y^\top D P^t Y)`
    for the lazy random walk :math:`P = (I + D^{-1}W)/2`, minimised by the bottom
    eigenvectors of the random-walk Laplacian :math:`I - D^{-1}W` (functions of the
    points, unlike the symmetric Laplacian's, which carry each batch's degrees).
    Adam, learning rate halved on plateau of a held-out loss, stop at a minimum
    learning rate or the step budget.
-5. Separation: over random batches, average :math:`V^\top D V` and
-   :math:`V^\top (D - W) V` and fit the constant vector; remove the constant (trivial)
-   direction explicitly (eigenvalue 0 repeats on a graph with several components),
-   solve the generalised eigenproblem on the rest (ascending), and orthonormalise in
-   that order (Gram-Schmidt), so :math:`S^\top S / n = I` on the training points.
+5. Separation: on the whole training graph (up to ``FULL_SEPARATION_MAX`` points) or
+   averaged over random batches, :math:`V^\top D V`, :math:`V^\top D (I - P^T) V` and the
+   fit of the constant vector; remove the constant (trivial) direction explicitly
+   (eigenvalue 0 repeats on a graph with several components), solve the generalised
+   eigenproblem on the rest (ascending), drop the guard's direction and orthonormalise
+   in that order (Gram-Schmidt), so :math:`S^\top S / n = I` on the training points.
+   The walk of :math:`T \approx 1/\lambda_k` steps damps the high-frequency residue of
+   the learned span, which would otherwise swap near-degenerate eigenvectors.
    The output map is the whitening :math:`W = \sqrt{m} R^{-1}` of the canonical thin QR
    (:math:`\mathrm{diag}(R) > 0`) times these rotations.
    Optional diffusion time :math:`t` scales column :math:`i` by :math:`(1-\lambda_i)^t`.
@@ -43,6 +48,13 @@ from .batching import RowTable, as_numpy, chunks, random_rows
 from .device import np_rng, resolve_device, torch_generator
 from .layers import init_parameters, mlp
 from .scaling import Standardizer
+
+#: Up to this many training points, the eigenvector separation uses the whole training
+#: graph (one chunked kNN search) instead of averaging random batches.
+FULL_SEPARATION_MAX = 20_000
+
+#: Longest walk of the eigenvector separation (:func:`separation_walk_steps`).
+MAX_SEPARATION_WALK = 4096
 
 
 class SpectralNetwork(nn.Module):
@@ -70,12 +82,15 @@ def orthonormalizer(Y: torch.Tensor, ridge: float = 1e-7) -> torch.Tensor:
     return W.to(Y.dtype)
 
 
-def batch_affinity(x: torch.Tensor, n_neighbors: int) -> torch.Tensor:
+def batch_affinity(x: torch.Tensor, n_neighbors: int, chunk_size: int = 2048) -> torch.Tensor:
     """Symmetric Laplace-kernel kNN affinity of a batch (no self loops), as a sparse CSR
-    float64 tensor with ``m * k`` entries rather than ``m^2``."""
+    float64 tensor with ``m * k`` entries rather than ``m^2``; the neighbours are found
+    ``chunk_size`` rows at a time, so the full training set fits as well as a batch."""
     m = x.shape[0]
     k = min(n_neighbors, m - 1)
-    values, index = torch.topk(torch.cdist(x, x), k + 1, dim=1, largest=False)
+    found = [torch.topk(torch.cdist(x[s:e], x), k + 1, dim=1, largest=False) for s, e in chunks(m, chunk_size)]
+    values = torch.cat([v for v, _ in found])
+    index = torch.cat([i for _, i in found])
     sigma = values.median(dim=1).values.clamp_min(1e-8)
     weights = torch.exp(-values / sigma[:, None])
     rows = torch.arange(m, device=x.device).repeat_interleave(k + 1)
@@ -87,6 +102,22 @@ def batch_affinity(x: torch.Tensor, n_neighbors: int) -> torch.Tensor:
         warnings.filterwarnings("ignore", message="Sparse", category=UserWarning)
         A = torch.sparse_coo_tensor(pairs, torch.cat([vals, vals]), (m, m), check_invariants=False)
         return A.coalesce().to_sparse_csr()
+
+
+def lazy_walk(A: torch.Tensor, degree: torch.Tensor, Z: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """``P^t Z`` for the lazy random walk ``P = (I + D^-1 A) / 2``."""
+    for _ in range(n_steps):
+        Z = 0.5 * (Z + (A @ Z) / degree[:, None])
+    return Z
+
+
+def separation_walk_steps(eigenvalue: float, minimum: int) -> int:
+    """Walk length ``T`` for the separation: about ``1 / lambda_k`` (from a one-step estimate),
+    so the wanted eigenvalues stay resolved (``T lambda / 2 < 1``) while residue at
+    eigenvalues >= 100 lambda_k is damped; clipped to ``[minimum, MAX_SEPARATION_WALK]``."""
+    if not math.isfinite(eigenvalue) or eigenvalue <= 0:
+        return MAX_SEPARATION_WALK
+    return int(np.clip(round(1.0 / eigenvalue), minimum, MAX_SEPARATION_WALK))
 
 
 def walk_loss(out: torch.Tensor, A: torch.Tensor, n_steps: int) -> torch.Tensor:
@@ -109,10 +140,7 @@ def walk_loss(out: torch.Tensor, A: torch.Tensor, n_steps: int) -> torch.Tensor:
     Y = out.double()
     degree = (A @ torch.ones_like(Y[:, :1])).squeeze(1).clamp_min(1e-12)
     with torch.no_grad():
-        Z = Y.detach()
-        for _ in range(n_steps):
-            Z = 0.5 * (Z + (A @ Z) / degree[:, None])
-        DZ = degree[:, None] * Z
+        DZ = degree[:, None] * lazy_walk(A, degree, Y.detach(), n_steps)
         fixed = Y.detach().T @ DZ
     p = Y.shape[1]
     gram = Y.T @ (degree[:, None] * Y)
@@ -148,7 +176,8 @@ class GrEASE:
     t
         Diffusion time; column ``i`` is scaled by ``(1 - lambda_i) ** t``. 0 = no scaling.
     n_separation_batches
-        Random batches averaged for the eigenvector separation.
+        Random batches averaged for the eigenvector separation when the training set has
+        more than ``FULL_SEPARATION_MAX`` (20,000) points; smaller sets use their whole graph.
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or a torch device.
     random_state
@@ -162,6 +191,8 @@ class GrEASE:
         ``(n_components,)`` estimated Laplacian eigenvalues, ascending.
     loss_history_
         Held-out loss at each evaluation.
+    separation_walk_steps_
+        Walk length ``T`` the separation used (:func:`separation_walk_steps`).
     """
 
     def __init__(
@@ -207,9 +238,9 @@ class GrEASE:
         check_int(self.walk_steps, "walk_steps", minimum=1)
         check_float(self.t, "t", minimum=0.0)
         check_int(self.n_separation_batches, "n_separation_batches", minimum=1)
-        if n_obs < k + 2:
+        if n_obs < k + 3:
             raise ValueError(
-                f"GrEASE needs more samples than `n_components + 1` ({k + 1}), got {n_obs}. "
+                f"GrEASE needs more samples than `n_components + 2` ({k + 2}), got {n_obs}. "
                 "Pass more samples or a smaller `n_components`."
             )
 
@@ -225,7 +256,7 @@ class GrEASE:
         self.standardizer_ = Standardizer.fit(X)
         table = RowTable(X, self.standardizer_, device)
         n = X.shape[0]
-        p = self.n_components + 1
+        p = self.n_components + 2  # the constant, k eigenvectors and a guard column
         m = max(p + 1, min(self.batch_size, n))
 
         net = SpectralNetwork(X.shape[1], p, tuple(self.hidden))
@@ -273,52 +304,63 @@ class GrEASE:
     def _separate(self, table: RowTable, n: int, m: int, gen, device) -> None:
         """Fix the output map: rotate the learned span to individual eigenvectors.
 
-        Over random batches, average ``V^T D V`` and ``V^T (D - A) V`` (each divided by
-        the batch's total degree) and the least-squares fit of the constant vector.
-        The constant direction is the trivial eigenvector; it is removed explicitly
-        (on a graph with several components eigenvalue 0 repeats, so "the lowest
-        eigenvector" could be a component indicator). The generalised eigenproblem on
-        the rest gives the eigenvectors in ascending order; a last Gram-Schmidt step in
-        that order makes the output orthonormal over the training points without
-        changing the span of its first ``j`` columns.
+        On the whole training graph (up to ``FULL_SEPARATION_MAX`` points) or on random
+        batches, the network's whitened outputs ``V`` give ``V^T D V`` and the least-squares
+        fit of the constant vector. The constant direction is the trivial eigenvector; it
+        is removed explicitly (on a graph with several components eigenvalue 0 repeats, so
+        "the lowest eigenvector" could be a component indicator). The rest is ordered by
+        the generalised eigenproblem of ``V^T D P^T V`` against ``V^T D V`` for the lazy
+        walk ``P`` (:func:`separation_walk_steps` picks ``T``): the walk damps the small
+        high-frequency residue every learned span carries, which would otherwise dominate
+        Rayleigh quotients of eigenvalues near 1e-4 and swap near-degenerate eigenvectors.
+        A last Gram-Schmidt step in eigenvalue order makes the output orthonormal over the
+        training points without changing the span of its first ``j`` columns.
         """
         net = self.network_
+        k = self.n_components
         with torch.no_grad():
             sample = random_rows(n, 20_000, gen, device)
             out = torch.cat([net(table[sample[s:e]]) for s, e in chunks(sample.shape[0], 8192)]).double()
             W = orthonormalizer(out)
             p = W.shape[0]
-            mass = torch.zeros(p, p, dtype=torch.float64, device=device)
-            energy = torch.zeros_like(mass)
-            gram = torch.zeros_like(mass)
-            ones = torch.zeros(p, dtype=torch.float64, device=device)
-            for _ in range(self.n_separation_batches):
-                x = table[random_rows(n, m, gen, device)]
-                A = batch_affinity(x, self.n_neighbors)
-                V = net(x).double() @ W
-                degree = (A @ torch.ones_like(V[:, :1])).squeeze(1)
-                DV = degree[:, None] * V
-                mass += V.T @ DV / degree.sum()
-                energy += (V.T @ DV - V.T @ (A @ V)) / degree.sum()
-                gram += V.T @ V
-                ones += V.sum(dim=0)
-            constant = torch.linalg.solve(gram, ones)  # V @ constant ~ 1
-            eye = torch.eye(p, dtype=torch.float64, device=device)
+            if n <= FULL_SEPARATION_MAX:  # the whole training graph, once
+                batches = [torch.arange(n, device=device)]
+            else:
+                batches = [random_rows(n, m, gen, device) for _ in range(self.n_separation_batches)]
+            graphs = []
+            for rows in batches:
+                A = batch_affinity(table[rows], self.n_neighbors)
+                degree = (A @ torch.ones(rows.shape[0], 1, dtype=A.dtype, device=device)).squeeze(1)
+                graphs.append((A, degree, net(table[rows]).double() @ W))
+            gram = sum(V.T @ V for _, _, V in graphs)
+            constant = torch.linalg.solve(gram, sum(V.sum(dim=0) for _, _, V in graphs))  # V @ constant ~ 1
+            mass = sum(V.T @ (d[:, None] * V) / d.sum() for _, d, V in graphs)
             # basis of the directions mass-orthogonal to the constant one
+            eye = torch.eye(p, dtype=torch.float64, device=device)
             basis = torch.linalg.qr(torch.cat([(mass @ constant)[:, None], eye], dim=1))[0][:, 1:p]
-            chol = torch.linalg.cholesky(basis.T @ mass @ basis)
-            reduced = torch.linalg.solve_triangular(chol, basis.T @ energy @ basis, upper=False)
-            reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
-            evals, evecs = torch.linalg.eigh((reduced + reduced.T) / 2)
-            directions = basis @ torch.linalg.solve_triangular(chol.T, evecs, upper=True)
+
+            def spectrum(walk_steps: int):
+                """Eigenpairs of the (p-1)-dim problem, ascending in ``1 - mu``."""
+                damped = sum(V.T @ (d[:, None] * lazy_walk(A, d, V, walk_steps)) / d.sum() for A, d, V in graphs)
+                chol = torch.linalg.cholesky(basis.T @ mass @ basis)
+                reduced = torch.linalg.solve_triangular(chol, basis.T @ (mass - damped) @ basis, upper=False)
+                reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
+                values, vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
+                return values, basis @ torch.linalg.solve_triangular(chol.T, vectors, upper=True)
+
+            one_step, _ = spectrum(1)  # 1 - mu = lambda / 2
+            walk_steps = separation_walk_steps(2.0 * float(one_step[k - 1]), self.walk_steps)
+            values, directions = spectrum(walk_steps)
+            evals = 2.0 * (1.0 - (1.0 - values[:k].clamp(0.0, 1.0)) ** (1.0 / walk_steps))
+            directions = directions[:, :k]  # the last direction is the guard column's: dropped
             directions = directions @ orthonormalizer(out @ W @ directions).double()
             # canonical signs: the largest-magnitude loading of each direction is positive
             pivot = directions.abs().argmax(dim=0)
-            directions = directions * torch.sign(directions[pivot, torch.arange(p - 1, device=device)])
+            directions = directions * torch.sign(directions[pivot, torch.arange(k, device=device)])
             rotation = W @ directions
-            evals = evals.clamp_min(0.0)
             if self.t > 0:
                 rotation = rotation * (1.0 - evals).clamp_min(0.0) ** self.t
+        self.separation_walk_steps_ = walk_steps
         self.output_map_ = rotation.float()
         self.eigenvalues_ = as_numpy(evals)
 

@@ -89,7 +89,7 @@ def model_from_dict(entry, *, device="cpu", where: str = "model") -> NUMAP:
     output_map = _array(g, "output_map", f"{where}/grease")
     if output_map.ndim != 2 or output_map.shape[1] != n_spectral:
         raise ModelFormatError(
-            f"`{where}/grease/output_map` must have shape (k + 1, {n_spectral}), got {output_map.shape}."
+            f"`{where}/grease/output_map` must have shape (network outputs, {n_spectral}), got {output_map.shape}."
         )
     eigenvalues = _array(g, "eigenvalues", f"{where}/grease", shape=(n_spectral,))
     g_linears = _linear_arrays(_section(g, "layers", f"{where}/grease"), f"{where}/grease/layers")
