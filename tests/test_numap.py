@@ -103,6 +103,15 @@ def test_errors_name_value_and_fix(blobs, fitted_blobs):
         NUMAP(device="cuda" if not torch.cuda.is_available() else "tpu", **QUICK).fit(blobs)
 
 
+def test_automatic_budget_is_larger_on_small_graphs():
+    m = NUMAP(batch_size=1000)
+    assert m.n_steps(n_edges=10_000, n_obs=500) == 3000  # 300 passes
+    assert m.n_steps(n_edges=100, n_obs=10) == 1000  # floor
+    assert m.n_steps(n_edges=200_000, n_obs=10_000) == 8000  # small-data cap
+    assert m.n_steps(n_edges=200_000, n_obs=10_001) == 4000  # large-data cap
+    assert NUMAP(batch_size=1000, epochs=2).n_steps(n_edges=200_000, n_obs=10_001) == 400
+
+
 def test_divergence_is_reported(blobs):
     with pytest.raises(FloatingPointError, match="lower `lr`"):
         NUMAP(lr=1e30, random_state=0, **QUICK).fit(blobs * 1e6)

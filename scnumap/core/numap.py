@@ -14,13 +14,18 @@ from .graph import build_graph, check_metric, edge_distances, graph_from_matrice
 from .grease import GrEASE
 from .layers import init_parameters
 from .losses import find_ab_params
+from .noise import HeadNoise
 from .sampling import EdgeSampler
 from .train import DensityTerm, train_embedding
 
-#: Edge samples (in units of batches) of the automatic training budget.
-AUTO_MIN_STEPS = 1000
-AUTO_MAX_STEPS = 4000
+#: The automatic training budget: ``AUTO_EPOCHS`` passes over the edges, clipped to
+#: ``AUTO_MIN_STEPS`` and a cap of steps (of ``batch_size`` edges) that, as umap-learn's
+#: epochs (500 up to 10,000 samples, 200 above), is larger on small data.
 AUTO_EPOCHS = 300
+AUTO_MIN_STEPS = 1000
+AUTO_MAX_STEPS_SMALL = 8000
+AUTO_MAX_STEPS = 4000
+SMALL_GRAPH = 10_000
 
 
 class NUMAP:
@@ -37,13 +42,14 @@ class NUMAP:
         Neighbours of the UMAP graph (typically 5–50).
     epochs
         Passes over the graph's edges. ``None`` picks a budget from the graph size:
-        ``300`` passes, clipped to 1,000–4,000 steps of ``batch_size`` edges (a
-        network generalises, so large data needs far fewer passes than UMAP; with 15
-        neighbours the 4,000-step cap applies from about 600 cells on). 300 rather than 100
-        passes: held-out label transfer 0.776 → 0.799 on ``pbmc68k_reduced`` and
-        0.944 → 0.945–0.951 on digits (3 splits, two runs), trustworthiness unchanged. For more local
-        detail on a few thousand cells pass more: on pbmc4k (4,271 cells) ``epochs=100``
-        (9,000 steps, 105 s on 2 CPU cores) raised kNN preservation from 0.157 to 0.172.
+        ``300`` passes, clipped to 1,000 and a cap of 8,000 steps of ``batch_size`` edges up
+        to 10,000 cells and 4,000 steps above (as umap-learn trains small data longer: 500
+        epochs up to 10,000 samples, 200 above). A network generalises, so large data needs
+        far fewer passes; with 15 neighbours the cap applies from about 1,000 cells on.
+        Measured on pbmc4k (4,271 cells): 4,000 → 8,000 steps raised kNN preservation
+        0.161 → 0.174 and the DensMAP density correlation 0.779 → 0.801 (fit 45 → 80 s on
+        2 CPU cores); at 100,000 cells the 4,000-step cap keeps the fit faster than
+        umap-learn's.
     lr
         Adam learning rate (typically 1e-4–1e-2).
     batch_size
@@ -65,11 +71,14 @@ class NUMAP:
         the spectral-only network places held-out cells worse (0.684 vs 0.725) and
         preserves less (trustworthiness 0.914 vs 0.930).
     input_noise
-        Standard deviation of the Gaussian noise added to edge heads' inputs (in
-        standardised units), a regulariser that makes new points land among their
-        neighbours: held-out label transfer 0.725 → 0.782 on ``pbmc68k_reduced`` and
-        0.909 → 0.942 on digits (with ``lr=3e-3``), trustworthiness unchanged. ``0``
-        turns it off.
+        Size of the Gaussian noise added to each sampled edge head's input, relative to
+        that cell's neighbourhood radius (root weighted mean squared distance to its graph
+        neighbours); the head's spectral coordinates are recomputed from the noisy input.
+        A regulariser that makes new points land among their neighbours. Measured against
+        the earlier fixed noise (0.3 standardised units): held-out label transfer
+        0.945 → 0.954 on digits and 0.799 → 0.807 on ``pbmc68k_reduced``, kNN
+        preservation 0.157 → 0.161 on pbmc4k and 0.117 → 0.120 on paul15
+        (docs/method.md). ``0`` turns it off.
     grease_steps
         Maximum training steps of the GrEASE network.
     densmap
@@ -114,7 +123,7 @@ class NUMAP:
         n_spectral_components: int = 10,
         hidden: tuple[int, ...] = (128, 128),
         use_data: bool = True,
-        input_noise: float = 0.3,
+        input_noise: float = 0.5,
         grease_steps: int = 600,
         densmap: bool = False,
         dens_lambda: float = 2.0,
@@ -168,12 +177,13 @@ class NUMAP:
         check_float(self.dens_var_shift, "dens_var_shift", minimum=0.0)
         check_int(self.dens_subsample_size, "dens_subsample_size", minimum=2)
 
-    def n_steps(self, n_edges: int) -> int:
-        """Gradient steps for a graph with ``n_edges`` directed edges."""
+    def n_steps(self, n_edges: int, n_obs: int) -> int:
+        """Gradient steps for a graph with ``n_edges`` directed edges on ``n_obs`` vertices."""
         if self.epochs is not None:
             return max(1, int(np.ceil(self.epochs * n_edges / self.batch_size)))
         auto = int(np.ceil(AUTO_EPOCHS * n_edges / self.batch_size))
-        return int(np.clip(auto, AUTO_MIN_STEPS, AUTO_MAX_STEPS))
+        cap = AUTO_MAX_STEPS_SMALL if n_obs <= SMALL_GRAPH else AUTO_MAX_STEPS
+        return int(np.clip(auto, AUTO_MIN_STEPS, cap))
 
     # ------------------------------------------------------------------- fit
     def fit(self, X, graph=None, knn_distances=None) -> NUMAP:
@@ -231,8 +241,20 @@ class NUMAP:
 
         heads, tails, weights = knn.edges()
         sampler = EdgeSampler(heads, tails, weights, device)
-        n_steps = self.n_steps(sampler.n_edges)
+        n_steps = self.n_steps(sampler.n_edges, n)
         gen = torch_generator(train_seed, device)
+        noise = None
+        if self.input_noise > 0:
+            noise = HeadNoise.from_graph(
+                X,
+                heads,
+                tails,
+                weights,
+                relative=float(self.input_noise),
+                scale=self.standardizer_.scale,
+                spectral=self.grease_.embed,
+                device=device,
+            )
         density = None
         if self.densmap:
             dist = edge_distances(X, heads, tails, metric=self.metric)  # aligned with CSR order
@@ -255,8 +277,8 @@ class NUMAP:
             batch_size=self.batch_size,
             negative_sample_rate=self.negative_sample_rate,
             lr=self.lr,
-            input_noise=self.input_noise,
             generator=gen,
+            noise=noise,
             density=density,
             verbose=self.verbose,
         )

@@ -12,6 +12,7 @@ from .batching import RowTable, chunks
 from .density import NeighbourhoodSampler, density_correlation_loss, embedding_log_radius
 from .encoder import Encoder
 from .losses import umap_cross_entropy
+from .noise import HeadNoise
 from .sampling import EdgeSampler, sample_vertices
 
 #: Steps between loss read-outs (progress bar, history, divergence check).
@@ -49,8 +50,8 @@ def train_embedding(
     batch_size: int,
     negative_sample_rate: int,
     lr: float,
-    input_noise: float,
     generator: torch.Generator,
+    noise: HeadNoise | None = None,
     density: DensityTerm | None = None,
     verbose: bool = False,
 ) -> list[float]:
@@ -58,10 +59,11 @@ def train_embedding(
 
     Each step draws ``batch_size`` edges ∝ weight over the whole graph and a pool of
     ``batch_size`` uniform vertices; every edge head is pushed away from
-    ``negative_sample_rate`` members of that pool. Gaussian noise of standard
-    deviation ``input_noise`` (in standardised units) is added to the heads' inputs,
-    a regulariser that helps new points land where their neighbours are. The
-    learning rate decays linearly to 5 % of ``lr``.
+    ``negative_sample_rate`` members of that pool. ``noise`` perturbs the heads' inputs
+    (:class:`~scnumap.core.noise.HeadNoise`), a regulariser that helps new points land
+    where their neighbours are; it is off while the density term is active (noise scaled to
+    each cell's neighbourhood asks the network to contract sparse regions, against what
+    DensMAP asks). The learning rate decays linearly to 5 % of ``lr``.
     """
     device = table.device
     n_obs = table.n_obs
@@ -76,9 +78,9 @@ def train_embedding(
         heads, tails = sampler.sample(batch_size, generator)
         pool = sample_vertices(n_obs, batch_size, generator, device)
         x_heads = table[heads]
-        if input_noise > 0:
-            noise = torch.randn(x_heads.shape, generator=generator, device=generator.device)
-            x_heads = x_heads + input_noise * noise.to(device)
+        densmap_phase = density is not None and step >= density.start_step
+        if noise is not None and not densmap_phase:
+            x_heads = noise(x_heads, heads, generator)
         y = encoder(torch.cat([x_heads, table[tails], table[pool]]))
         y_heads, y_tails, y_pool = y[:batch_size], y[batch_size : 2 * batch_size], y[2 * batch_size :]
         neg = torch.randint(0, batch_size, (batch_size, r), generator=generator, device=generator.device)
@@ -86,7 +88,7 @@ def train_embedding(
         sq_pos = ((y_heads - y_tails) ** 2).sum(dim=1)
         sq_neg = ((y_heads[:, None, :] - y_neg) ** 2).sum(dim=2)
         loss = umap_cross_entropy(sq_pos, sq_neg, a, b)
-        if density is not None and step >= density.start_step:
+        if densmap_phase:
             loss = loss + density.dens_lambda * _density_loss(encoder, table, density, a, b, generator, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -29,6 +29,7 @@ def numap(
     negative_sample_rate: int = 5,
     n_spectral_components: int = 10,
     hidden: tuple[int, ...] = (128, 128),
+    input_noise: float = 0.5,
     grease_steps: int = 600,
     neighbors_key: str = "neighbors",
     key_added: str | None = None,
@@ -63,7 +64,7 @@ def numap(
         Vertices per step for the density term.
     epochs
         Passes over the graph edges; ``None`` picks a budget (see :class:`scnumap.NUMAP`).
-    lr, batch_size, negative_sample_rate, n_spectral_components, hidden, grease_steps
+    lr, batch_size, negative_sample_rate, n_spectral_components, hidden, input_noise, grease_steps
         Training knobs of :class:`scnumap.NUMAP`.
     neighbors_key
         Key of the neighbour results in ``adata.uns``.
@@ -93,11 +94,11 @@ def numap(
     import scanpy as sc
 
     start = logg.info("computing NUMAP")
-    min_cells = check_int(n_spectral_components, "n_spectral_components", minimum=n_components) + 2  # GrEASE's need
+    min_cells = check_int(n_spectral_components, "n_spectral_components", minimum=n_components) + 3  # GrEASE's need
     if adata.n_obs < min_cells:
         raise ValueError(
             f"`adata` has {adata.n_obs} cells; NUMAP needs at least {min_cells} "
-            f"(`n_spectral_components + 2`, here {n_spectral_components} + 2): pass more cells."
+            f"(`n_spectral_components + 3`, here {n_spectral_components} + 3): pass more cells."
         )
     adata = adata.copy() if copy else adata
     if neighbors_key not in adata.uns:
@@ -136,6 +137,7 @@ def numap(
         negative_sample_rate=negative_sample_rate,
         n_spectral_components=n_spectral_components,
         hidden=hidden,
+        input_noise=input_noise,
         grease_steps=grease_steps,
         device=device,
         random_state=random_state,
@@ -174,6 +176,8 @@ def numap(
             "negative_sample_rate": negative_sample_rate,
             "n_spectral_components": n_spectral_components,
             "hidden": np.asarray(hidden, dtype=np.int64),
+            "input_noise": input_noise,
+            "grease_steps": grease_steps,
             "neighbors_key": neighbors_key,
             "use_rep": use_rep,
             "random_state": -1 if random_state is None else int(random_state),

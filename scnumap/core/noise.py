@@ -1,0 +1,66 @@
+"""Input noise on edge heads, scaled to each cell's neighbourhood: the regulariser that
+makes new points land among their neighbours.
+
+A held-out cell sits about one neighbour distance from the training cells around it, so
+the network should map inputs perturbed by that much to the same place. The noise on
+vertex ``i`` is isotropic Gaussian with expected norm ``input_noise * r_i``, where ``r_i``
+is the root weighted mean squared distance to its graph neighbours: small in dense
+regions (local detail kept), large in sparse ones. The head's spectral coordinates are
+recomputed from the perturbed input by the (frozen) GrEASE network, so the network sees
+inputs like those of a new cell. docs/method.md has the measurements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .graph import edge_distances
+
+
+def neighbourhood_radius(X, heads: np.ndarray, tails: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``r_i = sqrt(sum_e w_e d_e^2 / sum_e w_e)`` over the edges ``e`` leaving vertex ``i``
+    (Euclidean distances in the input space)."""
+    n = X.shape[0]
+    dist = edge_distances(X, heads, tails, metric="euclidean").astype(np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    num = np.bincount(heads, weights=weights * dist**2, minlength=n)
+    den = np.bincount(heads, weights=weights, minlength=n)
+    return np.sqrt(num / np.maximum(den, 1e-12))
+
+
+@dataclass
+class HeadNoise:
+    """Perturb the data part of table rows and recompute their spectral part.
+
+    Attributes
+    ----------
+    sigma
+        ``(n_obs,)`` per-coordinate standard deviation of each vertex's noise (standardised units).
+    spectral
+        Standardised input → spectral coordinates (the fitted GrEASE's ``embed``).
+    n_features
+        Width of the data part of a row; the spectral part follows it.
+    """
+
+    sigma: torch.Tensor
+    spectral: Callable[[torch.Tensor], torch.Tensor]
+    n_features: int
+
+    @classmethod
+    def from_graph(cls, X, heads, tails, weights, *, relative: float, scale: float, spectral, device) -> HeadNoise:
+        """Noise of expected norm ``relative * r_i`` on vertex ``i`` (``scale``: the standardiser's)."""
+        radius = neighbourhood_radius(X, heads, tails, weights) / scale
+        sigma = relative * radius / np.sqrt(X.shape[1])
+        return cls(torch.as_tensor(sigma, dtype=torch.float32, device=device), spectral, X.shape[1])
+
+    def __call__(self, rows: torch.Tensor, vertices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = rows[:, : self.n_features]
+        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
+        x = x + self.sigma[vertices][:, None] * noise
+        with torch.no_grad():
+            s = self.spectral(x)
+        return torch.cat([x, s], dim=1)

@@ -1,0 +1,44 @@
+import numpy as np
+import torch
+
+from scnumap.core.graph import build_graph
+from scnumap.core.noise import HeadNoise, neighbourhood_radius
+
+
+def test_neighbourhood_radius_is_the_weighted_rms_edge_length(blobs):
+    heads, tails, weights = build_graph(blobs, 10).edges()
+    r = neighbourhood_radius(blobs, heads, tails, weights)
+    for i in (0, 57, 299):
+        e = heads == i
+        d2 = np.sum((blobs[heads[e]] - blobs[tails[e]]) ** 2, axis=1)
+        assert e.sum() >= 9  # every vertex has its neighbours' edges
+        np.testing.assert_allclose(r[i], np.sqrt(np.sum(weights[e] * d2) / np.sum(weights[e])), rtol=1e-5)
+
+
+def _spectral(x: torch.Tensor) -> torch.Tensor:
+    return torch.stack([x.sum(dim=1), x[:, 0] ** 2], dim=1)
+
+
+def test_head_noise_scales_with_each_vertex_and_recomputes_the_spectral_part():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 50, generator=gen)
+    rows = torch.cat([x, _spectral(x)], dim=1)
+    sigma = torch.tensor([0.0, 0.01, 0.1, 1.0])
+    noise = HeadNoise(sigma, _spectral, n_features=50)
+    vertices = torch.tensor([0, 1, 2, 3])
+    out = noise(rows, vertices, gen)
+    torch.testing.assert_close(out[0], rows[0])  # zero noise: the row is unchanged
+    torch.testing.assert_close(out[:, 50:], _spectral(out[:, :50]))  # spectral part follows the input
+    norms = torch.linalg.norm(out[:, :50] - x, dim=1)
+    # expected norm sigma * sqrt(50) (chi distribution with 50 dof: within ±30 %)
+    ratio = norms[1:] / (sigma[1:] * np.sqrt(50))
+    assert torch.all((ratio > 0.7) & (ratio < 1.3))
+
+
+def test_head_noise_from_graph_has_the_requested_relative_size(blobs):
+    heads, tails, weights = build_graph(blobs, 10).edges()
+    noise = HeadNoise.from_graph(
+        blobs, heads, tails, weights, relative=0.5, scale=2.0, spectral=_spectral, device=torch.device("cpu")
+    )
+    radius = neighbourhood_radius(blobs, heads, tails, weights)
+    np.testing.assert_allclose(noise.sigma.numpy() * np.sqrt(blobs.shape[1]), 0.5 * radius / 2.0, rtol=1e-5)
