@@ -329,9 +329,10 @@ class GrEASE:
                 batches = [random_rows(n, m, gen, device) for _ in range(self.n_separation_batches)]
             graphs = []
             for rows in batches:
-                A = batch_affinity(table[rows], self.n_neighbors)
+                x = table[rows]
+                A = batch_affinity(x, self.n_neighbors)
                 degree = (A @ torch.ones(rows.shape[0], 1, dtype=A.dtype, device=device)).squeeze(1)
-                graphs.append((A, degree, net(table[rows]).double() @ W))
+                graphs.append((A, degree, net(x).double() @ W))
             gram = sum(V.T @ V for _, _, V in graphs)
             constant = torch.linalg.solve(gram, sum(V.sum(dim=0) for _, _, V in graphs))  # V @ constant ~ 1
             mass = sum(V.T @ (d[:, None] * V) / d.sum() for _, d, V in graphs)

@@ -47,8 +47,8 @@ class NUMAP:
         epochs up to 10,000 samples, 200 above). A network generalises, so large data needs
         far fewer passes; with 15 neighbours the cap applies from about 1,000 cells on.
         Measured on pbmc4k (4,271 cells): 4,000 → 8,000 steps raised kNN preservation
-        0.161 → 0.174 and the DensMAP density correlation 0.779 → 0.801 (fit 45 → 80 s on
-        2 CPU cores); at 100,000 cells the 4,000-step cap keeps the fit faster than
+        0.161 → 0.174 and the DensMAP density correlation 0.779 → 0.797–0.801 (fit
+        45 → 80 s on 2 CPU cores); at 100,000 cells the 4,000-step cap keeps the fit faster than
         umap-learn's.
     lr
         Adam learning rate (typically 1e-4–1e-2).
@@ -76,7 +76,7 @@ class NUMAP:
         neighbours); the head's spectral coordinates are recomputed from the noisy input.
         A regulariser that makes new points land among their neighbours. Measured against
         the earlier fixed noise (0.3 standardised units): held-out label transfer
-        0.945 → 0.954 on digits and 0.799 → 0.807 on ``pbmc68k_reduced``, kNN
+        0.945 → 0.954 on digits and 0.799 → 0.801–0.807 on ``pbmc68k_reduced``, kNN
         preservation 0.157 → 0.161 on pbmc4k and 0.117 → 0.120 on paul15
         (docs/method.md). ``0`` turns it off.
     grease_steps
