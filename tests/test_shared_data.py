@@ -26,7 +26,8 @@ def test_wang_reference_to_xin_query_across_technologies(wang_xin):
     """Pancreas, Fluidigm C1 reference → SMARTer query (other lab, other technology).
 
     Measured with the defaults: labels 0.953 (``sc.tl.ingest`` 0.904); in the 2-D embedding,
-    the query's reference neighbours share its type for 0.94 of the cells."""
+    a kNN vote among the reference cells gives the query's type for 0.932 of the cells;
+    reference trustworthiness 0.960."""
     ref, query = wang_xin
     query = query.copy()
     before = query.X.copy()
@@ -39,4 +40,4 @@ def test_wang_reference_to_xin_query_across_technologies(wang_xin):
     )
     assert embedded >= 0.85
     assert (query.X != before).nnz == 0  # the query's data is left as it was
-    assert metrics.trustworthiness(ref.obsm["X_pca"], ref.obsm["X_numap"]) >= 0.85
+    assert metrics.trustworthiness(ref.obsm["X_pca"], ref.obsm["X_numap"]) >= 0.90
