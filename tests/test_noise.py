@@ -1,13 +1,13 @@
 import numpy as np
 import torch
 
-from scnumap.core.graph import build_graph
+from scnumap.core.graph import build_graph, edge_distances
 from scnumap.core.noise import HeadNoise, neighbourhood_radius
 
 
 def test_neighbourhood_radius_is_the_weighted_rms_edge_length(blobs):
     heads, tails, weights = build_graph(blobs, 10).edges()
-    r = neighbourhood_radius(blobs, heads, tails, weights)
+    r = neighbourhood_radius(heads, edge_distances(blobs, heads, tails), weights, len(blobs))
     for i in (0, 57, 299):
         e = heads == i
         d2 = np.sum((blobs[heads[e]] - blobs[tails[e]]) ** 2, axis=1)
@@ -35,10 +35,10 @@ def test_head_noise_scales_with_each_vertex_and_recomputes_the_spectral_part():
     assert torch.all((ratio > 0.7) & (ratio < 1.3))
 
 
-def test_head_noise_from_graph_has_the_requested_relative_size(blobs):
+def test_head_noise_from_radius_has_the_requested_relative_size(blobs):
     heads, tails, weights = build_graph(blobs, 10).edges()
-    noise = HeadNoise.from_graph(
-        blobs, heads, tails, weights, relative=0.5, scale=2.0, spectral=_spectral, device=torch.device("cpu")
+    radius = neighbourhood_radius(heads, edge_distances(blobs, heads, tails), weights, len(blobs))
+    noise = HeadNoise.from_radius(
+        radius, relative=0.5, scale=2.0, n_features=blobs.shape[1], spectral=_spectral, device=torch.device("cpu")
     )
-    radius = neighbourhood_radius(blobs, heads, tails, weights)
     np.testing.assert_allclose(noise.sigma.numpy() * np.sqrt(blobs.shape[1]), 0.5 * radius / 2.0, rtol=1e-5)

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .graph import mean_squared_edge_length
 from .losses import membership
 
 EPS = 1e-8
@@ -25,11 +26,8 @@ EPS = 1e-8
 
 def original_log_radius(graph: sp.csr_matrix, edge_dist: np.ndarray) -> np.ndarray:
     """Standardised log local radius ``R_orig`` per vertex (``edge_dist`` aligned with ``graph.data``)."""
-    mu = graph.data.astype(np.float64)
     rows = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))
-    num = np.bincount(rows, weights=mu * edge_dist.astype(np.float64) ** 2, minlength=graph.shape[0])
-    den = np.bincount(rows, weights=mu, minlength=graph.shape[0])
-    r = np.log(EPS + num / np.maximum(den, EPS))
+    r = np.log(EPS + mean_squared_edge_length(rows, edge_dist, graph.data, graph.shape[0]))
     std = r.std()
     return ((r - r.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
 

@@ -198,6 +198,15 @@ def edge_distances(
     return out
 
 
+def mean_squared_edge_length(rows: np.ndarray, lengths: np.ndarray, weights: np.ndarray, n_obs: int) -> np.ndarray:
+    """Per vertex ``i``: ``sum_e w_e d_e^2 / sum_e w_e`` over the edges ``e`` with ``rows[e] == i``
+    (0 for a vertex without edges), in float64."""
+    weights = np.asarray(weights, dtype=np.float64)
+    num = np.bincount(rows, weights=weights * np.asarray(lengths, dtype=np.float64) ** 2, minlength=n_obs)
+    den = np.bincount(rows, weights=weights, minlength=n_obs)
+    return np.divide(num, den, out=np.zeros(n_obs), where=den > 0)
+
+
 def _paired_sparse(h: sp.spmatrix, t: sp.spmatrix, metric: str) -> np.ndarray:
     """Row-wise distances between two sparse matrices of the same shape."""
     h, t = sp.csr_matrix(h, dtype=np.float64), sp.csr_matrix(t, dtype=np.float64)

@@ -77,14 +77,21 @@ def laplace_kernel_graph(X, n_neighbors: int = 10) -> sp.csr_matrix:
 
 
 def exact_spectral_embedding(
-    X, n_components: int, n_neighbors: int = 10, *, standardize: bool = True, random_walk: bool = False
-) -> np.ndarray:
+    X,
+    n_components: int,
+    n_neighbors: int = 10,
+    *,
+    standardize: bool = True,
+    random_walk: bool = False,
+    return_eigenvalues: bool = False,
+):
     """Bottom non-trivial eigenvectors of the symmetric normalised Laplacian (``eigsh``).
 
     With ``standardize``, ``X`` is centred and divided by one global scale first, as
     GrEASE does, so the kNN graph is the same. With ``random_walk``, the eigenvectors
     ``D^-1/2 phi`` of the random-walk Laplacian ``I - D^-1 W`` (same eigenvalues), which
-    GrEASE learns, instead of ``phi``.
+    GrEASE learns, instead of ``phi``. With ``return_eigenvalues``, also their Laplacian
+    eigenvalues (ascending), as ``(vectors, eigenvalues)``.
     """
     X = np.asarray(X, dtype=np.float64)
     if standardize:
@@ -101,8 +108,11 @@ def exact_spectral_embedding(
     deflated = LinearOperator(M.shape, matvec=lambda v: M @ v - root_degree * (root_degree @ v), dtype=np.float64)
     start = np.random.default_rng(0).standard_normal(M.shape[0])  # a deterministic start
     vals, vecs = eigsh(deflated, k=n_components, which="LA", v0=start)
-    vecs = vecs[:, np.argsort(-vals)]
-    return vecs / np.sqrt(np.maximum(d, 1e-12))[:, None] if random_walk else vecs
+    order = np.argsort(-vals)
+    vecs = vecs[:, order]
+    if random_walk:
+        vecs = vecs / np.sqrt(np.maximum(d, 1e-12))[:, None]
+    return (vecs, 1.0 - vals[order]) if return_eigenvalues else vecs
 
 
 def grassmann_distance(A, B) -> float:

@@ -18,18 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .graph import edge_distances
+from .graph import mean_squared_edge_length
 
 
-def neighbourhood_radius(X, heads: np.ndarray, tails: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``r_i = sqrt(sum_e w_e d_e^2 / sum_e w_e)`` over the edges ``e`` leaving vertex ``i``
-    (Euclidean distances in the input space)."""
-    n = X.shape[0]
-    dist = edge_distances(X, heads, tails, metric="euclidean").astype(np.float64)
-    weights = np.asarray(weights, dtype=np.float64)
-    num = np.bincount(heads, weights=weights * dist**2, minlength=n)
-    den = np.bincount(heads, weights=weights, minlength=n)
-    return np.sqrt(num / np.maximum(den, 1e-12))
+def neighbourhood_radius(heads: np.ndarray, lengths: np.ndarray, weights: np.ndarray, n_obs: int) -> np.ndarray:
+    """``r_i = sqrt(sum_e w_e d_e^2 / sum_e w_e)`` over the edges ``e`` leaving vertex ``i``,
+    from the edges' Euclidean lengths ``d_e`` in the input space."""
+    return np.sqrt(mean_squared_edge_length(heads, lengths, weights, n_obs))
 
 
 @dataclass
@@ -51,11 +46,13 @@ class HeadNoise:
     n_features: int
 
     @classmethod
-    def from_graph(cls, X, heads, tails, weights, *, relative: float, scale: float, spectral, device) -> HeadNoise:
-        """Noise of expected norm ``relative * r_i`` on vertex ``i`` (``scale``: the standardiser's)."""
-        radius = neighbourhood_radius(X, heads, tails, weights) / scale
-        sigma = relative * radius / np.sqrt(X.shape[1])
-        return cls(torch.as_tensor(sigma, dtype=torch.float32, device=device), spectral, X.shape[1])
+    def from_radius(
+        cls, radius: np.ndarray, *, relative: float, scale: float, n_features: int, spectral, device
+    ) -> HeadNoise:
+        """Noise of expected norm ``relative * radius[i]`` on vertex ``i`` (``radius`` in input
+        units, ``scale``: the standardiser's)."""
+        sigma = relative * (radius / scale) / np.sqrt(n_features)
+        return cls(torch.as_tensor(sigma, dtype=torch.float32, device=device), spectral, n_features)
 
     def __call__(self, rows: torch.Tensor, vertices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = rows[:, : self.n_features]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -14,7 +16,7 @@ from .graph import build_graph, check_metric, edge_distances, graph_from_matrice
 from .grease import GrEASE
 from .layers import init_parameters
 from .losses import find_ab_params
-from .noise import HeadNoise
+from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
 from .train import DensityTerm, train_embedding
 
@@ -243,22 +245,22 @@ class NUMAP:
         sampler = EdgeSampler(heads, tails, weights, device)
         n_steps = self.n_steps(sampler.n_edges, n)
         gen = torch_generator(train_seed, device)
+        # input-space length of every edge (aligned with CSR order), once per metric: the
+        # noise needs Euclidean lengths, DensMAP the graph's metric, often the same
+        edge_lengths = functools.cache(lambda metric: edge_distances(X, heads, tails, metric=metric))
         noise = None
         if self.input_noise > 0:
-            noise = HeadNoise.from_graph(
-                X,
-                heads,
-                tails,
-                weights,
+            noise = HeadNoise.from_radius(
+                neighbourhood_radius(heads, edge_lengths("euclidean"), weights, n),
                 relative=float(self.input_noise),
                 scale=self.standardizer_.scale,
+                n_features=X.shape[1],
                 spectral=self.grease_.embed,
                 device=device,
             )
         density = None
         if self.densmap:
-            dist = edge_distances(X, heads, tails, metric=self.metric)  # aligned with CSR order
-            r_orig = original_log_radius(knn.connectivities, dist)
+            r_orig = original_log_radius(knn.connectivities, edge_lengths(self.metric))
             density = DensityTerm(
                 sampler=NeighbourhoodSampler(knn.connectivities, device),
                 r_orig=torch.as_tensor(r_orig, device=device),
