@@ -67,3 +67,13 @@ def test_embedding_radius_grows_with_spread():
     y_nbr = torch.tensor([[0.1, 0.0], [0.0, 0.1], [2.0, 0.0], [0.0, 2.0]])
     r = embedding_log_radius(y_vert, y_nbr, torch.tensor([0, 0, 1, 1]), a, b)
     assert r[0] < r[1]
+
+
+def test_neighbourhood_sampler_everything_is_every_vertex_in_order():
+    G = _ring_graph(7)
+    s = NeighbourhoodSampler(G, torch.device("cpu"))
+    vertices, rows, cols = s.everything()
+    assert vertices.tolist() == list(range(7))
+    assert rows.shape[0] == 14
+    for v in range(7):
+        assert set(cols[rows == v].tolist()) == {(v + 1) % 7, (v - 1) % 7}

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from scnumap.core.batching import RowTable
@@ -7,35 +8,36 @@ from scnumap.core.graph import build_graph
 from scnumap.core.noise import HeadNoise
 from scnumap.core.sampling import EdgeSampler
 from scnumap.core.scaling import Standardizer
-from scnumap.core.train import DensityTerm, train_embedding
+from scnumap.core.train import LR_FLOOR, WHOLE_GRAPH_EDGE_FACTOR, DensityTerm, lr_factor, train_embedding
 
 
-def test_input_noise_is_off_while_the_density_term_is_on(blobs):
-    """Noise scaled to each cell's neighbourhood works against DensMAP; it stops when it starts."""
+class _CountingSampler(EdgeSampler):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.sizes = []
+
+    def sample(self, size, generator):
+        self.sizes.append(size)
+        return super().sample(size, generator)
+
+
+def _density_run(blobs, encoder, noise=None, subsample_size=10_000, sampler=None):
+    """Ten steps on ``blobs``, the density term from step 6."""
     cpu = torch.device("cpu")
     graph = build_graph(blobs, 10)
-    spectral = torch.zeros(len(blobs), 2)
-    table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=spectral)
-    calls = []
-
-    def zero_spectral(x):
-        calls.append(x.shape[0])
-        return torch.zeros(x.shape[0], 2)
-
-    noise = HeadNoise(torch.full((len(blobs),), 0.1), zero_spectral, blobs.shape[1])
+    table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
     density = DensityTerm(
         sampler=NeighbourhoodSampler(graph.connectivities, cpu),
         r_orig=torch.randn(len(blobs), generator=torch.Generator().manual_seed(0)),
         dens_lambda=1.0,
         var_shift=0.1,
-        subsample_size=10_000,
+        subsample_size=subsample_size,
         start_step=6,
     )
-    encoder = Encoder(blobs.shape[1], 2, 2, (16,))
-    train_embedding(
+    return train_embedding(
         encoder,
         table,
-        EdgeSampler(*graph.edges(), cpu),
+        sampler if sampler is not None else EdgeSampler(*graph.edges(), cpu),
         a=1.6,
         b=0.9,
         n_steps=10,
@@ -46,4 +48,54 @@ def test_input_noise_is_off_while_the_density_term_is_on(blobs):
         noise=noise,
         density=density,
     )
+
+
+def test_input_noise_is_off_while_the_density_term_is_on(blobs):
+    """Noise scaled to each cell's neighbourhood works against DensMAP; it stops when it starts."""
+    calls = []
+
+    def zero_spectral(x):
+        calls.append(x.shape[0])
+        return torch.zeros(x.shape[0], 2)
+
+    noise = HeadNoise(torch.full((len(blobs),), 0.1), zero_spectral, blobs.shape[1])
+    _density_run(blobs, Encoder(blobs.shape[1], 2, 2, (16,)), noise=noise)
     assert calls == [64] * 6  # steps 0-5 only
+
+
+class _CountingEncoder(Encoder):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.rows = []
+
+    def forward(self, rows):
+        self.rows.append(rows.shape[0])
+        return super().forward(rows)
+
+
+@pytest.mark.parametrize("subsample_size", [10_000, 100])
+def test_density_phase_embeds_every_vertex_once_per_step(blobs, subsample_size):
+    """With every vertex in the density term, the edges' positions come from that one pass,
+    and the UMAP term draws ``WHOLE_GRAPH_EDGE_FACTOR`` times as many edges."""
+    encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
+    sampler = _CountingSampler(*build_graph(blobs, 10).edges(), torch.device("cpu"))
+    _density_run(blobs, encoder, subsample_size=subsample_size, sampler=sampler)
+    assert len(blobs) == 300
+    assert encoder.rows[:6] == [3 * 64] * 6  # heads, tails, negative pool
+    assert sampler.sizes[:6] == [64] * 6
+    if subsample_size >= len(blobs):
+        assert encoder.rows[6:] == [300] * 4
+        assert sampler.sizes[6:] == [64 * WHOLE_GRAPH_EDGE_FACTOR] * 4
+    else:  # edge batch, all positions (detached, every 10 steps), the sample, live neighbours
+        assert encoder.rows[6:] == [3 * 64, 300, 100, 100] + [3 * 64, 100, 100] * 3
+        assert sampler.sizes[6:] == [64] * 4
+
+
+def test_learning_rate_decays_and_restarts_for_the_density_phase():
+    assert lr_factor(0, 100, 100) == 1.0
+    assert lr_factor(50, 100, 100) == pytest.approx(0.5)
+    assert lr_factor(99, 100, 100) == LR_FLOOR
+    assert lr_factor(69, 100, 70) == pytest.approx(0.31)
+    assert lr_factor(70, 100, 70) == 1.0
+    assert lr_factor(85, 100, 70) == pytest.approx(0.5)
+    assert lr_factor(99, 100, 70) == LR_FLOOR

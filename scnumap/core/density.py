@@ -40,11 +40,20 @@ class NeighbourhoodSampler:
         self.indptr = torch.as_tensor(graph.indptr.astype(np.int64), device=device)
         self.indices = torch.as_tensor(graph.indices.astype(np.int64), device=device)
         self.n_obs = graph.shape[0]
+        self._everything = None
 
     def sample(self, size: int, generator: torch.Generator):
         """Return ``(vertices, edge_rows, edge_cols)``; ``edge_rows`` index into ``vertices``."""
         perm = torch.randperm(self.n_obs, generator=generator, device=generator.device).to(self.device)
-        vertices = perm[: min(size, self.n_obs)]
+        return self._neighbourhoods(perm[: min(size, self.n_obs)])
+
+    def everything(self):
+        """``(vertices, edge_rows, edge_cols)`` for all vertices in order (computed once)."""
+        if self._everything is None:
+            self._everything = self._neighbourhoods(torch.arange(self.n_obs, device=self.device))
+        return self._everything
+
+    def _neighbourhoods(self, vertices: torch.Tensor):
         start = self.indptr[vertices]
         counts = self.indptr[vertices + 1] - start
         edge_rows = torch.repeat_interleave(torch.arange(vertices.shape[0], device=self.device), counts)

@@ -15,6 +15,17 @@ from .losses import umap_cross_entropy
 from .noise import HeadNoise
 from .sampling import EdgeSampler, sample_vertices
 
+#: The learning rate decays linearly to this fraction of ``lr``.
+LR_FLOOR = 0.05
+
+#: In a step that embeds every vertex (the density term on a graph of at most
+#: ``dens_subsample_size`` vertices) the UMAP term draws this many times ``batch_size``
+#: edges: their positions come with that pass, and a less noisy UMAP gradient lets the
+#: density term act. pbmc4k, three seeds, density correlation (kNN preservation):
+#: factor 1 0.808 / 0.814 / 0.807 (0.162 / 0.160 / 0.164), 4 0.820 / 0.820 / 0.818,
+#: 8 0.823 / 0.827 / 0.821 (0.172 / 0.175 / 0.172), 16 0.827 / – / 0.823; fit time +5 %.
+WHOLE_GRAPH_EDGE_FACTOR = 8
+
 #: Steps between loss read-outs (progress bar, history, divergence check).
 LOG_EVERY = 50
 
@@ -63,33 +74,37 @@ def train_embedding(
     (:class:`~scnumap.core.noise.HeadNoise`), a regulariser that helps new points land
     where their neighbours are; it is off while the density term is active (noise scaled to
     each cell's neighbourhood asks the network to contract sparse regions, against what
-    DensMAP asks). The learning rate decays linearly to 5 % of ``lr``.
+    DensMAP asks). When the density term takes every vertex, each step embeds all of them
+    once and reads ``WHOLE_GRAPH_EDGE_FACTOR * batch_size`` edges and their negatives
+    (uniform over all vertices) from there. The learning rate follows :func:`lr_factor`.
     """
     device = table.device
     n_obs = table.n_obs
     opt = torch.optim.Adam(encoder.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.05, 1.0 - s / n_steps))
+    restart = density.start_step if density is not None else n_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, n_steps, restart))
     history: list[float] = []
     running = torch.zeros((), device=device)
     r = negative_sample_rate
     bar = tqdm(range(n_steps), desc="NUMAP", disable=not verbose, leave=False)
     encoder.train()
     for step in bar:
-        heads, tails = sampler.sample(batch_size, generator)
-        pool = sample_vertices(n_obs, batch_size, generator, device)
-        x_heads = table[heads]
         densmap_phase = density is not None and step >= density.start_step
-        if noise is not None and not densmap_phase:
-            x_heads = noise(x_heads, heads, generator)
-        y = encoder(torch.cat([x_heads, table[tails], table[pool]]))
-        y_heads, y_tails, y_pool = y[:batch_size], y[batch_size : 2 * batch_size], y[2 * batch_size :]
-        neg = torch.randint(0, batch_size, (batch_size, r), generator=generator, device=generator.device)
-        y_neg = y_pool[neg.to(device)]
-        sq_pos = ((y_heads - y_tails) ** 2).sum(dim=1)
-        sq_neg = ((y_heads[:, None, :] - y_neg) ** 2).sum(dim=2)
+        whole = densmap_phase and density.subsample_size >= n_obs
+        if whole:
+            n_edges = batch_size * WHOLE_GRAPH_EDGE_FACTOR
+            y, sq_pos, sq_neg = _whole_graph_distances(encoder, table, sampler, n_edges, r, generator)
+        else:
+            y, sq_pos, sq_neg = _batch_distances(
+                encoder, table, sampler, batch_size, r, generator, None if densmap_phase else noise
+            )
         loss = umap_cross_entropy(sq_pos, sq_neg, a, b)
         if densmap_phase:
-            loss = loss + density.dens_lambda * _density_loss(encoder, table, density, a, b, generator, step)
+            if whole:
+                dens = _whole_density_loss(y, density, a, b)
+            else:
+                dens = _density_loss(encoder, table, density, a, b, generator, step)
+            loss = loss + density.dens_lambda * dens
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -110,26 +125,70 @@ def train_embedding(
     return history
 
 
+def _batch_distances(encoder, table, sampler, batch_size, r, generator, noise):
+    """Embed ``batch_size`` edges and a pool of as many uniform vertices, the negatives.
+
+    Returns the embedded rows and the squared distances of the edges ``(B,)`` and of each
+    head to its ``r`` negatives ``(B, r)``.
+    """
+    device = table.device
+    heads, tails = sampler.sample(batch_size, generator)
+    pool = sample_vertices(table.n_obs, batch_size, generator, device)
+    x_heads = table[heads]
+    if noise is not None:
+        x_heads = noise(x_heads, heads, generator)
+    y = encoder(torch.cat([x_heads, table[tails], table[pool]]))
+    y_heads, y_tails, y_pool = y[:batch_size], y[batch_size : 2 * batch_size], y[2 * batch_size :]
+    neg = torch.randint(0, batch_size, (batch_size, r), generator=generator, device=generator.device)
+    return y, *_squared_distances(y_heads, y_tails, y_pool[neg.to(device)])
+
+
+def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator):
+    """Embed every vertex once; ``n_edges`` edges and uniform negatives are read from it."""
+    device = table.device
+    y = encoder(table[torch.arange(table.n_obs, device=device)])
+    heads, tails = sampler.sample(n_edges, generator)
+    neg = sample_vertices(table.n_obs, n_edges * r, generator, device).view(n_edges, r)
+    return y, *_squared_distances(y[heads], y[tails], y[neg])
+
+
+def _squared_distances(y_heads, y_tails, y_neg):
+    return ((y_heads - y_tails) ** 2).sum(dim=1), ((y_heads[:, None, :] - y_neg) ** 2).sum(dim=2)
+
+
+def lr_factor(step: int, n_steps: int, restart_step: int) -> float:
+    """Learning-rate multiplier: linear decay to ``LR_FLOOR``, back to 1 at ``restart_step``.
+
+    The density phase (from ``restart_step``) starts again from the full learning rate and
+    decays over its own length: a network has to reshape to change local densities, which
+    the decayed rate hardly allows. Measured on pbmc4k (three seeds, 1 CPU thread): density
+    correlation 0.797–0.801 → 0.808 / 0.813 / 0.810, kNN preservation unchanged (0.163).
+    """
+    if step >= restart_step:
+        return max(LR_FLOOR, 1.0 - (step - restart_step) / max(1, n_steps - restart_step))
+    return max(LR_FLOOR, 1.0 - step / n_steps)
+
+
+def _whole_density_loss(y: torch.Tensor, density: DensityTerm, a, b) -> torch.Tensor:
+    """The density term on every vertex, from the embedding ``y`` of all of them (exact gradient)."""
+    _, edge_rows, edge_cols = density.sampler.everything()
+    r_emb = embedding_log_radius(y, y[edge_cols], edge_rows, a, b)
+    return density_correlation_loss(density.r_orig, r_emb, density.var_shift)
+
+
 def _density_loss(encoder, table, density: DensityTerm, a, b, generator, step) -> torch.Tensor:
     """The density term on sampled vertices, each with its full neighbourhood.
 
-    When every vertex is sampled, one forward pass gives all positions (exact gradient).
-    Otherwise the sampled vertices are embedded live and their neighbours are read from
+    The sampled vertices are embedded live and their neighbours are read from
     ``density.positions``, a detached embedding of all vertices refreshed every
     ``DENSITY_REFRESH`` steps: the cost per step is that of the sample, not of the
     sample's neighbourhoods, which cover most of the graph.
     """
     vertices, edge_rows, edge_cols = density.sampler.sample(density.subsample_size, generator)
-    if vertices.shape[0] == table.n_obs:
-        y = encoder(table[torch.arange(table.n_obs, device=table.device)])
-        y_vert, y_nbr = y[vertices], y[edge_cols]
-    else:
-        if density.positions is None or (step - density.start_step) % DENSITY_REFRESH == 0:
-            density.positions = embed_rows(encoder, table)
-        y_vert = encoder(table[vertices])
-        y_nbr = _neighbour_positions(encoder, table, density.positions, edge_cols, vertices.shape[0], generator)[
-            edge_cols
-        ]
+    if density.positions is None or (step - density.start_step) % DENSITY_REFRESH == 0:
+        density.positions = embed_rows(encoder, table)
+    y_vert = encoder(table[vertices])
+    y_nbr = _neighbour_positions(encoder, table, density.positions, edge_cols, vertices.shape[0], generator)[edge_cols]
     r_emb = embedding_log_radius(y_vert, y_nbr, edge_rows, a, b)
     return density_correlation_loss(density.r_orig[vertices], r_emb, density.var_shift)
 
