@@ -93,6 +93,9 @@ class NUMAP:
         Constant added to the embedding-radius variance in the correlation.
     dens_subsample_size
         Vertices sampled per step for the density term (each with its full neighbourhood).
+        A graph with at most this many vertices takes part whole in every step: the
+        gradient is exact, and the UMAP term reads 8 × ``batch_size`` edges from the same
+        pass (see docs/method.md).
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or a torch device.
     random_state

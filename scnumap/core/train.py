@@ -23,7 +23,7 @@ LR_FLOOR = 0.05
 #: edges: their positions come with that pass, and a less noisy UMAP gradient lets the
 #: density term act. pbmc4k, three seeds, density correlation (kNN preservation):
 #: factor 1 0.808 / 0.814 / 0.807 (0.162 / 0.160 / 0.164), 4 0.820 / 0.820 / 0.818,
-#: 8 0.823 / 0.827 / 0.821 (0.172 / 0.175 / 0.172), 16 0.827 / – / 0.823; fit time +5 %.
+#: 8 0.823 / 0.823 / 0.824 (0.171 / 0.173 / 0.172), 16 0.827 / – / 0.823; fit time +5 %.
 WHOLE_GRAPH_EDGE_FACTOR = 8
 
 #: Steps between loss read-outs (progress bar, history, divergence check).

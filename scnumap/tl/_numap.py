@@ -61,7 +61,8 @@ def numap(
     dens_var_shift
         Stabiliser of the embedding-radius variance.
     dens_subsample_size
-        Vertices per step for the density term.
+        Vertices per step for the density term; up to this many cells, all of them
+        (see :class:`scnumap.NUMAP`).
     epochs
         Passes over the graph edges; ``None`` picks a budget (see :class:`scnumap.NUMAP`).
     lr, batch_size, negative_sample_rate, n_spectral_components, hidden, input_noise, grease_steps
