@@ -57,6 +57,12 @@ FULL_SEPARATION_MAX = 20_000
 MAX_SEPARATION_WALK = 4096
 
 
+def min_samples(n_components: int) -> int:
+    """Fewest training samples GrEASE accepts for ``n_components`` eigenvectors: more than
+    its ``n_components + 2`` network outputs (constant, eigenvectors, guard column)."""
+    return n_components + 3
+
+
 class SpectralNetwork(nn.Module):
     """MLP (Linear + LeakyReLU) with a tanh output of width ``n_outputs``."""
 
@@ -238,9 +244,9 @@ class GrEASE:
         check_int(self.walk_steps, "walk_steps", minimum=1)
         check_float(self.t, "t", minimum=0.0)
         check_int(self.n_separation_batches, "n_separation_batches", minimum=1)
-        if n_obs < k + 3:
+        if n_obs < min_samples(k):
             raise ValueError(
-                f"GrEASE needs more samples than `n_components + 2` ({k + 2}), got {n_obs}. "
+                f"GrEASE needs more samples than `n_components + 2` ({min_samples(k) - 1}), got {n_obs}. "
                 "Pass more samples or a smaller `n_components`."
             )
 
@@ -340,10 +346,11 @@ class GrEASE:
             eye = torch.eye(p, dtype=torch.float64, device=device)
             basis = torch.linalg.qr(torch.cat([(mass @ constant)[:, None], eye], dim=1))[0][:, 1:p]
 
+            chol = torch.linalg.cholesky(basis.T @ mass @ basis)
+
             def spectrum(walk_steps: int):
                 """Eigenpairs of the (p-1)-dim problem, ascending in ``1 - mu``."""
                 damped = sum(V.T @ (d[:, None] * lazy_walk(A, d, V, walk_steps)) / d.sum() for A, d, V in graphs)
-                chol = torch.linalg.cholesky(basis.T @ mass @ basis)
                 reduced = torch.linalg.solve_triangular(chol, basis.T @ (mass - damped) @ basis, upper=False)
                 reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
                 values, vectors = torch.linalg.eigh((reduced + reduced.T) / 2)

@@ -8,6 +8,7 @@ from scanpy import logging as logg
 
 from ..core import NUMAP
 from ..core._checks import check_int
+from ..core.grease import min_samples
 from ..core.model_io import model_to_dict
 from ._representation import choose_representation, describe_representation
 
@@ -95,11 +96,11 @@ def numap(
     import scanpy as sc
 
     start = logg.info("computing NUMAP")
-    min_cells = check_int(n_spectral_components, "n_spectral_components", minimum=n_components) + 3  # GrEASE's need
+    min_cells = min_samples(check_int(n_spectral_components, "n_spectral_components", minimum=n_components))
     if adata.n_obs < min_cells:
         raise ValueError(
             f"`adata` has {adata.n_obs} cells; NUMAP needs at least {min_cells} "
-            f"(`n_spectral_components + 3`, here {n_spectral_components} + 3): pass more cells."
+            f"(GrEASE's minimum for n_spectral_components={n_spectral_components}): pass more cells."
         )
     adata = adata.copy() if copy else adata
     if neighbors_key not in adata.uns:
