@@ -11,6 +11,9 @@ from conftest import needs_shared_data
 import scnumap
 from scnumap.core import metrics
 
+#: full-budget fits on real data sets
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def wang_xin():
