@@ -3,21 +3,51 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.colors import to_hex
 
 import scnumap
+
+LABEL_COLORS = [
+    "#000080",
+    "#ff00ff",
+    "#008000",
+    "#ffa500",
+    "#800000",
+    "#00ffff",
+    "#808000",
+    "#ff0000",
+    "#0000ff",
+    "#00ff00",
+]
 
 
 @pytest.fixture(scope="module")
 def ref_query(pbmc):
-    ref, query = pbmc[:500].copy(), pbmc[500:].copy()
     import scanpy as sc
 
+    ref, query = pbmc[:500].copy(), pbmc[500:].copy()
+    sc.pp.pca(ref, random_state=0)
     sc.pp.neighbors(ref)
     scnumap.tl.numap(ref, epochs=10, grease_steps=50, hidden=(32,))
+    # a palette unlike any default, so the test sees whose colours are drawn
+    ref.uns["bulk_labels_colors"] = LABEL_COLORS[: len(ref.obs["bulk_labels"].cat.categories)]
     scnumap.tl.project(query, ref, obs="bulk_labels")
     return ref, query
+
+
+@pytest.fixture
+def figdir(tmp_path):
+    import scanpy as sc
+
+    previous = sc.settings.figdir
+    sc.settings.figdir = tmp_path
+    yield tmp_path
+    sc.settings.figdir = previous
+    plt.close("all")
 
 
 def _drawn(path) -> bool:
@@ -25,24 +55,70 @@ def _drawn(path) -> bool:
     return img.size > 0 and np.std(img[..., :3]) > 0.01
 
 
-def test_pl_numap_saves_png(ref_query, tmp_path):
+def test_pl_numap_saves_png_named_after_the_basis(ref_query, figdir):
     ref, _ = ref_query
-    ax = scnumap.pl.numap(ref, color="bulk_labels", show=False)
-    ax.figure.savefig(tmp_path / "numap.png")
-    assert _drawn(tmp_path / "numap.png")
+    assert scnumap.pl.numap(ref, color="bulk_labels", save="_ref.png", show=False) is not None
+    assert _drawn(figdir / "numap_ref.png")
+    assert not list(figdir.glob("X_*"))
 
 
-def test_pl_project_saves_png(ref_query, tmp_path):
+def test_pl_numap_axis_labels_and_basis_names(ref_query, figdir):
+    ref, _ = ref_query
+    for basis in ("numap", "X_numap"):
+        ax = scnumap.pl.numap(ref, basis=basis, color="bulk_labels", show=False)
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("NUMAP1", "NUMAP2")
+
+
+def test_pl_numap_two_panels_keep_the_legend_clear_of_the_next_panel(ref_query, figdir):
+    ref, _ = ref_query
+    axes = scnumap.pl.numap(ref, color=["bulk_labels", "louvain"], show=False)
+    assert isinstance(axes, list)
+    assert len(axes) == 2
+    fig = axes[0].figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend_right = axes[0].get_legend().get_window_extent(renderer).x1
+    next_panel_left = axes[1].get_tightbbox(renderer).x0  # includes its y-axis label
+    assert legend_right < next_panel_left
+
+
+def test_pl_project_accepts_a_path_and_returns_axes(ref_query, figdir):
+    ref, query = ref_query
+    path = figdir / "ref.h5ad"
+    ref.write_h5ad(path)
+    ax = scnumap.pl.project(query, path, color="bulk_labels_numap", show=False)
+    assert isinstance(ax, matplotlib.axes.Axes)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("NUMAP1", "NUMAP2")
+    axes = scnumap.pl.project(query, str(path), color=["bulk_labels", "bulk_labels_numap"], show=False)
+    assert isinstance(axes, list)
+    assert len(axes) == 2
+    fig = scnumap.pl.project(query, ref, color="bulk_labels", basis="X_numap", show=False, return_fig=True)
+    assert isinstance(fig, matplotlib.figure.Figure)
+
+
+def test_pl_project_uses_the_reference_palette(ref_query, figdir):
+    ref, query = ref_query
+    expected = dict(zip(ref.obs["bulk_labels"].cat.categories, ref.uns["bulk_labels_colors"]))
+    for column in ("bulk_labels", "bulk_labels_numap"):
+        ax = scnumap.pl.project(query, ref, color=column, show=False)
+        drawn = {
+            c.get_label(): to_hex(c.get_facecolor()[0])
+            for c in ax.collections
+            if isinstance(c, PathCollection) and c.get_label() not in ("reference", "")
+        }
+        assert drawn
+        assert drawn == {label: expected[label] for label in drawn}
+
+
+def test_pl_project_colourbar_labelled_and_file_named_like_scanpy(ref_query, figdir):
     ref, query = ref_query
     fig = scnumap.pl.project(
-        query,
-        ref,
-        color=["bulk_labels", "bulk_labels_numap", "bulk_labels_numap_confidence"],
-        save=str(tmp_path / "project.png"),
-        show=False,
+        query, ref, color=["bulk_labels_numap", "bulk_labels_numap_confidence"], show=False, return_fig=True
     )
-    assert len(fig.axes) >= 3
-    assert _drawn(tmp_path / "project.png")
+    colorbar_labels = [a.get_ylabel() for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert colorbar_labels == ["bulk_labels_numap_confidence"]
+    scnumap.pl.project(query, ref, color="bulk_labels_numap_confidence", save="_query.png", show=False)
+    assert _drawn(figdir / "numap_project_query.png")
 
 
 def test_pl_errors(ref_query, pbmc):
@@ -51,3 +127,7 @@ def test_pl_errors(ref_query, pbmc):
         scnumap.pl.numap(pbmc)
     with pytest.raises(KeyError, match="`color='nope'` is not a column"):
         scnumap.pl.project(query, ref, color="nope", show=False)
+    with pytest.raises(TypeError, match=r"`adata_ref` must be an AnnData or a path to \.h5ad, got int"):
+        scnumap.pl.project(query, 3, show=False)
+    with pytest.raises(ValueError, match="`ax` draws one panel, got 2 colors"):
+        scnumap.pl.project(query, ref, color=["bulk_labels", "louvain"], ax=plt.gca(), show=False)
