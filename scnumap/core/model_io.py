@@ -2,7 +2,9 @@
 
 Loading never unpickles and never executes anything: it reads arrays, checks every
 key, shape, dtype and value, and builds fresh torch modules from them. Anything
-missing, malformed or from a newer format gives a ``ValueError`` naming the problem.
+missing, malformed or from a newer format gives a :class:`ModelFormatError` (a
+``ValueError``) naming the entry. The input space stored beside the networks is
+validated by :meth:`scnumap.core.representation.Representation.from_dict`.
 """
 
 from __future__ import annotations
@@ -151,8 +153,16 @@ def _array(entry, key: str, where: str, shape: tuple | None = None) -> np.ndarra
 
 
 def _scalar(entry, key: str, where: str, kind, minimum=None):
-    value = _array(entry, key, where, shape=())
-    value = kind(value.item())
+    """A 0-d number: ``kind`` int must be integral, bool must be a bool or 0/1."""
+    raw_kind = np.asarray(entry[key]).dtype.kind if key in entry else None
+    value = _array(entry, key, where, shape=()).item()
+    if kind is bool:
+        if value not in (0, 1):
+            raise ModelFormatError(f"`{where}/{key}` must be a boolean (True/False or 0/1), got {value}.")
+        return bool(value)
+    if kind is int and (raw_kind == "b" or value != int(value)):
+        raise ModelFormatError(f"`{where}/{key}` must be an integer, got {value!r}.")
+    value = kind(value)
     if minimum is not None and value < minimum:
         raise ModelFormatError(f"`{where}/{key}` must be >= {minimum}, got {value}.")
     return value

@@ -7,26 +7,45 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
 from ..core.model_io import ModelFormatError, model_from_dict
 from ..core.numap import NUMAP
-from ._representation import choose_representation, dense_block
+from ..core.representation import Representation
+from ._representation import dense_block
 
 #: Default rows per projected block.
 CHUNK_SIZE = 50_000
 
+#: Largest number of vote counts (query rows × categories) held at once.
+VOTE_BLOCK_VALUES = 1 << 22
 
-def load_reference(adata_ref: AnnData | str | Path, key: str = "numap") -> tuple[AnnData, dict, NUMAP]:
-    """The reference AnnData (read from ``.h5ad`` if a path), its model entry and the rebuilt model."""
+
+def load_reference(
+    adata_ref: AnnData | str | Path, key: str = "numap", *, load_X: bool = False
+) -> tuple[AnnData, dict, NUMAP]:
+    """The reference AnnData, its model entry and the rebuilt model, all validated.
+
+    A path is read selectively and closed before returning: ``obs``, ``var``,
+    ``uns[key]``, the ``uns['*_colors']`` palettes, the ``obsm`` embedding
+    (``'X_numap'`` for ``key='numap'``, else ``key``) and the representation's ``obsm``
+    key; ``X`` only when ``load_X`` and the model was trained on ``X``. Layers, ``obsp``
+    and the other ``obsm`` entries are not read.
+
+    Raises
+    ------
+    ModelFormatError
+        (a ``ValueError``) if the model or its ``representation`` entry is malformed.
+    """
+    adata_ref, entry, model, _ = _load(adata_ref, key, load_X)
+    return adata_ref, entry, model
+
+
+def _load(adata_ref, key: str, load_X: bool) -> tuple[AnnData, dict, NUMAP, Representation]:
     if isinstance(adata_ref, str | Path):
-        import anndata
-
-        path = Path(adata_ref)
-        if not path.exists():
-            raise FileNotFoundError(f"Reference file {str(path)!r} does not exist.")
-        adata_ref = anndata.read_h5ad(path)
+        adata_ref = _read_reference(Path(adata_ref), key, load_X)
     if not isinstance(adata_ref, AnnData):
         raise TypeError(f"`adata_ref` must be an AnnData or a path to .h5ad, got {type(adata_ref).__name__}.")
     if key not in adata_ref.uns or "model" not in adata_ref.uns[key]:
@@ -35,10 +54,45 @@ def load_reference(adata_ref: AnnData | str | Path, key: str = "numap") -> tuple
             f"run `scnumap.tl.numap(adata_ref{'' if key == 'numap' else f', key_added={key!r}'})` first."
         )
     entry = adata_ref.uns[key]["model"]
-    model = model_from_dict(entry, where=f"uns[{key!r}]['model']")
+    where = f"uns[{key!r}]['model']"
+    model = model_from_dict(entry, where=where)
     if "representation" not in entry:
-        raise ModelFormatError(f"`uns[{key!r}]['model']` has no `representation` entry; the model is incomplete.")
-    return adata_ref, entry, model
+        raise ModelFormatError(f"`{where}` has no `representation` entry; the model is incomplete.")
+    rep = Representation.from_dict(
+        entry["representation"], n_features=model.n_features_in_, where=f"{where}/representation"
+    )
+    return adata_ref, entry, model, rep
+
+
+def _read_reference(path: Path, key: str, load_X: bool) -> AnnData:
+    import h5py
+
+    try:
+        from anndata.io import read_elem
+    except ImportError:  # anndata < 0.11
+        from anndata.experimental import read_elem
+
+    if not path.exists():
+        raise FileNotFoundError(f"Reference file {str(path)!r} does not exist.")
+    with h5py.File(path, "r") as f:
+        if "uns" not in f or key not in f["uns"]:
+            raise ValueError(
+                f"The reference file {str(path)!r} has no NUMAP model in `uns[{key!r}]`; "
+                f"run `scnumap.tl.numap(adata_ref{'' if key == 'numap' else f', key_added={key!r}'})` and save it."
+            )
+        uns = {key: read_elem(f["uns"][key])}
+        uns.update({name: read_elem(f["uns"][name]) for name in f["uns"] if name.endswith("_colors")})
+        rep = uns[key].get("model", {}).get("representation", {}) if isinstance(uns[key], dict) else {}
+        use_rep = rep.get("use_rep") if isinstance(rep, dict) else None
+        wanted = {_default_key(key), use_rep} - {None, "X"}
+        obsm = {name: read_elem(f["obsm"][name]) for name in wanted if "obsm" in f and name in f["obsm"]}
+        X = read_elem(f["X"]) if load_X and use_rep == "X" and "X" in f else None
+        return AnnData(X=X, obs=read_elem(f["obs"]), var=read_elem(f["var"]), obsm=obsm, uns=uns)
+
+
+def _default_key(ref_key: str) -> str:
+    """The ``obsm`` key ``tl.numap(key_added=ref_key)`` writes."""
+    return "X_numap" if ref_key == "numap" else ref_key
 
 
 def project(
@@ -50,6 +104,7 @@ def project(
     ref_key: str = "numap",
     missing_genes: str = "error",
     max_missing_fraction: float = 0.1,
+    query_pca_in_reference_basis: bool = False,
     n_neighbors: int = 15,
     label_space: str = "representation",
     chunk_size: int = CHUNK_SIZE,
@@ -57,33 +112,50 @@ def project(
 ) -> AnnData | None:
     """Project query cells into a reference NUMAP embedding, with label transfer.
 
-    The query must be in the same normalisation as the reference. For a PCA
-    representation, genes are matched by name and reordered, the query is centred
-    on the **reference** mean and multiplied by the reference loadings; for another
-    representation, ``adata_query.obsm[use_rep]`` must exist with the reference's width.
+    The query must be in the same normalisation as the reference. How it enters the
+    model depends on the space the reference was trained on:
+
+    * ``X_pca`` from ``sc.pp.pca`` on the reference's ``X`` (the model stores the
+      loadings): genes are matched by name and reordered, the query is centred on
+      the **reference** mean and multiplied by the reference loadings;
+    * ``X``: genes are matched by name and reordered;
+    * an ``X_pca`` that is not ``(X - mean) @ varm['PCs']`` (e.g. edited or from
+      another tool): refused, unless ``query_pca_in_reference_basis=True`` says the
+      query's ``obsm['X_pca']`` is in the reference's PCA basis;
+    * another ``obsm`` key: ``adata_query.obsm[key]`` is used as is; it must be in the
+      same space as the reference's (e.g. from the same trained model), with at least
+      the reference's width when the model used its first columns, else equal width.
 
     Parameters
     ----------
     adata_query
-        Query cells (in memory, backed, or with a dask ``X``; read in chunks).
+        Query cells (in memory, backed, or with a dask ``X``; read in chunks). Not
+        modified except for the keys listed under Returns.
     adata_ref
-        Reference AnnData after :func:`scnumap.tl.numap`, or the path of its ``.h5ad``.
+        Reference AnnData after :func:`scnumap.tl.numap`, or the path of its ``.h5ad``
+        (read selectively: ``uns``, ``obs``, the embedding and the representation; ``X``
+        only for a label vote in ``X`` space; the file is closed afterwards).
     obs
         Reference ``obs`` column(s) whose labels are transferred.
     key_added
-        Name of the query embedding (default ``'X_numap'``).
+        ``obsm`` key of the query embedding; default the reference's embedding key
+        (``'X_numap'`` for ``ref_key='numap'``, else ``ref_key``).
     ref_key
         Key of the model in ``adata_ref.uns`` (the ``key_added`` of ``tl.numap``).
     missing_genes
         ``"error"`` (default) or ``"zeros"``: fill reference genes absent from the
         query with zeros, allowed when at most ``max_missing_fraction`` are missing.
     max_missing_fraction
-        Largest fraction of reference genes that ``missing_genes="zeros"`` may fill.
+        Largest fraction (0–1) of reference genes that ``missing_genes="zeros"`` may fill.
+    query_pca_in_reference_basis
+        Use the query's own ``obsm['X_pca']`` for a reference whose ``X_pca`` cannot be
+        rebuilt from its genes. Set it only when the query's ``X_pca`` was computed with
+        the reference's loadings and mean; ignored when the reference stores its loadings.
     n_neighbors
-        Reference cells voting for each query cell's label.
+        Reference cells (≥ 1) voting for each query cell's label.
     label_space
         ``"representation"`` (default: the kNN vote runs in the space the model was
-        trained on, e.g. PCA) or ``"embedding"`` (the 2-D NUMAP coordinates).
+        trained on, e.g. PCA or genes) or ``"embedding"`` (the NUMAP coordinates).
     chunk_size
         Query rows per block.
     copy
@@ -91,13 +163,15 @@ def project(
 
     Returns
     -------
-    ``adata_query`` if ``copy`` else ``None``. Sets
+    ``adata_query`` if ``copy`` else ``None``. With ``name = key_added.removeprefix('X_')``
+    (``'numap'`` by default), sets
 
-    ``adata_query.obsm['X_numap' | key_added]``
+    ``adata_query.obsm[key_added]``
         ``(n_query, n_components)`` float32 coordinates.
-    ``adata_query.obs[f'{col}_numap']``
-        Transferred label for each ``col`` in ``obs`` (categorical).
-    ``adata_query.obs[f'{col}_numap_confidence']``
+    ``adata_query.obs[f'{col}_{name}']``
+        Transferred label for each ``col`` in ``obs``: categorical with the reference
+        column's categories (its sorted unique values if it is not categorical).
+    ``adata_query.obs[f'{col}_{name}_confidence']``
         Fraction of the ``n_neighbors`` reference neighbours that agree (0–1).
     """
     start = logg.info("projecting onto the NUMAP reference")
@@ -109,34 +183,42 @@ def project(
         raise ValueError(f"`missing_genes` must be 'error' or 'zeros', got {missing_genes!r}.")
     if label_space not in ("representation", "embedding"):
         raise ValueError(f"`label_space` must be 'representation' or 'embedding', got {label_space!r}.")
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
+        raise ValueError(f"`n_neighbors` must be an integer >= 1, got {n_neighbors!r}.")
     columns = [obs] if isinstance(obs, str) else list(obs or [])
-    adata_ref, entry, model = load_reference(adata_ref, ref_key)
+    vote_in_rep = bool(columns) and label_space == "representation"
+    adata_ref, _, model, rep = _load(adata_ref, ref_key, vote_in_rep)
     for col in columns:
         if col not in adata_ref.obs:
             raise KeyError(f"`obs={col!r}` is not a column of the reference's obs ({list(adata_ref.obs.columns)}).")
-    rep = entry["representation"]
+    key = key_added or _default_key(ref_key)
+    suffix = key.removeprefix("X_")
+    ref_embedding = adata_ref.obsm[_embedding_key(adata_ref, ref_key)] if columns and not vote_in_rep else None
+    _check_pca_basis(rep, query_pca_in_reference_basis)
     blocks, n_rows = _query_blocks(adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
-    rep_blocks: list[np.ndarray] = []
-    keep_rep = bool(columns) and label_space == "representation"
+    neighbors = _fit_neighbors(_reference_space(adata_ref, rep), n_neighbors) if vote_in_rep else None
+    index_blocks: list[np.ndarray] = []
 
-    def tee() -> Iterator[np.ndarray]:
+    def checked() -> Iterator[np.ndarray]:
         for block in blocks:
-            if keep_rep:
-                rep_blocks.append(block)
+            if block.shape[1] != model.n_features_in_:
+                raise ValueError(
+                    f"A query block has {block.shape[1]} columns; the reference model takes {model.n_features_in_}."
+                )
+            if neighbors is not None:
+                index_blocks.append(neighbors.kneighbors(block, return_distance=False))
             yield block
 
-    embedding = model.transform_blocks(tee(), n_rows)
+    embedding = model.transform_blocks(checked(), n_rows)
     labels = {}
     if columns:
-        if label_space == "representation":
-            ref_space, _, _ = choose_representation(adata_ref, str(rep["use_rep"]), int(rep["n_dims"]))
-            query_space = np.concatenate(rep_blocks) if rep_blocks else np.empty((0, 0))
+        if vote_in_rep:
+            index = np.concatenate(index_blocks)
         else:
-            ref_key_obsm = _embedding_key(adata_ref, ref_key)
-            ref_space, query_space = adata_ref.obsm[ref_key_obsm], embedding
-        labels = transfer_labels(ref_space, adata_ref.obs[columns], query_space, n_neighbors=n_neighbors)
+            index = _fit_neighbors(ref_embedding, n_neighbors).kneighbors(embedding, return_distance=False)
+        labels = vote_labels(index, adata_ref.obs[columns], suffix=suffix)
+    # everything is computed and validated: only now write to the query
     adata_query = adata_query.copy() if copy else adata_query
-    key = key_added or "X_numap"
     if key in adata_query.obsm:
         logg.info(f"    overwriting existing obsm[{key!r}]")
     adata_query.obsm[key] = embedding
@@ -151,42 +233,61 @@ def project(
 
 
 def _embedding_key(adata_ref: AnnData, ref_key: str) -> str:
-    key = "X_numap" if ref_key == "numap" else ref_key
+    key = _default_key(ref_key)
     if key not in adata_ref.obsm:
         raise KeyError(f"The reference has no `obsm[{key!r}]`; re-run `scnumap.tl.numap` on it.")
     return key
 
 
-def _query_blocks(adata: AnnData, rep: dict, missing_genes: str, max_missing_fraction: float, chunk_size: int):
+def _check_pca_basis(rep: Representation, query_pca_in_reference_basis: bool) -> None:
+    if rep.use_rep != "X_pca" or rep.has_pca or query_pca_in_reference_basis:
+        return
+    if rep.pca_mismatch is None or rep.pca_mismatch < 0:
+        why = "cannot be rebuilt from its genes (no usable `varm['PCs']`)"
+    else:
+        why = f"is not `(X - mean) @ varm['PCs']` (relative mismatch {rep.pca_mismatch:.2g})"
+    raise ValueError(
+        f"The reference model was trained on an `obsm['X_pca']` that {why}, so the query's genes cannot be "
+        "put in its basis, and the query's own `obsm['X_pca']` is in the basis of another PCA unless it was "
+        "computed with the reference's loadings. Recompute the reference PCA with `sc.pp.pca(adata_ref)` "
+        "(then `sc.pp.neighbors` and `scnumap.tl.numap`), or, if the query's `obsm['X_pca']` is in the "
+        "reference's PCA basis, pass `query_pca_in_reference_basis=True`."
+    )
+
+
+def _query_blocks(adata: AnnData, rep: Representation, missing_genes: str, max_missing_fraction: float, chunk_size):
     """An iterator of dense float32 representation blocks of the query, and the row count."""
-    use_rep = str(rep["use_rep"])
     n = adata.n_obs
-    if use_rep == "X" or bool(rep.get("has_pca", False)):
-        genes = np.asarray(rep["var_names"]).astype(str)
+    if rep.from_genes:
+        genes = rep.var_names
         columns, missing = _match_genes(adata, genes, missing_genes, max_missing_fraction)
-        loadings = np.asarray(rep["pca_loadings"], dtype=np.float32) if bool(rep.get("has_pca", False)) else None
-        mean = np.asarray(rep["pca_mean"], dtype=np.float32) if loadings is not None else None
+        loadings, mean = rep.pca_loadings, rep.pca_mean
 
         def gene_blocks():
             for start in range(0, n, chunk_size):
                 block = _dense(adata.X[start : start + chunk_size])
                 full = np.zeros((block.shape[0], genes.shape[0]), dtype=np.float32)
                 full[:, ~missing] = block[:, columns[~missing]]
-                if loadings is not None:
+                if rep.has_pca:
                     full = (full - mean) @ loadings
                 yield full
 
         return gene_blocks(), n
+    use_rep = rep.use_rep
     if use_rep not in adata.obsm:
         raise ValueError(
             f"The model was trained on `obsm[{use_rep!r}]`, which the query lacks; compute it in the "
             "same space as the reference (or train the reference on X_pca from `sc.pp.pca` so genes can be used)."
         )
     X = adata.obsm[use_rep]
-    width = int(rep["n_dims"])
-    if X.shape[1] < width or (use_rep != "X_pca" and X.shape[1] != width):
+    if hasattr(X, "to_numpy"):
+        X = X.to_numpy()
+    width = rep.n_dims
+    prefix_ok = use_rep == "X_pca" or rep.truncated
+    if X.shape[1] < width or (not prefix_ok and X.shape[1] != width):
         raise ValueError(
-            f"The query's `obsm[{use_rep!r}]` has {X.shape[1]} columns; the reference model expects {width}."
+            f"The query's `obsm[{use_rep!r}]` has {X.shape[1]} columns; the reference model expects {width}"
+            f"{' (or more: it uses the first ones)' if prefix_ok else ''}."
         )
 
     def obsm_blocks():
@@ -194,6 +295,31 @@ def _query_blocks(adata: AnnData, rep: dict, missing_genes: str, max_missing_fra
             yield _dense(X[start : start + chunk_size, :width])
 
     return obsm_blocks(), n
+
+
+def _reference_space(adata_ref: AnnData, rep: Representation):
+    """The reference cells in the model's input space: CSR float32 if sparse, else dense float32."""
+    if not rep.from_genes or rep.has_pca:
+        if rep.use_rep not in adata_ref.obsm:
+            raise KeyError(f"The reference has no `obsm[{rep.use_rep!r}]` for the label vote; pass the full reference.")
+        X = adata_ref.obsm[rep.use_rep]
+        X = X.to_numpy() if hasattr(X, "to_numpy") else X
+        return np.asarray(X[:, : rep.n_dims], dtype=np.float32)
+    X = adata_ref.X
+    if X is None:
+        raise ValueError(
+            "The reference has no `X`, which the label vote in gene space needs; pass the full reference "
+            "or `label_space='embedding'`."
+        )
+    if not np.array_equal(np.asarray(adata_ref.var_names, dtype=str), rep.var_names):
+        raise ValueError("The reference's `var_names` differ from the genes its model was trained on.")
+    if hasattr(X, "to_memory"):  # backed sparse
+        X = X.to_memory()
+    if hasattr(X, "compute"):  # dask
+        X = X.compute()
+    if sp.issparse(X):
+        return sp.csr_matrix(X, dtype=np.float32)
+    return np.asarray(X, dtype=np.float32)
 
 
 def _match_genes(adata: AnnData, genes: np.ndarray, missing_genes: str, max_missing_fraction: float):
@@ -226,20 +352,46 @@ def _dense(block) -> np.ndarray:
     return block
 
 
-def transfer_labels(ref_space, ref_labels: pd.DataFrame, query_space, *, n_neighbors: int = 15) -> dict:
-    """kNN vote among reference cells: transferred label and agreement per query cell."""
+def _fit_neighbors(space, n_neighbors: int):
     from sklearn.neighbors import NearestNeighbors
 
-    ref_space = np.asarray(ref_space, dtype=np.float32)
-    k = min(n_neighbors, ref_space.shape[0])
-    nn = NearestNeighbors(n_neighbors=k).fit(ref_space)
-    _, idx = nn.kneighbors(np.asarray(query_space, dtype=np.float32))
+    if not sp.issparse(space):
+        space = np.asarray(space, dtype=np.float32)
+    return NearestNeighbors(n_neighbors=min(n_neighbors, space.shape[0])).fit(space)
+
+
+def transfer_labels(ref_space, ref_labels: pd.DataFrame, query_space, *, n_neighbors: int = 15, suffix="numap"):
+    """kNN vote among reference cells (dense or scipy sparse spaces): label and agreement per query cell."""
+    if not sp.issparse(query_space):
+        query_space = np.asarray(query_space, dtype=np.float32)
+    index = _fit_neighbors(ref_space, n_neighbors).kneighbors(query_space, return_distance=False)
+    return vote_labels(index, ref_labels, suffix=suffix)
+
+
+def vote_labels(index: np.ndarray, ref_labels: pd.DataFrame, *, suffix: str = "numap") -> dict:
+    """Majority label among the reference cells ``index`` (``(n_query, k)``) of each query cell.
+
+    Returns ``{f'{col}_{suffix}': Categorical, f'{col}_{suffix}_confidence': float32}`` per column;
+    the categories are the reference column's (its sorted unique values if not categorical).
+    Ties go to the first category; reference cells without a label do not vote.
+    """
+    n, k = index.shape
     out = {}
     for col in ref_labels.columns:
-        codes, uniques = pd.factorize(ref_labels[col].astype(str), sort=True)
-        votes = codes[idx]
-        counts = np.stack([(votes == c).sum(axis=1) for c in range(len(uniques))], axis=1)
-        best = counts.argmax(axis=1)
-        out[f"{col}_numap"] = pd.Categorical.from_codes(best, categories=uniques)
-        out[f"{col}_numap_confidence"] = (counts.max(axis=1) / k).astype(np.float32)
+        values = ref_labels[col]
+        labels = values.array if isinstance(values.dtype, pd.CategoricalDtype) else pd.Categorical(values)
+        n_cat = max(len(labels.categories), 1)
+        votes = np.asarray(labels.codes)[index]
+        best = np.full(n, -1, dtype=np.int64)
+        top = np.zeros(n, dtype=np.int64)
+        step = max(1, VOTE_BLOCK_VALUES // n_cat)
+        for s in range(0, n, step):
+            v = votes[s : s + step]
+            rows = np.broadcast_to(np.arange(v.shape[0])[:, None], v.shape)
+            ok = v >= 0
+            counts = np.bincount(rows[ok] * n_cat + v[ok], minlength=v.shape[0] * n_cat).reshape(-1, n_cat)
+            top[s : s + step] = counts.max(axis=1)
+            best[s : s + step] = np.where(top[s : s + step] > 0, counts.argmax(axis=1), -1)
+        out[f"{col}_{suffix}"] = pd.Categorical.from_codes(best, dtype=labels.dtype)
+        out[f"{col}_{suffix}_confidence"] = (top / k).astype(np.float32)
     return out
