@@ -64,14 +64,15 @@ def main() -> None:
     print(f"density correlation: {metrics.density_correlation(X, E):.3f}")
     print(f"label transfer accuracy (bulk_labels): {np.mean(pred == truth):.3f}")
 
-    scnumap.pl.project(
+    fig = scnumap.pl.project(
         query,
         ref,
         color=["bulk_labels", "bulk_labels_numap", "bulk_labels_numap_confidence"],
         title=["query: true labels", "query: transferred labels", "query: transfer confidence"],
-        save=str(out),
         show=False,
+        return_fig=True,
     )
+    fig.savefig(out, dpi=150, bbox_inches="tight")
     print(f"figure: {out}")
 
 
