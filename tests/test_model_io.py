@@ -49,6 +49,9 @@ def _set(entry, path, value):
         (("encoder", "layers", "linear_0_bias"), np.array(["x"] * 64), "must be numeric"),
         (("encoder", "layers", "evil"), np.zeros(1), "unexpected entries"),
         (("grease", "output_map"), np.zeros((11, 3), dtype=np.float32), "output_map` must have shape"),
+        (("format_version",), np.float64(1.9), "`model/format_version` must be an integer, got 1.9"),
+        (("n_components",), np.bool_(True), "`model/n_components` must be an integer, got True"),
+        (("use_data",), np.int64(2), r"`model/use_data` must be a boolean \(True/False or 0/1\), got 2"),
     ],
 )
 def test_tampered_models_raise_value_error(fitted_blobs, path, value, message):
@@ -62,3 +65,10 @@ def test_tampered_models_raise_value_error(fitted_blobs, path, value, message):
 def test_non_dict_model_is_rejected():
     with pytest.raises(ValueError, match="must be a dict of arrays"):
         model_from_dict(b"\x80\x04pickle")
+
+
+def test_integral_float_and_boolean_numbers_are_read(blobs, fitted_blobs):
+    entry = copy.deepcopy(model_to_dict(fitted_blobs))
+    entry["format_version"] = np.float64(1.0)
+    entry["use_data"] = np.int64(int(entry["use_data"]))
+    np.testing.assert_allclose(model_from_dict(entry).transform(blobs), fitted_blobs.transform(blobs), atol=1e-6)

@@ -154,14 +154,14 @@ def _array(entry, key: str, where: str, shape: tuple | None = None) -> np.ndarra
 
 def _scalar(entry, key: str, where: str, kind, minimum=None):
     """A 0-d number: ``kind`` int must be integral, bool must be a bool or 0/1."""
-    raw_kind = np.asarray(entry[key]).dtype.kind if key in entry else None
     value = _array(entry, key, where, shape=()).item()
+    raw = np.asarray(entry[key])
     if kind is bool:
         if value not in (0, 1):
-            raise ModelFormatError(f"`{where}/{key}` must be a boolean (True/False or 0/1), got {value}.")
+            raise ModelFormatError(f"`{where}/{key}` must be a boolean (True/False or 0/1), got {raw.item()!r}.")
         return bool(value)
-    if kind is int and (raw_kind == "b" or value != int(value)):
-        raise ModelFormatError(f"`{where}/{key}` must be an integer, got {value!r}.")
+    if kind is int and (raw.dtype.kind == "b" or value != int(value)):
+        raise ModelFormatError(f"`{where}/{key}` must be an integer, got {raw.item()!r}.")
     value = kind(value)
     if minimum is not None and value < minimum:
         raise ModelFormatError(f"`{where}/{key}` must be >= {minimum}, got {value}.")

@@ -119,7 +119,8 @@ def _string(entry, key: str, where: str) -> str:
     if isinstance(value, bytes):
         value = value.decode()
     if not isinstance(value, str) or not value:
-        raise ModelFormatError(f"`{where}/{key}` must be a non-empty string, got {value!r}.")
+        got = repr(value) if isinstance(value, str) else f"{value} of type {type(value).__name__}"
+        raise ModelFormatError(f"`{where}/{key}` must be a non-empty string, got {got}.")
     return str(value)
 
 
