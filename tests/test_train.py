@@ -99,3 +99,50 @@ def test_learning_rate_decays_and_restarts_for_the_density_phase():
     assert lr_factor(70, 100, 70) == 1.0
     assert lr_factor(85, 100, 70) == pytest.approx(0.5)
     assert lr_factor(99, 100, 70) == LR_FLOOR
+
+
+@pytest.mark.parametrize("refresh", [1, 3, 10])
+def test_neighbour_positions_are_at_most_refresh_minus_one_steps_old(blobs, monkeypatch, refresh):
+    """On a large graph the neighbours' values equal a live embedding of every vertex at a step
+    no more than ``DENSITY_REFRESH - 1`` steps back (at the current step when it is 1)."""
+    from scnumap.core import train
+
+    monkeypatch.setattr(train, "DENSITY_REFRESH", refresh)
+    encoder = Encoder(blobs.shape[1], 2, 2, (16,))
+    snapshots, used = {}, []
+    sample = NeighbourhoodSampler.sample
+    radius = train.embedding_log_radius
+
+    def spy_sample(self, size, generator):  # runs first in each density step: note the live embedding
+        out = sample(self, size, generator)
+        snapshots[len(snapshots)] = (train.embed_rows(encoder, table), out[2])
+        return out
+
+    def spy_radius(y_vert, y_nbr, edge_rows, a, b):
+        used.append(y_nbr.detach().clone())
+        return radius(y_vert, y_nbr, edge_rows, a, b)
+
+    monkeypatch.setattr(NeighbourhoodSampler, "sample", spy_sample)
+    monkeypatch.setattr(train, "embedding_log_radius", spy_radius)
+    cpu = torch.device("cpu")
+    graph = build_graph(blobs, 10)
+    table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
+    density = DensityTerm(
+        sampler=NeighbourhoodSampler(graph.connectivities, cpu),
+        r_orig=torch.randn(len(blobs), generator=torch.Generator().manual_seed(0)),
+        dens_lambda=1.0,
+        var_shift=0.1,
+        subsample_size=50,
+        start_step=2,
+    )
+    train_embedding(
+        encoder, table, EdgeSampler(*graph.edges(), cpu), a=1.6, b=0.9, n_steps=14, batch_size=64,
+        negative_sample_rate=5, lr=1e-2, generator=torch.Generator().manual_seed(0), density=density,
+    )  # fmt: skip
+    assert len(used) == len(snapshots) == 12
+    ages = []
+    for step, y_nbr in enumerate(used):
+        cols = snapshots[step][1]
+        ages.append(next(step - s for s in range(step, -1, -1) if torch.equal(snapshots[s][0][cols], y_nbr)))
+    assert max(ages) == min(refresh, 12) - 1
+    assert ages[:refresh] == list(range(min(refresh, 12)))
