@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scnumap.core.graph import build_graph, edge_distances, graph_from_matrices
+from scnumap.core.graph import build_graph, check_metric, edge_distances, graph_from_matrices
 
 
 def test_build_graph_is_symmetric_fuzzy_graph(pbmc_pca):
@@ -27,11 +27,22 @@ def test_build_graph_matches_scanpy_neighbors(pbmc):
     assert abs(ours - theirs).max() < 1e-4
 
 
-def test_graph_from_matrices_reads_k_and_symmetrises(pbmc):
+def test_graph_from_matrices_symmetrises(pbmc):
     G = sp.csr_matrix(pbmc.obsp["connectivities"])
     g = graph_from_matrices(sp.triu(G), pbmc.obsp["distances"], n_obs=700)
     assert abs(g.connectivities - g.connectivities.T).max() < 1e-6
-    assert g.n_neighbors == 10  # scanpy stores k - 1 = 9 per row
+
+
+def test_graph_from_matrices_checks_the_knn_distances_shape(pbmc):
+    with pytest.raises(ValueError, match=r"`knn_distances` has shape \(699, 699\), expected \(700, 700\)"):
+        graph_from_matrices(pbmc.obsp["connectivities"], sp.eye(699), n_obs=700)
+
+
+@pytest.mark.parametrize(("alias", "name"), [("l2", "euclidean"), ("l1", "manhattan"), ("cityblock", "manhattan")])
+def test_check_metric_maps_aliases_and_names_the_fix(alias, name):
+    assert check_metric(alias) == name
+    with pytest.raises(ValueError, match=r"got 'correlation'.*sc.pp.neighbors\(adata, metric='euclidean'\)"):
+        check_metric("correlation")
 
 
 def test_graph_from_matrices_errors():

@@ -6,7 +6,9 @@ from scnumap import GrEASE
 from scnumap.core.grease import (
     MAX_SEPARATION_WALK,
     batch_affinity,
+    holdout_size,
     orthonormalizer,
+    pairwise_distances,
     separation_walk_steps,
     walk_loss,
 )
@@ -158,3 +160,69 @@ def test_grease_errors(pbmc_pca):
     g = GrEASE(2, max_steps=5).fit(pbmc_pca)
     with pytest.raises(ValueError, match="has 3 features but GrEASE was fitted on 50"):
         g.transform(pbmc_pca[:, :3])
+
+
+def _dense(A: torch.Tensor) -> np.ndarray:
+    return A.to_dense().numpy()
+
+
+def test_cosine_affinity_follows_the_metric(pbmc_pca):
+    """Cosine ignores each row's length: rescaling rows by positive factors (which changes the
+    standardisation too) leaves a cosine GrEASE's affinity unchanged, not a Euclidean one's."""
+    X = pbmc_pca[:300] + 3.0  # uncentred, as the angle of raw data is
+    factors = np.random.default_rng(0).uniform(0.2, 5.0, size=(300, 1)).astype(np.float32)
+    affinities = {}
+    for metric in ("cosine", "euclidean"):
+        for name, data in (("X", X), ("scaled", X * factors)):
+            g = GrEASE(3, metric=metric, max_steps=1, random_state=0).fit(data)
+            assert g.metric_ == metric
+            x_std = g.standardizer_.apply(data, torch.device("cpu"))
+            affinities[metric, name] = _dense(g.affinity(x_std))
+    np.testing.assert_allclose(affinities["cosine", "X"], affinities["cosine", "scaled"], atol=1e-5)
+    assert np.abs(affinities["euclidean", "X"] - affinities["euclidean", "scaled"]).max() > 0.1
+    # and the cosine affinity is the Laplace kernel of 1 - cos of the raw rows
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    expected = _dense(batch_affinity(torch.as_tensor(unit), 10, metric="euclidean"))
+    assert ((affinities["cosine", "X"] > 0) == (expected > 0)).mean() > 0.99  # same neighbours
+
+
+@pytest.mark.parametrize(
+    ("metric", "scipy_name"), [("euclidean", "euclidean"), ("manhattan", "cityblock"), ("cosine", "cosine")]
+)
+def test_pairwise_distances_match_scipy(metric, scipy_name):
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 4)), rng.normal(size=(5, 4))
+    ours = pairwise_distances(torch.as_tensor(a), torch.as_tensor(b), metric).numpy()
+    np.testing.assert_allclose(ours, cdist(a, b, scipy_name), atol=1e-10)
+
+
+def test_grease_metric_errors(pbmc_pca):
+    with pytest.raises(ValueError, match=r"`metric` must be one of .* got 'hamming'"):
+        GrEASE(2, metric="hamming").fit(pbmc_pca)
+
+
+def test_held_out_rows_are_never_in_a_training_batch(monkeypatch):
+    """The plateau schedule watches rows that no gradient step has seen."""
+    X = np.random.default_rng(0).normal(size=(1200, 5)).astype(np.float32)  # distinct rows
+    seen = []
+    original = GrEASE.affinity
+
+    def spy(self, x_std):
+        seen.append(x_std.clone())
+        return original(self, x_std)
+
+    monkeypatch.setattr(GrEASE, "affinity", spy)
+    g = GrEASE(2, batch_size=256, max_steps=40, random_state=0).fit(X)
+    assert g.holdout_size_ == 120  # min(batch_size, n // 10)
+    held_out, training = seen[0], [x for x in seen[1:] if x.shape[0] < X.shape[0]]
+    assert held_out.shape[0] == 120
+    assert len(training) == 40
+    held = {tuple(row) for row in held_out.numpy().round(5)}
+    assert not any(tuple(row) in held for x in training for row in x.numpy().round(5))
+    # data that fit in one batch are watched on the whole (exact) training loss
+    assert GrEASE(2, batch_size=2048, max_steps=5).fit(X).holdout_size_ == 0
+    assert holdout_size(1200, 256, 4, 10) == 120
+    assert holdout_size(300, 256, 4, 10) == 30
+    assert holdout_size(100, 64, 12, 10) == 0  # 10 rows are too few for a graph

@@ -1,11 +1,15 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 from settings import QUICK
 
-from scnumap import NUMAP
-from scnumap.core import metrics
+from scnumap import NUMAP, GrEASE
+from scnumap.core import graph, metrics, progress, scaling, train
+from scnumap.core import numap as numap_module
+from scnumap.core.scaling import Standardizer
 
 
 def test_fit_transform_shapes_and_dtype(blobs, fitted_blobs):
@@ -25,11 +29,21 @@ def test_transform_is_deterministic_and_chunk_invariant(blobs, fitted_blobs):
     np.testing.assert_array_equal(a, fitted_blobs.transform(blobs))
 
 
-def test_same_seed_same_embedding_and_input_untouched(blobs):
+@pytest.fixture
+def two_torch_threads():
+    """The documented guarantee holds for a fixed thread count: pin it, restore it after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_same_seed_same_embedding_and_input_untouched(blobs, two_torch_threads):
     X = blobs.copy()
     a = NUMAP(random_state=5, **QUICK).fit_transform(X)
     b = NUMAP(random_state=5, **QUICK).fit_transform(X)
-    np.testing.assert_array_equal(a, b)
+    assert torch.get_num_threads() == 2
+    np.testing.assert_array_equal(a, b)  # same seed, same thread count: identical
     np.testing.assert_array_equal(X, blobs)
     c = NUMAP(random_state=6, **QUICK).fit_transform(X)
     assert not np.array_equal(a, c)
@@ -118,15 +132,21 @@ def test_divergence_is_reported(blobs):
 
 
 def test_quality_on_pbmc68k_reduced(pbmc_pca, pbmc):
-    """Trustworthiness and kNN preservation close to umap-learn's (0.928 / 0.407 here)."""
+    """Trustworthiness and kNN preservation close to umap-learn's (0.928 / 0.407 here).
+
+    Measured: trained 0.926 / 0.402, cell types kept (kNN vote in 2-D, 500 → 200 cells: 0.835);
+    GrEASE's first two coordinates alone 0.86–0.87 / 0.24–0.26; a random network 0.60–0.65 /
+    0.07–0.10 (vote 0.42–0.49). The centroid-distance Spearman is no test here: a random network
+    scored 0.21–0.51, the trained one 0.48."""
     m = NUMAP(random_state=0, epochs=60, grease_steps=300).fit(pbmc_pca)
     assert metrics.trustworthiness(pbmc_pca, m.embedding_) >= 0.90
     assert metrics.knn_preservation(pbmc_pca, m.embedding_) >= 0.33
     labels = pbmc.obs["bulk_labels"].to_numpy()
-    assert metrics.centroid_distance_spearman(pbmc_pca, m.embedding_, labels) > 0.4
+    E = m.embedding_
+    assert metrics.label_transfer_accuracy(E[:500], labels[:500], E[500:], labels[500:]) >= 0.75
 
 
-@pytest.mark.parametrize("subsample", [10000, 100])
+@pytest.mark.parametrize("subsample", [10000, pytest.param(100, marks=pytest.mark.slow)])
 def test_densmap_keeps_local_density(pbmc_pca, subsample):
     """All vertices per step (exact), or 100 of 700 (neighbours via the refreshed positions)."""
     kw = {"random_state": 0, "epochs": 60, "grease_steps": 300}
@@ -143,3 +163,79 @@ def test_densmap_keeps_local_density(pbmc_pca, subsample):
 def test_cuda_fit_transform(blobs):
     m = NUMAP(device="cuda", **QUICK).fit(blobs)
     assert m.transform(blobs).shape == (300, 2)
+
+
+def test_progress_bars_show_by_default_and_not_with_verbose_false(blobs, monkeypatch, capsys):
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)  # the default waits a few seconds
+    NUMAP(random_state=0, **QUICK).fit(blobs)
+    shown = capsys.readouterr().err
+    assert "GrEASE" in shown
+    assert "NUMAP" in shown
+    assert "it/s" in shown
+    NUMAP(random_state=0, verbose=False, **QUICK).fit(blobs)
+    assert capsys.readouterr().err == ""
+
+
+def test_loss_history_is_the_umap_loss_and_the_density_term_is_apart(blobs, monkeypatch):
+    """A density term pinned at 100 shows up in ``density_loss_history_`` only."""
+
+    def constant_density_term(r_orig, r_emb, var_shift):
+        return r_emb.sum() * 0 + 100.0
+
+    monkeypatch.setattr(train, "density_correlation_loss", constant_density_term)
+    model = NUMAP(random_state=0, densmap=True, dens_frac=0.5, **QUICK).fit(blobs)
+    assert len(model.density_loss_history_) >= len(model.loss_history_) // 2
+    np.testing.assert_allclose(model.density_loss_history_, 100.0)
+    assert max(model.loss_history_) < 10  # the UMAP cross-entropy alone
+    assert NUMAP(random_state=0, **QUICK).fit(blobs).density_loss_history_ == []
+
+
+def test_metric_reaches_grease_and_densmap(blobs, monkeypatch):
+    used = []
+    original = graph.edge_distances
+
+    def spy(X, heads, tails, *, metric="euclidean", chunk_size=200_000):
+        used.append(metric)
+        return original(X, heads, tails, metric=metric, chunk_size=chunk_size)
+
+    monkeypatch.setattr(numap_module, "edge_distances", spy)
+    model = NUMAP(metric="cosine", densmap=True, random_state=0, **QUICK).fit(blobs + 20.0)
+    assert model.grease_.metric_ == "cosine"
+    assert sorted(used) == ["cosine", "euclidean"]  # DensMAP radii: cosine; input noise: Euclidean
+    assert NUMAP(metric="l1", random_state=0, **QUICK).fit(blobs).grease_.metric_ == "manhattan"
+
+
+def test_fit_does_not_copy_float32_input(blobs, monkeypatch):
+    """NUMAP hands the caller's float32 array to GrEASE as is (read-only), not a copy."""
+    X = np.ascontiguousarray(blobs, dtype=np.float32)
+    seen = []
+    original = GrEASE.fit
+
+    def spy(self, data):
+        seen.append(data)
+        return original(self, data)
+
+    monkeypatch.setattr(GrEASE, "fit", spy)
+    NUMAP(random_state=0, **QUICK).fit(X)
+    assert np.shares_memory(seen[0], X)
+    assert X.flags.writeable
+
+
+def test_standardizer_statistics_in_chunks_without_a_full_copy(monkeypatch):
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(20_000, 250)) * 3 + 5).astype(np.float32)  # 20 MB
+    X[:, 0] += 1e4  # a large offset: a one-pass variance would lose it
+    expected_scale = np.sqrt(X.astype(np.float64).var(axis=0).sum() / X.shape[1])
+    tracemalloc.start()
+    st = Standardizer.fit(X)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.5 * X.nbytes  # no float64 (2x) or float32 (1x) copy of the whole input
+    np.testing.assert_allclose(st.mean, X.astype(np.float64).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(st.scale, expected_scale, rtol=1e-6)
+    monkeypatch.setattr(scaling, "STATISTICS_CHUNK_VALUES", 1000)  # many chunks, sparse too
+    S = sp.random(500, 40, density=0.1, format="csr", random_state=0, dtype=np.float32)
+    st_sparse = Standardizer.fit(S)
+    dense = S.toarray().astype(np.float64)
+    np.testing.assert_allclose(st_sparse.mean, dense.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(st_sparse.scale, np.sqrt(dense.var(axis=0).sum() / 40), rtol=1e-6)

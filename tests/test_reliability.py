@@ -86,3 +86,37 @@ def test_key_added_collision_is_logged(pbmc, monkeypatch):
     scnumap.tl.numap(ad, densmap=False, **QUICK)
     assert "    overwriting existing 'X_numap'" in said
     assert np.abs(ad.obsm["X_numap"]).max() > 0
+
+
+def test_tl_numap_follows_the_graph_metric(pbmc, monkeypatch):
+    """A cosine graph trains a cosine NUMAP (GrEASE affinity and DensMAP radii), recorded in uns."""
+    import scanpy as sc
+
+    import scnumap.tl._numap as tl_numap
+
+    fitted = []
+
+    class Recording(NUMAP):
+        def fit(self, *args, **kwargs):
+            fitted.append(self)
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setattr(tl_numap, "NUMAP", Recording)
+    ad = pbmc.copy()
+    sc.pp.neighbors(ad, metric="cosine", random_state=0)
+    scnumap.tl.numap(ad, **QUICK)
+    assert fitted[0].metric == "cosine"
+    assert fitted[0].grease_.metric_ == "cosine"
+    assert ad.uns["numap"]["params"]["metric"] == "cosine"
+    ad.uns["neighbors"]["params"]["metric"] = "cityblock"  # scipy's name, same metric
+    scnumap.tl.numap(ad, densmap=False, **QUICK)
+    assert fitted[1].metric == "manhattan"
+    assert ad.uns["numap"]["params"]["metric"] == "manhattan"
+
+
+def test_tl_numap_rejects_a_graph_metric_it_cannot_follow(pbmc):
+    ad = pbmc.copy()
+    ad.uns["neighbors"]["params"]["metric"] = "correlation"
+    with pytest.raises(ValueError, match=r"built with metric='correlation'.*metric='euclidean'"):
+        scnumap.tl.numap(ad, **QUICK)
+    assert "X_numap" not in ad.obsm

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover
 
 
 def as_matrix(X, *, name: str = "X"):
-    """Return ``X`` as a float32 matrix without touching the caller's object.
+    """Return ``X`` as a float32 matrix that never writes to the caller's object.
 
     Parameters
     ----------
@@ -31,8 +31,10 @@ def as_matrix(X, *, name: str = "X"):
     Returns
     -------
     A C-contiguous ``float32`` numpy array, or a ``float32`` CSR matrix for sparse
-    input. The result never shares memory with ``X`` when a conversion was needed,
-    and the caller's ``X`` is never modified.
+    input. Input that already has that form (C-contiguous float32; float32 CSR with sorted,
+    unique indices) is returned as a read-only view, not copied: at a million cells a copy
+    costs gigabytes, and writing to the view raises. Anything else is converted into a
+    new object. The caller's ``X`` is never modified.
     """
     if torch is not None and isinstance(X, torch.Tensor):
         X = X.detach().to("cpu").numpy()
@@ -40,8 +42,12 @@ def as_matrix(X, *, name: str = "X"):
         if X.ndim != 2:
             raise ValueError(f"`{name}` must be 2-D, got a sparse object of shape {X.shape}.")
         _check_dtype(X.dtype, name)
-        out = sp.csr_matrix(X, dtype=np.float32, copy=True)
-        out.sum_duplicates()
+        if X.format == "csr" and X.dtype == np.float32 and X.has_canonical_format:
+            out = sp.csr_matrix((_read_only(X.data), _read_only(X.indices), _read_only(X.indptr)), shape=X.shape)
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+                out = sp.csr_matrix(X, dtype=np.float32, copy=True)
+            out.sum_duplicates()
         values = out.data
     else:
         if not isinstance(X, np.ndarray):
@@ -59,7 +65,11 @@ def as_matrix(X, *, name: str = "X"):
             )
         if X.ndim != 2:
             raise ValueError(f"`{name}` must be 2-D (n_samples, n_features), got shape {X.shape}.")
-        out = np.array(X, dtype=np.float32, order="C", copy=True)
+        if X.dtype == np.float32 and X.flags.c_contiguous:
+            out = _read_only(X)  # nothing in scnumap writes to its input: share it
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+                out = np.array(X, dtype=np.float32, order="C", copy=True)
         values = out
     if out.shape[0] == 0:
         raise ValueError(f"`{name}` has no samples (shape {out.shape}); pass at least one row.")
@@ -67,11 +77,25 @@ def as_matrix(X, *, name: str = "X"):
         raise ValueError(f"`{name}` has no features (shape {out.shape}); pass at least one column.")
     if not np.all(np.isfinite(values)):
         n_bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        source = X.data if sp.issparse(X) else X
+        n_bad_source = int(np.size(source) - np.count_nonzero(np.isfinite(source)))
+        if n_bad_source < n_bad:
+            largest = float(np.max(np.abs(source[np.isfinite(source)])))
+            raise ValueError(
+                f"`{name}` has {n_bad - n_bad_source} value(s) too large for float32 (largest magnitude "
+                f"{largest:.3g}, float32's limit {float(np.finfo(np.float32).max):.3g}). "
+                "Rescale the data first, e.g. `np.log1p(X)` or divide by a constant."
+            )
         raise ValueError(
-            f"`{name}` contains {n_bad} NaN or infinite value(s) (or values too large for float32). "
-            "Remove or impute them first, e.g. `np.nan_to_num(X)`."
+            f"`{name}` contains {n_bad} NaN or infinite value(s). Remove or impute them first, e.g. `np.nan_to_num(X)`."
         )
     return out
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 def _check_dtype(dtype, name: str) -> None:

@@ -11,6 +11,9 @@ from .scaling import Standardizer
 #: Dense training matrices up to this many bytes live on the device whole.
 DEVICE_TABLE_MAX_BYTES = 4 * 1024**3
 
+#: Rows standardised at a time while the device table is filled.
+TABLE_CHUNK_ROWS = 16384
+
 
 class RowTable:
     """Standardised training rows, gathered by index.
@@ -25,9 +28,13 @@ class RowTable:
         self._extra = extra  # optional (n, k) tensor on device appended to every row
         n_bytes = X.shape[0] * X.shape[1] * 4
         if not sp.issparse(X) and n_bytes <= DEVICE_TABLE_MAX_BYTES:
-            table = standardizer.apply(X, device)
+            # one allocation, filled in chunks: no full-size temporaries on the way
+            width = X.shape[1] + (0 if extra is None else extra.shape[1])
+            table = torch.empty(self.n_obs, width, device=device)
+            for start, stop in chunks(self.n_obs, TABLE_CHUNK_ROWS):
+                table[start:stop, : X.shape[1]] = standardizer.rows(X, start, stop, device)
             if extra is not None:
-                table = torch.cat([table, extra], dim=1)
+                table[:, X.shape[1] :] = extra
             self._table = table
             self._host = None
         else:

@@ -18,6 +18,9 @@ from ._checks import check_n_neighbors
 #: Metrics for which scnumap can compute the input distance of any graph edge.
 SUPPORTED_METRICS = ("euclidean", "manhattan", "cosine")
 
+#: Other names scipy, scikit-learn and pynndescent (hence ``sc.pp.neighbors``) accept for them.
+METRIC_ALIASES = {"l2": "euclidean", "l1": "manhattan", "cityblock": "manhattan", "taxicab": "manhattan"}
+
 #: Below this many samples the kNN search is exact (as in scanpy), above it pynndescent.
 EXACT_KNN_MAX_SAMPLES = 4096
 
@@ -30,12 +33,9 @@ class KnnGraph:
     ----------
     connectivities
         ``(n, n)`` CSR matrix, symmetric, weights in ``(0, 1]``, no self loops.
-    n_neighbors
-        The number of neighbours (self included, as in umap-learn) it was built with.
     """
 
     connectivities: sp.csr_matrix
-    n_neighbors: int
 
     @property
     def n_obs(self) -> int:
@@ -57,7 +57,7 @@ def knn_search(X, n_neighbors: int, *, metric: str = "euclidean", random_state=0
     indices, distances
         Arrays of shape ``(n, n_neighbors)``.
     """
-    check_metric(metric)
+    metric = check_metric(metric)
     n = X.shape[0]
     check_n_neighbors(n_neighbors, n)
     if n < EXACT_KNN_MAX_SAMPLES:
@@ -113,7 +113,7 @@ def fuzzy_graph(indices: np.ndarray, distances: np.ndarray) -> KnnGraph:
         knn_indices=indices,
         knn_dists=distances,
     )
-    return KnnGraph(_clean(graph), n_neighbors)
+    return KnnGraph(_clean(graph))
 
 
 def build_graph(X, n_neighbors: int = 15, *, metric: str = "euclidean", random_state=0) -> KnnGraph:
@@ -133,9 +133,11 @@ def graph_from_matrices(connectivities, distances=None, *, n_obs: int) -> KnnGra
         ``(n_obs, n_obs)`` sparse or dense matrix with weights in ``[0, 1]``.
         It is symmetrised by the fuzzy union if it is not symmetric.
     distances
-        Optional ``(n_obs, n_obs)`` kNN distance matrix (``adata.obsp['distances']``);
-        only used to read the number of neighbours. Rows may hold ``k - 1`` (scanpy)
-        or ``k`` neighbours; ``n_neighbors`` is reported self included.
+        Optional ``(n_obs, n_obs)`` kNN distance matrix (``adata.obsp['distances']``),
+        accepted so that calls written for umap-learn and Scanpy run; only its shape is
+        checked. Nothing reads its values: the edge lengths that input noise and DensMAP
+        need are computed from the data, in the metric, for every edge of the (symmetric)
+        graph, including the reverse edges that the kNN distances lack.
     n_obs
         Number of samples the graph must cover.
     """
@@ -156,16 +158,12 @@ def graph_from_matrices(connectivities, distances=None, *, n_obs: int) -> KnnGra
     asym = abs(G - G.T)
     if asym.nnz and asym.max() > 1e-5:
         G = G + G.T - G.multiply(G.T)  # fuzzy union, as in umap-learn
-    if distances is not None:
-        D = sp.csr_matrix(distances)
-        if D.shape != (n_obs, n_obs):
-            raise ValueError(f"`distances` has shape {D.shape}, expected ({n_obs}, {n_obs}).")
-        per_row = np.diff(D.indptr)
-        n_neighbors = int(np.median(per_row)) + 1 if per_row.size else 2
-    else:
-        per_row = np.diff(G.indptr)
-        n_neighbors = max(2, int(np.median(per_row)) + 1)
-    return KnnGraph(_clean(G), n_neighbors)
+    if distances is not None and tuple(distances.shape) != (n_obs, n_obs):
+        raise ValueError(
+            f"`knn_distances` has shape {tuple(distances.shape)}, expected ({n_obs}, {n_obs}); "
+            "pass the distances that came with the graph (`adata.obsp['distances']`) or None."
+        )
+    return KnnGraph(_clean(G))
 
 
 def _clean(graph) -> sp.csr_matrix:
@@ -177,9 +175,16 @@ def _clean(graph) -> sp.csr_matrix:
 
 
 def check_metric(metric: str) -> str:
-    if metric not in SUPPORTED_METRICS:
-        raise ValueError(f"`metric` must be one of {SUPPORTED_METRICS}, got {metric!r}.")
-    return metric
+    """The canonical name of a supported metric (``"l2"`` → ``"euclidean"``, ``"l1"`` or
+    ``"cityblock"`` → ``"manhattan"``); a clear error for any other."""
+    name = METRIC_ALIASES.get(metric, metric) if isinstance(metric, str) else metric
+    if name not in SUPPORTED_METRICS:
+        raise ValueError(
+            f"`metric` must be one of {SUPPORTED_METRICS} (or an alias: {sorted(METRIC_ALIASES)}), got {metric!r}. "
+            "For a Scanpy graph built with another metric, re-run "
+            "`sc.pp.neighbors(adata, metric='euclidean')` (or 'cosine', 'manhattan')."
+        )
+    return name
 
 
 def edge_distances(
@@ -188,7 +193,7 @@ def edge_distances(
     """Input-space distance of every edge ``(heads[e], tails[e])``, in chunks (dense or sparse ``X``)."""
     from sklearn.metrics.pairwise import paired_distances
 
-    check_metric(metric)
+    metric = check_metric(metric)
     out = np.empty(heads.shape[0], dtype=np.float32)
     for start in range(0, heads.shape[0], chunk_size):
         h = X[heads[start : start + chunk_size]]

@@ -11,15 +11,18 @@ docs/method.md has the derivation and the measurements behind each choice.
    absorbs the trivial eigenvector, the other is a guard: the training objective fixes
    only the span, so with exactly :math:`k+1` columns the :math:`k`-th eigenvector is
    whichever member of a near-degenerate pair the batch graphs happen to rank first.
-3. Batch affinity, on the device: kNN inside the batch, :math:`\sigma_i` = median of
+3. Batch affinity, on the device: kNN inside the batch in the chosen metric
+   (Euclidean, Manhattan, or cosine, which is computed on the rows before centring, as the
+   neighbour graph's is), :math:`\sigma_i` = median of
    :math:`\{0, d_{i1}, \dots, d_{ik}\}`, :math:`W_{ij} = \exp(-d_{ij}/\sigma_i)`,
    symmetrised :math:`(W + W^\top)/2`, held as a sparse matrix.
 4. Loss (:func:`walk_loss`): :math:`(k+2) - \mathrm{tr}((Y^\top DY)^{-1} Y^\top D P^t Y)`
    for the lazy random walk :math:`P = (I + D^{-1}W)/2`, minimised by the bottom
    eigenvectors of the random-walk Laplacian :math:`I - D^{-1}W` (functions of the
    points, unlike the symmetric Laplacian's, which carry each batch's degrees).
-   Adam, learning rate halved on plateau of a held-out loss, stop at a minimum
-   learning rate or the step budget.
+   Adam, learning rate halved on plateau of the loss on held-out rows (never in a
+   training batch; when the data fit in one batch, the exact full-batch loss), stop at a
+   minimum learning rate or the step budget.
 5. Separation: on the whole training graph (up to ``FULL_SEPARATION_MAX`` points) or
    averaged over random batches, :math:`V^\top D V`, :math:`V^\top D (I - P^T) V` and the
    fit of the constant vector; remove the constant (trivial) direction explicitly
@@ -41,12 +44,13 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._checks import as_matrix, check_float, check_hidden, check_int
 from .batching import RowTable, as_numpy, chunks, random_rows
 from .device import np_rng, resolve_device, torch_generator
+from .graph import check_metric
 from .layers import init_parameters, mlp
+from .progress import progress
 from .scaling import Standardizer
 
 #: Up to this many training points, the eigenvector separation uses the whole training
@@ -88,13 +92,29 @@ def orthonormalizer(Y: torch.Tensor, ridge: float = 1e-7) -> torch.Tensor:
     return W.to(Y.dtype)
 
 
-def batch_affinity(x: torch.Tensor, n_neighbors: int, chunk_size: int = 2048) -> torch.Tensor:
-    """Symmetric Laplace-kernel kNN affinity of a batch (no self loops), as a sparse CSR
-    float64 tensor with ``m * k`` entries rather than ``m^2``; the neighbours are found
-    ``chunk_size`` rows at a time, so the full training set fits as well as a batch."""
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
+    """``(len(a), len(b))`` distances: Euclidean, Manhattan or cosine (``1 - cos``, as
+    scikit-learn and umap-learn; rows of zeros count as unit-distance from everything)."""
+    if metric == "manhattan":
+        return torch.cdist(a, b, p=1)
+    if metric == "cosine":
+        a = torch.nn.functional.normalize(a, dim=1)
+        b = torch.nn.functional.normalize(b, dim=1)
+        return (1.0 - a @ b.T).clamp_min(0.0)
+    return torch.cdist(a, b)
+
+
+def batch_affinity(
+    x: torch.Tensor, n_neighbors: int, chunk_size: int = 2048, *, metric: str = "euclidean"
+) -> torch.Tensor:
+    """Symmetric Laplace-kernel kNN affinity of a batch (no self loops) in ``metric``, as a
+    sparse CSR float64 tensor with ``m * k`` entries rather than ``m^2``; the neighbours are
+    found ``chunk_size`` rows at a time, so the full training set fits as well as a batch."""
     m = x.shape[0]
     k = min(n_neighbors, m - 1)
-    found = [torch.topk(torch.cdist(x[s:e], x), k + 1, dim=1, largest=False) for s, e in chunks(m, chunk_size)]
+    found = [
+        torch.topk(pairwise_distances(x[s:e], x, metric), k + 1, dim=1, largest=False) for s, e in chunks(m, chunk_size)
+    ]
     values = torch.cat([v for v, _ in found])
     index = torch.cat([i for _, i in found])
     sigma = values.median(dim=1).values.clamp_min(1e-8)
@@ -108,6 +128,16 @@ def batch_affinity(x: torch.Tensor, n_neighbors: int, chunk_size: int = 2048) ->
         warnings.filterwarnings("ignore", message="Sparse", category=UserWarning)
         A = torch.sparse_coo_tensor(pairs, torch.cat([vals, vals]), (m, m), check_invariants=False)
         return A.coalesce().to_sparse_csr()
+
+
+def holdout_size(n: int, batch_size: int, n_outputs: int, n_neighbors: int) -> int:
+    """Rows to hold out of training to watch the loss: ``min(batch_size, n // 10)`` when the
+    data need more than one batch and that many rows make a graph (more than twice the
+    network's outputs and the neighbours); else 0, and the full-batch loss is watched."""
+    if n <= batch_size:
+        return 0
+    size = min(batch_size, n // 10)
+    return size if size > max(2 * n_outputs, n_neighbors + 1) else 0
 
 
 def lazy_walk(A: torch.Tensor, degree: torch.Tensor, Z: torch.Tensor, n_steps: int) -> torch.Tensor:
@@ -166,12 +196,17 @@ class GrEASE:
         Number of non-trivial eigenvectors ``k`` (typically 2–20).
     n_neighbors
         Neighbours per point in each batch's affinity (typically 5–30).
+    metric
+        Distance of the batch affinity: ``"euclidean"``, ``"manhattan"`` or ``"cosine"``
+        (aliases ``"l2"``, ``"l1"``, ``"cityblock"``). Cosine is measured on the rows
+        before centring (the angle of the data as given), as a neighbour graph built with
+        ``metric="cosine"`` is; the network's input is the standardised rows either way.
     hidden
         Widths of the hidden layers.
     batch_size
         Points per batch ``m`` (affinity and orthonormalisation). 512–4096.
     max_steps
-        Upper bound on gradient steps.
+        Upper bound on gradient steps (typically 200–2,000).
     lr
         Initial Adam learning rate.
     min_lr
@@ -187,16 +222,24 @@ class GrEASE:
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or a torch device.
     random_state
-        Seed of every random choice; the same seed gives the same result on CPU.
+        Seed of every random choice. The same seed, data, machine, torch version and
+        number of torch threads give the same result; another thread count or device
+        changes the order of floating-point sums, hence the result.
     verbose
-        Show a progress bar.
+        Show a progress bar (``tqdm.auto``) once training has run a few seconds;
+        ``False`` hides it.
 
     Attributes
     ----------
     eigenvalues_
         ``(n_components,)`` estimated Laplacian eigenvalues, ascending.
     loss_history_
-        Held-out loss at each evaluation.
+        Loss every 25 steps on ``holdout_size_`` held-out rows, which no training batch
+        contains; when the data fit in one batch (``n_samples <= batch_size``) there is no
+        hold-out (``holdout_size_ == 0``) and it is the exact loss on the whole data.
+    holdout_size_
+        Rows held out of training to watch the loss (``min(batch_size, n_samples // 10)``
+        when the data need more than one batch, else 0).
     separation_walk_steps_
         Walk length ``T`` the separation used (:func:`separation_walk_steps`).
     """
@@ -206,6 +249,7 @@ class GrEASE:
         n_components: int = 10,
         *,
         n_neighbors: int = 10,
+        metric: str = "euclidean",
         hidden: tuple[int, ...] = (256, 256),
         batch_size: int = 1024,
         max_steps: int = 600,
@@ -220,6 +264,7 @@ class GrEASE:
     ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
+        self.metric = metric
         self.hidden = hidden
         self.batch_size = batch_size
         self.max_steps = max_steps
@@ -236,6 +281,7 @@ class GrEASE:
     def _check_params(self, n_obs: int) -> None:
         k = check_int(self.n_components, "n_components", minimum=1)
         check_int(self.n_neighbors, "n_neighbors", minimum=1)
+        check_metric(self.metric)
         check_hidden(self.hidden)
         check_int(self.batch_size, "batch_size", minimum=2)
         check_int(self.max_steps, "max_steps", minimum=1)
@@ -261,6 +307,8 @@ class GrEASE:
         torch_seed = int(rng.integers(0, 2**62))
         self.standardizer_ = Standardizer.fit(X)
         table = RowTable(X, self.standardizer_, device)
+        self.metric_ = check_metric(self.metric)
+        self._shift = torch.as_tensor(self.standardizer_.mean / self.standardizer_.scale, device=device)
         n = X.shape[0]
         p = self.n_components + 2  # the constant, k eigenvectors and a guard column
         m = max(p + 1, min(self.batch_size, n))
@@ -271,19 +319,30 @@ class GrEASE:
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=4)
 
-        full_batch = n <= m
-        val_x = table[random_rows(n, m, gen, device)]
-        val_A = batch_affinity(val_x, self.n_neighbors)
+        # rows held out of every training batch, for the plateau schedule
+        order = random_rows(n, n, gen, device)
+        n_val = holdout_size(n, m, p, self.n_neighbors)
+        train_rows = order[n_val:]
+        val_x = table[order[:n_val] if n_val else order]
+        val_A = self.affinity(val_x)
+        m_train = max(p + 1, min(m, train_rows.shape[0]))
+        full_batch = train_rows.shape[0] <= m_train
+        if full_batch and n_val:
+            train_x = table[train_rows]
+            train_A = self.affinity(train_x)
+        elif full_batch:
+            train_x, train_A = val_x, val_A
         eval_every = 25
         self.loss_history_ = []
-        bar = tqdm(range(self.max_steps), desc="GrEASE", disable=not self.verbose, leave=False)
+        self.holdout_size_ = int(n_val)
+        bar = progress(range(self.max_steps), "GrEASE", self.verbose)
         for step in bar:
             if full_batch:
-                x, A = val_x, val_A
+                x, A = train_x, train_A
             else:
-                x = table[random_rows(n, m, gen, device)]
+                x = table[train_rows[random_rows(train_rows.shape[0], m_train, gen, device)]]
                 with torch.no_grad():
-                    A = batch_affinity(x, self.n_neighbors)
+                    A = self.affinity(x)
             loss = walk_loss(net(x), A, self.walk_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -336,7 +395,7 @@ class GrEASE:
             graphs = []
             for rows in batches:
                 x = table[rows]
-                A = batch_affinity(x, self.n_neighbors)
+                A = self.affinity(x)
                 degree = (A @ torch.ones(rows.shape[0], 1, dtype=A.dtype, device=device)).squeeze(1)
                 graphs.append((A, degree, net(x).double() @ W))
             gram = sum(V.T @ V for _, _, V in graphs)
@@ -376,6 +435,13 @@ class GrEASE:
     def _check_fitted(self) -> None:
         if not hasattr(self, "output_map_"):
             raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call `fit(X)` first.")
+
+    def affinity(self, x_std: torch.Tensor) -> torch.Tensor:
+        """:func:`batch_affinity` of standardised rows (a fitted or fitting GrEASE) in its metric;
+        cosine reads the rows before centring, ``x_std + mean / scale``."""
+        if self.metric_ == "cosine":
+            x_std = x_std + self._shift
+        return batch_affinity(x_std, self.n_neighbors, metric=self.metric_)
 
     def embed(self, x_std: torch.Tensor) -> torch.Tensor:
         """Spectral coordinates of already standardised rows (a tensor on the model's device)."""

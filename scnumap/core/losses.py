@@ -4,7 +4,7 @@ With :math:`q(d) = 1 / (1 + a\,d^{2b})` for an embedding distance :math:`d`, the
 cross-entropy of UMAP's fuzzy sets is :math:`-\log q` on sampled graph edges
 (attraction) and :math:`-\log(1 - q)` on negative pairs (repulsion), both clamped.
 This exact form kept neighbours better than umap-learn's parametric
-softplus-of-logit variant in our measurements (ALGORITHM.md section 8).
+softplus-of-logit variant in our measurements (docs/method.md, "The UMAP part").
 """
 
 from __future__ import annotations

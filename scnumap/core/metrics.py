@@ -1,4 +1,4 @@
-"""Quality measures used by the tests and the benchmarks (ALGORITHM.md section 7)."""
+"""Quality measures used by the tests and the benchmarks (docs/method.md and benchmarks/RESULTS.md report them)."""
 
 from __future__ import annotations
 

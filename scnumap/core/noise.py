@@ -8,6 +8,12 @@ is the root weighted mean squared distance to its graph neighbours: small in den
 regions (local detail kept), large in sparse ones. The head's spectral coordinates are
 recomputed from the perturbed input by the (frozen) GrEASE network, so the network sees
 inputs like those of a new cell. docs/method.md has the measurements.
+
+The radius is Euclidean whatever the graph's metric, on purpose: the noise is an
+isotropic Gaussian in the (standardised) input space the network reads, so its size has
+to be compared with Euclidean lengths in that space. A cosine distance has no unit there
+(it ignores each row's length), while the Euclidean length of a cosine graph's edges is
+exactly how far, in the network's input, a neighbour lies.
 """
 
 from __future__ import annotations

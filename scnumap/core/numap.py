@@ -43,46 +43,43 @@ class NUMAP:
     n_neighbors
         Neighbours of the UMAP graph (typically 5–50).
     epochs
-        Passes over the graph's edges. ``None`` picks a budget from the graph size:
-        ``300`` passes, clipped to 1,000 and a cap of 8,000 steps of ``batch_size`` edges up
-        to 10,000 cells and 4,000 steps above (as umap-learn trains small data longer: 500
-        epochs up to 10,000 samples, 200 above). A network generalises, so large data needs
-        far fewer passes; with 15 neighbours the cap applies from about 1,000 cells on.
-        Measured on pbmc4k (4,271 cells): 4,000 → 8,000 steps raised kNN preservation
-        0.161 → 0.174 and the DensMAP density correlation 0.779 → 0.797–0.801 (fit
-        45 → 80 s on 2 CPU cores); at 100,000 cells the 4,000-step cap keeps the fit faster than
-        umap-learn's.
+        Passes over the graph's edges (``>= 1``). ``None`` picks a budget from the graph
+        size: ``300`` passes, clipped to 1,000 and a cap of 8,000 steps of ``batch_size``
+        edges up to 10,000 cells and 4,000 steps above (umap-learn likewise trains small
+        data longer: 500 epochs up to 10,000 samples, 200 above). With 15 neighbours the
+        cap applies from about 1,000 cells on. docs/method.md ("Budget") discusses the choice.
     lr
         Adam learning rate (typically 1e-4–1e-2).
     batch_size
-        Edges per step.
+        Edges per step (typically 256–4,096).
     min_dist, spread
-        UMAP's curve parameters (``a``, ``b`` fitted as in umap-learn).
+        UMAP's curve parameters (``a``, ``b`` fitted as in umap-learn); ``min_dist`` in
+        ``[0, spread]``, typically 0.001–0.5.
     metric
-        ``"euclidean"``, ``"manhattan"`` or ``"cosine"``.
+        Metric of the neighbour graph: ``"euclidean"``, ``"manhattan"`` or ``"cosine"``
+        (aliases ``"l2"``, ``"l1"``, ``"cityblock"``). It defines the graph built when none is
+        passed, GrEASE's batch affinities and DensMAP's local radii; pass the metric a
+        precomputed ``graph`` was built with. The input noise is Euclidean whatever the
+        metric (it is added in the input space; docs/method.md, "Input noise").
     negative_sample_rate
-        Negatives per positive edge, drawn uniformly over vertices.
+        Negatives per positive edge, drawn uniformly over vertices (typically 1–10).
     n_spectral_components
-        Dimension of the GrEASE embedding the network is built on (>= ``n_components``).
+        Dimension of the GrEASE embedding the network is built on (>= ``n_components``,
+        typically 5–30).
     hidden
         Hidden-layer widths of the embedding network.
     use_data
         Feed the standardised input as well as the spectral coordinates to the network
-        (default). ``False`` uses the spectral coordinates alone; measured on
-        ``pbmc68k_reduced`` (fit on 70 %, kNN label transfer to the other 30 %, 3 splits),
-        the spectral-only network places held-out cells worse (0.684 vs 0.725) and
-        preserves less (trustworthiness 0.914 vs 0.930).
+        (default). ``False`` uses the spectral coordinates alone, a smaller network whose
+        new points land less accurately (docs/method.md, "The network on top of GrEASE").
     input_noise
         Size of the Gaussian noise added to each sampled edge head's input, relative to
-        that cell's neighbourhood radius (root weighted mean squared distance to its graph
-        neighbours); the head's spectral coordinates are recomputed from the noisy input.
-        A regulariser that makes new points land among their neighbours. Measured against
-        the earlier fixed noise (0.3 standardised units): held-out label transfer
-        0.945 → 0.954 on digits and 0.799 → 0.801–0.807 on ``pbmc68k_reduced``, kNN
-        preservation 0.157 → 0.161 on pbmc4k and 0.117 → 0.120 on paul15
-        (docs/method.md). ``0`` turns it off.
+        that cell's neighbourhood radius (root weighted mean squared Euclidean distance to
+        its graph neighbours); the head's spectral coordinates are recomputed from the
+        noisy input. A regulariser that makes new points land among their neighbours;
+        typically 0–1, ``0`` turns it off (docs/method.md, "Input noise").
     grease_steps
-        Maximum training steps of the GrEASE network.
+        Maximum training steps of the GrEASE network (typically 200–2,000).
     densmap
         Add DensMAP's density-preservation term.
     dens_lambda
@@ -99,9 +96,14 @@ class NUMAP:
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or a torch device.
     random_state
-        Seed of all randomness; the same seed gives the same embedding on the CPU.
+        Seed of all randomness. The same seed, data, machine, torch version and number of
+        torch threads (``torch.get_num_threads()``) give the same embedding; another
+        thread count or device changes the order of floating-point sums, and training
+        amplifies that into a visibly different (equally good) layout.
     verbose
-        Show progress bars.
+        Show progress bars (``tqdm.auto``: a widget in notebooks, stderr in a terminal)
+        for the GrEASE and NUMAP phases once a phase has run a few seconds; ``False``
+        hides them.
 
     Attributes
     ----------
@@ -110,7 +112,11 @@ class NUMAP:
     grease_
         The fitted :class:`GrEASE`.
     loss_history_
-        Mean UMAP loss every 50 steps.
+        Mean UMAP cross-entropy (the attraction and repulsion terms, without the
+        density term) every 50 steps.
+    density_loss_history_
+        Mean density term (before weighting by ``dens_lambda``) every 50 steps of the
+        density phase; empty without DensMAP.
     """
 
     def __init__(
@@ -137,7 +143,7 @@ class NUMAP:
         dens_subsample_size: int = 10000,
         device="auto",
         random_state: int | None = 0,
-        verbose: bool = False,
+        verbose: bool = True,
     ):
         self.n_components = n_components
         self.n_neighbors = n_neighbors
@@ -204,14 +210,17 @@ class NUMAP:
             umap-learn's fuzzy simplicial set when left out.
         knn_distances
             Optional kNN distance matrix that came with ``graph``
-            (``adata.obsp['distances']``), used to read the number of neighbours.
+            (``adata.obsp['distances']``). Accepted so that calls written for umap-learn
+            and Scanpy run, and checked for shape; its values are not used (edge lengths
+            are computed from ``X`` in ``metric`` for every edge of the symmetric graph).
 
         Returns
         -------
         ``self``, with ``embedding_`` set.
         """
-        X = as_matrix(X)
+        X = as_matrix(X)  # float32 C-contiguous input is shared, not copied
         self._check_params()
+        metric = check_metric(self.metric)
         n = X.shape[0]
         if graph is None:
             check_n_neighbors(self.n_neighbors, n)
@@ -219,7 +228,7 @@ class NUMAP:
         rng = np_rng(self.random_state)
         graph_seed, grease_seed, net_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 4))
         if graph is None:
-            knn = build_graph(X, self.n_neighbors, metric=self.metric, random_state=graph_seed)
+            knn = build_graph(X, self.n_neighbors, metric=metric, random_state=graph_seed)
         else:
             knn = graph_from_matrices(graph, knn_distances, n_obs=n)
         self.graph_ = knn.connectivities
@@ -229,6 +238,7 @@ class NUMAP:
         self.grease_ = GrEASE(
             self.n_spectral_components,
             max_steps=self.grease_steps,
+            metric=metric,
             device=device,
             random_state=grease_seed,
             verbose=self.verbose,
@@ -249,7 +259,8 @@ class NUMAP:
         n_steps = self.n_steps(sampler.n_edges, n)
         gen = torch_generator(train_seed, device)
         # input-space length of every edge (aligned with CSR order), once per metric: the
-        # noise needs Euclidean lengths, DensMAP the graph's metric, often the same
+        # noise needs Euclidean lengths (it is Gaussian in the input space), DensMAP the
+        # graph's metric (its radii are umap-learn's), often the same
         edge_lengths = functools.cache(lambda metric: edge_distances(X, heads, tails, metric=metric))
         noise = None
         if self.input_noise > 0:
@@ -263,7 +274,7 @@ class NUMAP:
             )
         density = None
         if self.densmap:
-            r_orig = original_log_radius(knn.connectivities, edge_lengths(self.metric))
+            r_orig = original_log_radius(knn.connectivities, edge_lengths(metric))
             density = DensityTerm(
                 sampler=NeighbourhoodSampler(knn.connectivities, device),
                 r_orig=torch.as_tensor(r_orig, device=device),
@@ -272,6 +283,7 @@ class NUMAP:
                 subsample_size=int(self.dens_subsample_size),
                 start_step=round(n_steps * (1.0 - self.dens_frac)),
             )
+        self.density_loss_history_ = []
         self.loss_history_ = train_embedding(
             self.encoder_,
             table,
@@ -286,6 +298,7 @@ class NUMAP:
             noise=noise,
             density=density,
             verbose=self.verbose,
+            density_history=self.density_loss_history_,
         )
         self.n_steps_ = n_steps
         self.n_features_in_ = X.shape[1]

@@ -2,17 +2,22 @@
 
 One global scale (the root-mean-square of the centred training data) keeps the
 relative weight of the features: per-feature standardisation of PCA input inflates
-the noise components (ALGORITHM.md section 8). The statistics are computed on the
-training data, stored, and reused unchanged in ``transform``.
+the noise components (docs/method.md, "Input scaling"). The statistics are computed on
+the training data in row chunks with float64 accumulators (no full-size copy of the
+input), stored, and reused unchanged in ``transform``.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+#: Values (rows x features) per chunk when the statistics are accumulated: 8 MiB of float64.
+STATISTICS_CHUNK_VALUES = 2**20
 
 
 @dataclass(frozen=True)
@@ -24,13 +29,32 @@ class Standardizer:
 
     @classmethod
     def fit(cls, X) -> Standardizer:
-        mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+        """Mean and global scale of ``X`` (dense or sparse ``(n_samples, n_features)``).
+
+        Two passes over row chunks of at most ``STATISTICS_CHUNK_VALUES`` values: the mean,
+        then the centred sum of squares (dense; sparse input uses the sum of squares minus
+        ``n * mean**2``, which keeps the zeros implicit), both accumulated in float64.
+        """
+        n, p = X.shape
+        rows = max(1, STATISTICS_CHUNK_VALUES // max(1, p))
+        total = np.zeros(p, dtype=np.float64)
+        for start in range(0, n, rows):
+            total += np.asarray(X[start : start + rows].sum(axis=0, dtype=np.float64)).ravel()
+        mean = total / n
+        centred_sq = 0.0
+        for start in range(0, n, rows):
+            block = X[start : start + rows]
+            if sp.issparse(block):
+                block = sp.csr_matrix(block, dtype=np.float64)
+                centred_sq += float(block.multiply(block).sum())
+            else:
+                block = block.astype(np.float64)
+                block -= mean
+                block *= block
+                centred_sq += float(block.sum())
         if sp.issparse(X):
-            sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
-        else:
-            sq = np.mean(np.asarray(X, dtype=np.float64) ** 2, axis=0)
-        var = np.maximum(sq - mean**2, 0.0).sum()
-        scale = float(np.sqrt(var / X.shape[1]))
+            centred_sq -= n * float(mean @ mean)
+        scale = float(np.sqrt(max(centred_sq, 0.0) / (n * p)))
         if not np.isfinite(scale) or scale <= 0:
             scale = 1.0  # all samples identical: nothing to scale
         return cls(mean.astype(np.float32), scale)
@@ -41,8 +65,11 @@ class Standardizer:
         return self.apply(block, device)
 
     def apply(self, block, device: torch.device) -> torch.Tensor:
+        """Standardised ``block`` (dense or sparse rows) as a new float32 tensor on ``device``."""
         if sp.issparse(block):
             block = block.toarray()
-        x = torch.as_tensor(np.asarray(block, dtype=np.float32), device=device)
+        with warnings.catch_warnings():  # a read-only input (as_matrix's view) is only read here
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            x = torch.as_tensor(np.asarray(block, dtype=np.float32), device=device)
         mean = torch.as_tensor(self.mean, device=device)
         return (x - mean) / self.scale

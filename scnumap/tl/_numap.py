@@ -8,6 +8,7 @@ from scanpy import logging as logg
 
 from ..core import NUMAP
 from ..core._checks import check_int
+from ..core.graph import METRIC_ALIASES, SUPPORTED_METRICS
 from ..core.grease import min_samples
 from ..core.model_io import model_to_dict
 from ._representation import choose_representation, describe_representation
@@ -37,13 +38,14 @@ def numap(
     copy: bool = False,
     random_state: int | None = 0,
     device: str = "auto",
-    verbose: bool | None = None,
+    verbose: bool = True,
 ) -> AnnData | None:
     """Embed cells with NUMAP (generalisable UMAP + DensMAP) on the neighbour graph.
 
     Reuses ``adata.obsp`` from :func:`scanpy.pp.neighbors` and trains on the same
-    representation (``use_rep``/``n_pcs`` of the neighbour parameters). With the
-    default ``neighbors_key`` and no graph, one is built with scanpy's defaults.
+    representation (``use_rep``/``n_pcs`` of the neighbour parameters) with the graph's
+    metric (``params['metric']``: Euclidean, Manhattan or cosine). With the default
+    ``neighbors_key`` and no graph, one is built with scanpy's defaults.
 
     Parameters
     ----------
@@ -76,11 +78,14 @@ def numap(
     copy
         Return a copy instead of writing to ``adata``.
     random_state
-        Seed; the same seed gives the same embedding on the CPU.
+        Seed. The same seed, data, machine, torch version and number of torch threads
+        give the same embedding; another thread count or device gives a different (equally
+        good) one.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     verbose
-        Progress bars; default: when scanpy's verbosity is ``info`` or higher.
+        Progress bars (``tqdm.auto``) for the GrEASE and NUMAP phases, shown once a phase
+        has run a few seconds; ``False`` hides them.
 
     Returns
     -------
@@ -122,8 +127,7 @@ def numap(
     use_rep = params.get("use_rep", None)
     n_pcs = params.get("n_pcs", None)
     X, use_rep, n_dims = choose_representation(adata, use_rep, None if n_pcs is None else int(n_pcs))
-    if verbose is None:
-        verbose = sc.settings.verbosity >= 3
+    metric = _graph_metric(params.get("metric", "euclidean"), neighbors_key)
     model = NUMAP(
         n_components,
         min_dist=min_dist,
@@ -141,6 +145,7 @@ def numap(
         hidden=hidden,
         input_noise=input_noise,
         grease_steps=grease_steps,
+        metric=metric,
         device=device,
         random_state=random_state,
         verbose=bool(verbose),
@@ -182,6 +187,7 @@ def numap(
             "grease_steps": grease_steps,
             "neighbors_key": neighbors_key,
             "use_rep": use_rep,
+            "metric": metric,
             "random_state": -1 if random_state is None else int(random_state),
         },
         "model": entry,
@@ -192,3 +198,15 @@ def numap(
         deep=f"added\n    {key_obsm!r}, NUMAP coordinates (adata.obsm)\n    {key_uns!r}, params and model (adata.uns)",
     )
     return adata if copy else None
+
+
+def _graph_metric(metric, neighbors_key: str) -> str:
+    """The neighbour graph's metric as NUMAP names it; a clear error for one it cannot follow."""
+    name = METRIC_ALIASES.get(metric, metric) if isinstance(metric, str) else metric
+    if name not in SUPPORTED_METRICS:
+        raise ValueError(
+            f"The neighbour graph `adata.uns[{neighbors_key!r}]` was built with metric={metric!r}; "
+            f"NUMAP supports {SUPPORTED_METRICS}. Re-run `sc.pp.neighbors(adata, metric='euclidean')` "
+            "(or 'cosine', 'manhattan') before `scnumap.tl.numap`."
+        )
+    return name
