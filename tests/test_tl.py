@@ -5,9 +5,12 @@ import textwrap
 import numpy as np
 import pytest
 import scanpy as sc
+import scipy.sparse as sp
 
 import scnumap
 from scnumap.core import metrics
+from scnumap.core.model_io import ModelFormatError
+from scnumap.tl._project import load_reference
 
 TL_QUICK = {"epochs": 5, "grease_steps": 60, "hidden": (32,), "batch_size": 512}
 
@@ -122,6 +125,135 @@ def test_label_transfer(ref_query):
     )
     assert acc >= 0.7
     assert "X_numap" not in query.obsm  # copy=True left the query alone
+    # the vote above runs in PCA space; this checks the model: projected cells land among
+    # reference cells of their own label in the 2-D embedding (trained: 0.75; the encoder's last
+    # layer zeroed: 0.50; random encoder weights: 0.50-0.53, see test_broken_encoder_...)
+    embedded = metrics.label_transfer_accuracy(
+        ref.obsm["X_numap"], ref.obs["bulk_labels"], out.obsm["X_numap"], query.obs["bulk_labels"]
+    )
+    assert embedded >= EMBEDDED_ACCURACY
+
+
+#: Threshold for the kNN accuracy of projected query cells in the reference embedding.
+EMBEDDED_ACCURACY = 0.65
+
+
+def test_broken_encoder_fails_the_embedded_label_check(ref_query):
+    ref, query = ref_query
+    broken = ref.copy()
+    layers = broken.uns["numap"]["model"]["encoder"]["layers"]
+    last = max(int(name.split("_")[1]) for name in layers)
+    layers[f"linear_{last}_weight"] = np.zeros_like(layers[f"linear_{last}_weight"])
+    out = scnumap.tl.project(query, broken, copy=True)
+    embedded = metrics.label_transfer_accuracy(
+        ref.obsm["X_numap"], ref.obs["bulk_labels"], out.obsm["X_numap"], query.obs["bulk_labels"]
+    )
+    assert embedded < EMBEDDED_ACCURACY
+
+
+def test_labels_follow_reference_categories_and_key(ref_query):
+    ref, query = ref_query
+    ref = ref.copy()
+    order = list(reversed(ref.obs["bulk_labels"].cat.categories))
+    ref.obs["bulk_labels"] = ref.obs["bulk_labels"].cat.reorder_categories(order)
+    ref.obs["plain"] = ref.obs["louvain"].astype(str).to_numpy()
+    q = query.copy()
+    q.obs["bulk_labels"] = q.obs["bulk_labels"].cat.set_categories(order)
+    scnumap.tl.project(q, ref, obs=["bulk_labels", "plain"])
+    assert list(q.obs["bulk_labels_numap"].cat.categories) == order
+    assert (q.obs["bulk_labels_numap"] == q.obs["bulk_labels"]).mean() >= 0.7  # same categories: comparable
+    assert list(q.obs["plain_numap"].cat.categories) == sorted(set(ref.obs["plain"]))
+    first = q.obs["bulk_labels_numap"].copy()
+    scnumap.tl.project(q, ref, obs="bulk_labels", key_added="X_second", label_space="embedding")
+    assert {"X_numap", "X_second"} <= set(q.obsm)
+    assert {"bulk_labels_second", "bulk_labels_second_confidence"} <= set(q.obs)
+    assert q.obs["bulk_labels_numap"].equals(first)  # the first projection is kept
+    other = ref.copy()
+    other.uns["emb"], other.obsm["emb"] = other.uns.pop("numap"), other.obsm.pop("X_numap")
+    scnumap.tl.project(q, other, obs="bulk_labels", ref_key="emb")
+    np.testing.assert_array_equal(q.obsm["emb"], q.obsm["X_numap"])
+    assert q.obs["bulk_labels_emb"].equals(first)
+
+
+def test_tampered_representation_writes_nothing(ref_query):
+    ref, query = ref_query
+    bad = ref.copy()
+    rep = bad.uns["numap"]["model"]["representation"]
+    rep["pca_loadings"] = rep["pca_loadings"][:, :1]
+    q = query.copy()
+    with pytest.raises(
+        ModelFormatError, match=r"`uns\['numap'\]\['model'\]/representation/pca_loadings` must have shape \(\d+, 30\)"
+    ):
+        scnumap.tl.project(q, bad, obs="bulk_labels")
+    bad.uns["numap"]["model"]["representation"] = {**ref.uns["numap"]["model"]["representation"], "n_dims": 1}
+    with pytest.raises(ModelFormatError, match="representation/n_dims` is 1 but the network takes 30 inputs"):
+        scnumap.tl.project(q, bad)
+    assert "X_numap" not in q.obsm
+    assert set(q.obs) == set(query.obs)
+
+
+def test_pca_not_from_genes_is_refused_unless_declared(pbmc_numap):
+    ref = pbmc_numap  # pbmc68k_reduced's X_pca is not (X - mean) @ PCs
+    assert not bool(ref.uns["numap"]["model"]["representation"]["has_pca"])
+    q = ref[:50].copy()
+    del q.obsm["X_numap"]
+    with pytest.raises(ValueError, match=r"sc\.pp\.pca\(adata_ref\).*query_pca_in_reference_basis=True"):
+        scnumap.tl.project(q, ref)
+    assert "X_numap" not in q.obsm
+    scnumap.tl.project(q, ref, query_pca_in_reference_basis=True)
+    np.testing.assert_allclose(q.obsm["X_numap"], ref.obsm["X_numap"][:50], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def genes_ref_query(pbmc):
+    """40 genes (<= 50: Scanpy's rule uses X), sparse X, a quick tl.numap."""
+    ref, query = pbmc[:500, :40].copy(), pbmc[500:, :40].copy()
+    for ad in (ref, query):
+        ad.X = sp.csr_matrix(np.nan_to_num(ad.X))
+        del ad.uns["neighbors"], ad.obsp["connectivities"], ad.obsp["distances"]
+    sc.pp.neighbors(ref, random_state=0)
+    scnumap.tl.numap(ref, random_state=0, **TL_QUICK)
+    return ref, query
+
+
+def test_sparse_gene_space_reference(genes_ref_query, tmp_path):
+    ref, query = genes_ref_query
+    assert str(ref.uns["numap"]["model"]["representation"]["use_rep"]) == "X"
+    sparse = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)
+    dense_ref, dense_query = ref.copy(), query.copy()
+    dense_ref.X, dense_query.X = ref.X.toarray(), query.X.toarray()
+    dense = scnumap.tl.project(dense_query, dense_ref, obs="bulk_labels", copy=True)
+    np.testing.assert_allclose(sparse.obsm["X_numap"], dense.obsm["X_numap"], atol=1e-5)
+    assert np.mean(sparse.obs["bulk_labels_numap"] == dense.obs["bulk_labels_numap"]) >= 0.98
+    # 40 weakly informative genes: the vote is right for 0.455 of the cells (10 labels, largest 0.3)
+    assert np.mean(sparse.obs["bulk_labels_numap"] == query.obs["bulk_labels"]) >= 0.4
+    for name, ad in (("sparse", ref), ("dense", dense_ref)):
+        ad.write_h5ad(tmp_path / f"{name}.h5ad")
+        out = scnumap.tl.project(query, tmp_path / f"{name}.h5ad", obs="bulk_labels", copy=True)
+        np.testing.assert_allclose(out.obsm["X_numap"], sparse.obsm["X_numap"], atol=1e-5)
+        assert out.obs["bulk_labels_numap"].equals(sparse.obs["bulk_labels_numap"])
+
+
+def test_reference_path_is_read_selectively(ref_query, tmp_path):
+    ref, query = ref_query
+    big = ref.copy()
+    big.layers["counts"] = np.ones(big.shape, dtype=np.float32)
+    big.obsm["X_unused"] = np.zeros((big.n_obs, 3), dtype=np.float32)
+    big.write_h5ad(tmp_path / "ref.h5ad")
+    loaded, entry, model = load_reference(tmp_path / "ref.h5ad")
+    assert loaded.X is None
+    assert not loaded.layers
+    assert not loaded.obsp
+    assert not loaded.varm
+    assert set(loaded.obsm) == {"X_numap", "X_pca"}
+    assert set(loaded.uns) == {"numap"} | {k for k in ref.uns if k.endswith("_colors")}
+    assert model.n_features_in_ == 30
+    assert "representation" in entry
+    out = scnumap.tl.project(query, tmp_path / "ref.h5ad", obs="bulk_labels", copy=True)
+    again = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)
+    np.testing.assert_allclose(out.obsm["X_numap"], again.obsm["X_numap"], atol=1e-6)
+    assert out.obs["bulk_labels_numap"].equals(again.obs["bulk_labels_numap"])
+    (tmp_path / "ref.h5ad").unlink()  # the file was closed
 
 
 def test_project_errors(ref_query, pbmc):
@@ -141,12 +273,16 @@ def test_project_errors(ref_query, pbmc):
         scnumap.tl.project(query.copy(), ref, obs="nope")
 
 
-def test_other_representation_needs_right_width(pbmc):
+def test_other_representation_needs_right_width(pbmc, tmp_path):
     ad = pbmc.copy()
     ad.obsm["X_rep"] = ad.obsm["X_pca"][:, :12]
     sc.pp.neighbors(ad, use_rep="X_rep")
     scnumap.tl.numap(ad, **TL_QUICK)
+    ad.write_h5ad(tmp_path / "ref.h5ad")
     q = ad[:50].copy()
+    del q.obsm["X_numap"]
+    scnumap.tl.project(q, tmp_path / "ref.h5ad", obs="bulk_labels")
+    np.testing.assert_allclose(q.obsm["X_numap"], ad.obsm["X_numap"][:50], atol=1e-4)
     q.obsm["X_rep"] = q.obsm["X_rep"][:, :5]
     with pytest.raises(ValueError, match="has 5 columns; the reference model expects 12"):
         scnumap.tl.project(q, ad)
@@ -173,6 +309,7 @@ def test_tampered_model_writes_nothing(ref_query):
     assert "X_numap" not in q.obsm
 
 
+@pytest.mark.slow
 def test_more_than_8192_cells_through_scanpy_neighbors():
     rng = np.random.default_rng(0)
     centers = rng.normal(scale=6, size=(6, 20))
@@ -186,6 +323,7 @@ def test_more_than_8192_cells_through_scanpy_neighbors():
     assert np.all(np.isfinite(ad.obsm["X_numap"]))
 
 
+@pytest.mark.slow
 def test_densmap_default_raises_density_correlation(pbmc):
     ad = pbmc.copy()
     kw = {"epochs": 60, "grease_steps": 300}
