@@ -195,8 +195,7 @@ def _density_loss(encoder, table, density: DensityTerm, a, b, generator, step) -
     ``DENSITY_REFRESH`` steps (so up to ``DENSITY_REFRESH - 1`` steps old), and their
     *gradient* comes from a random subset embedded live (:func:`_neighbour_positions`).
     The cost per step is that of the sample, not of the sample's neighbourhoods, which
-    cover most of the graph (about 92 % of a 100,000-vertex graph of 23 edges per vertex
-    for 10,000 sampled vertices).
+    cover most of the graph (benchmarks/densmap_large.py prints the fraction).
     """
     vertices, edge_rows, edge_cols = density.sampler.sample(density.subsample_size, generator)
     if density.positions is None or step - density.positions_step >= DENSITY_REFRESH:
