@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from scnumap.core.graph import build_graph, check_metric, edge_distances, graph_from_matrices
+from scnumap.core.graph import (
+    EXACT_KNN_MAX_SAMPLES,
+    build_graph,
+    check_metric,
+    edge_distances,
+    graph_from_matrices,
+)
 
 
 def test_build_graph_is_symmetric_fuzzy_graph(pbmc_pca):
@@ -74,3 +80,16 @@ def test_duplicates_keep_self_first():
     X[10:] = 1
     g = build_graph(X, 5)
     assert g.connectivities.diagonal().sum() == 0
+
+
+def test_build_graph_with_pynndescent_on_a_shared_read_only_input():
+    """as_matrix hands float32 input over read-only; pynndescent's numba code must still run."""
+    from scnumap.core._checks import as_matrix
+
+    Y = np.random.default_rng(0).normal(size=(EXACT_KNN_MAX_SAMPLES + 100, 5)).astype(np.float32)
+    before = Y.copy()
+    X = as_matrix(Y)
+    assert not X.flags.writeable
+    g = build_graph(X, 10)
+    assert g.n_obs == Y.shape[0]
+    np.testing.assert_array_equal(Y, before)

@@ -72,7 +72,7 @@ def knn_search(X, n_neighbors: int, *, metric: str = "euclidean", random_state=0
 
     seed = int(np.random.default_rng(random_state).integers(0, 2**31 - 1))
     index = NNDescent(
-        X,
+        _numba_readable(X),
         n_neighbors=n_neighbors,
         metric=metric,
         random_state=np.random.RandomState(seed),
@@ -83,6 +83,20 @@ def knn_search(X, n_neighbors: int, *, metric: str = "euclidean", random_state=0
     )
     indices, distances = index.neighbor_graph
     return indices.astype(np.int64), distances.astype(np.float32)
+
+
+def _numba_readable(X):
+    """``X`` as pynndescent's numba code accepts it: numba cannot type read-only arrays
+    (as_matrix's shared view), so hand over a writeable view of the same memory when the
+    owner allows it, else a copy. pynndescent only reads its data for these metrics."""
+    if sp.issparse(X) or X.flags.writeable:
+        return X
+    view = X.view()
+    try:
+        view.flags.writeable = True
+    except ValueError:  # the caller's own array is read-only
+        return X.copy()
+    return view
 
 
 def _self_first(indices: np.ndarray, distances: np.ndarray):
