@@ -223,7 +223,7 @@ def test_fit_does_not_copy_float32_input(blobs, monkeypatch):
 
 def test_standardizer_statistics_in_chunks_without_a_full_copy(monkeypatch):
     rng = np.random.default_rng(0)
-    X = (rng.normal(size=(20_000, 250)) * 3 + 5).astype(np.float32)  # 20 MB
+    X = (rng.normal(size=(20_000, 500)) * 3 + 5).astype(np.float32)  # 40 MB; a chunk is 8 MiB
     X[:, 0] += 1e4  # a large offset: a one-pass variance would lose it
     expected_scale = np.sqrt(X.astype(np.float64).var(axis=0).sum() / X.shape[1])
     tracemalloc.start()
