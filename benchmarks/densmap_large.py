@@ -9,8 +9,8 @@ from a detached embedding of every vertex recomputed every ``DENSITY_REFRESH`` s
 (scnumap.core.train); see docs/method.md. Variants, all on the same graph and seed:
 
 - ``no DensMAP``: the UMAP term alone, for reference;
-- ``refresh every k``: neighbours' values up to ``k - 1`` steps old (``k = 10`` before this
-  benchmark, ``k = 1``: always current);
+- ``refresh every k``: neighbours' values up to ``k - 1`` steps old (``k = 10``, the
+  default, ``k = 1``: always current);
 - ``every vertex live``: ``dens_subsample_size = n``, the exact density term over every
   vertex (the path graphs of at most ``dens_subsample_size`` vertices take).
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepared GPU check (device machine: python3 with CUDA torch, numba, scikit-learn there;
-# umap-learn and pynndescent carried as wheels in .whl). Runs the CUDA test and the scaling benchmark.
+# umap-learn and pynndescent carried as wheels in .whl). Runs a CUDA smoke test, the scaling benchmark and densmap_large.py at 100k.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
 export PYTHONUNBUFFERED=1
@@ -15,3 +15,5 @@ assert m.output_device.type == "cuda" and np.all(np.isfinite(cpu)), "CUDA fit/tr
 print("CUDA smoke test: ok", cpu.shape)
 PY
 python3 benchmarks/scaling.py --device cuda --fit 10000 100000 --project 1000000 2>&1 | tee "${OUT:-/tmp}/scaling_gpu.txt"
+# DensMAP on a graph larger than dens_subsample_size: neighbours refreshed every 10 steps / every step / every vertex live
+timeout 300 python3 benchmarks/densmap_large.py --n 100000 --device cuda 2>&1 | tee "${OUT:-/tmp}/densmap_large_gpu.txt"

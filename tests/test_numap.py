@@ -167,12 +167,21 @@ def test_cuda_fit_transform(blobs):
 
 def test_progress_bars_show_by_default_and_not_with_verbose_false(blobs, monkeypatch, capsys):
     monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)  # the default waits a few seconds
+    monkeypatch.setattr(progress, "interactive", lambda: True)  # a terminal or a notebook
     NUMAP(random_state=0, **QUICK).fit(blobs)
     shown = capsys.readouterr().err
     assert "GrEASE" in shown
     assert "NUMAP" in shown
     assert "it/s" in shown
     NUMAP(random_state=0, verbose=False, **QUICK).fit(blobs)
+    assert capsys.readouterr().err == ""
+
+
+def test_no_progress_bars_in_a_log(blobs, monkeypatch, capsys):
+    """stderr captured (a file, a pipe, a CI log): no bar even by default."""
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
+    assert not progress.interactive()
+    NUMAP(random_state=0, **QUICK).fit(blobs)
     assert capsys.readouterr().err == ""
 
 

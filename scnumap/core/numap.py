@@ -102,7 +102,8 @@ class NUMAP:
         amplifies that into a visibly different (equally good) layout.
     verbose
         Show progress bars (``tqdm.auto``: a widget in notebooks, stderr in a terminal)
-        for the GrEASE and NUMAP phases once a phase has run a few seconds; ``False``
+        for the GrEASE and NUMAP phases once a phase has run a few seconds, when the
+        output is watched live (not when stderr goes to a file or a pipe); ``False``
         hides them.
 
     Attributes

@@ -35,9 +35,9 @@ MAX_COORDINATE = 1e4
 #: When the density term samples only part of the vertices, the neighbours' positions come
 #: from a detached embedding of every vertex, recomputed every this many steps: the values
 #: read for neighbours are at most ``DENSITY_REFRESH - 1`` steps old (1: always current).
-#: benchmarks/densmap_large.py --quick: density r 0.626 with 10, 0.765 with 1, 0.777 with
-#: every vertex live (docs/method.md).
-DENSITY_REFRESH = 1
+#: At 100,000 cells a refresh every step cost 60 % more fit time on the CPU for no gain in
+#: density correlation (docs/method.md, benchmarks/densmap_large.py).
+DENSITY_REFRESH = 10
 
 
 @dataclass

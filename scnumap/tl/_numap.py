@@ -85,7 +85,8 @@ def numap(
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     verbose
         Progress bars (``tqdm.auto``) for the GrEASE and NUMAP phases, shown once a phase
-        has run a few seconds; ``False`` hides them.
+        has run a few seconds, in a notebook or a terminal (not when stderr goes to a file
+        or a pipe); ``False`` hides them.
 
     Returns
     -------
