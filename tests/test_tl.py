@@ -311,13 +311,20 @@ def test_tampered_model_writes_nothing(ref_query):
 
 @pytest.mark.slow
 def test_more_than_8192_cells_through_scanpy_neighbors():
+    """Why pyproject.toml pins ``pynndescent<0.7``: Scanpy (<= 1.11.5, the newest on the index)
+    cannot read the ``csr_array`` graph that pynndescent 0.7.0 returns. With 0.7.0 installed,
+    ``sc.pp.neighbors`` above 8,192 cells (where Scanpy switches from an exact search to
+    pynndescent) raises ``AttributeError: 'csr_array' object has no attribute 'getnnz'``, and so
+    does ``tl.numap`` without a graph. Drop the pin once a Scanpy release reads it."""
     rng = np.random.default_rng(0)
     centers = rng.normal(scale=6, size=(6, 20))
     X = (centers[rng.integers(0, 6, 9000)] + rng.normal(size=(9000, 20))).astype(np.float32)
     import anndata
 
     ad = anndata.AnnData(X)
-    sc.pp.neighbors(ad, use_rep="X", random_state=0)
+    sc.pp.neighbors(ad, use_rep="X", random_state=0)  # pynndescent above 8,192 cells
+    assert ad.obsp["connectivities"].shape == (9000, 9000)
+    assert ad.obsp["connectivities"].nnz > 9000
     scnumap.tl.numap(ad, epochs=1, grease_steps=20, hidden=(16,), densmap=False)
     assert ad.obsm["X_numap"].shape == (9000, 2)
     assert np.all(np.isfinite(ad.obsm["X_numap"]))

@@ -21,8 +21,8 @@ class _CountingSampler(EdgeSampler):
         return super().sample(size, generator)
 
 
-def _density_run(blobs, encoder, noise=None, subsample_size=10_000, sampler=None):
-    """Ten steps on ``blobs``, the density term from step 6."""
+def _density_setup(blobs, subsample_size: int, start_step: int):
+    """The graph, the row table and a density term (random original radii) on ``blobs``."""
     cpu = torch.device("cpu")
     graph = build_graph(blobs, 10)
     table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
@@ -32,8 +32,15 @@ def _density_run(blobs, encoder, noise=None, subsample_size=10_000, sampler=None
         dens_lambda=1.0,
         var_shift=0.1,
         subsample_size=subsample_size,
-        start_step=6,
+        start_step=start_step,
     )
+    return graph, table, density
+
+
+def _density_run(blobs, encoder, noise=None, subsample_size=10_000, sampler=None):
+    """Ten steps on ``blobs``, the density term from step 6."""
+    cpu = torch.device("cpu")
+    graph, table, density = _density_setup(blobs, subsample_size, start_step=6)
     return train_embedding(
         encoder,
         table,
@@ -128,16 +135,7 @@ def test_neighbour_positions_are_at_most_refresh_minus_one_steps_old(blobs, monk
     monkeypatch.setattr(NeighbourhoodSampler, "sample", spy_sample)
     monkeypatch.setattr(train, "embedding_log_radius", spy_radius)
     cpu = torch.device("cpu")
-    graph = build_graph(blobs, 10)
-    table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
-    density = DensityTerm(
-        sampler=NeighbourhoodSampler(graph.connectivities, cpu),
-        r_orig=torch.randn(len(blobs), generator=torch.Generator().manual_seed(0)),
-        dens_lambda=1.0,
-        var_shift=0.1,
-        subsample_size=50,
-        start_step=2,
-    )
+    graph, table, density = _density_setup(blobs, subsample_size=50, start_step=2)
     train_embedding(
         encoder, table, EdgeSampler(*graph.edges(), cpu), a=1.6, b=0.9, n_steps=14, batch_size=64,
         negative_sample_rate=5, lr=1e-2, generator=torch.Generator().manual_seed(0), density=density,
