@@ -20,6 +20,23 @@ import torch
 STATISTICS_CHUNK_VALUES = 2**20
 
 
+def column_mean(X, block_values: int = STATISTICS_CHUNK_VALUES) -> np.ndarray:
+    """Float64 column means of ``X`` (numpy, scipy sparse, dask or backed), read in row blocks
+    of at most ``block_values`` values."""
+    n_obs, n_vars = X.shape
+    rows = max(1, block_values // max(n_vars, 1))
+    total = np.zeros(n_vars, dtype=np.float64)
+    for start in range(0, n_obs, rows):
+        block = X[start : start + rows]
+        if hasattr(block, "compute"):
+            block = block.compute()
+        if sp.issparse(block):
+            total += np.asarray(block.sum(axis=0, dtype=np.float64)).ravel()
+        else:
+            total += np.asarray(block).sum(axis=0, dtype=np.float64)
+    return total / max(n_obs, 1)
+
+
 @dataclass(frozen=True)
 class Standardizer:
     """``(x - mean) / scale`` with training statistics."""
@@ -37,10 +54,7 @@ class Standardizer:
         """
         n, p = X.shape
         rows = max(1, STATISTICS_CHUNK_VALUES // max(1, p))
-        total = np.zeros(p, dtype=np.float64)
-        for start in range(0, n, rows):
-            total += np.asarray(X[start : start + rows].sum(axis=0, dtype=np.float64)).ravel()
-        mean = total / n
+        mean = column_mean(X, STATISTICS_CHUNK_VALUES)
         centred_sq = 0.0
         for start in range(0, n, rows):
             block = X[start : start + rows]

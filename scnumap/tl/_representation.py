@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import settings
 
+from ..core import scaling
 from ..core.representation import Representation
 
 #: Relative mismatch above which X_pca is not taken as ``(X - mean) @ PCs``.
@@ -109,18 +110,7 @@ def describe_representation(adata: AnnData, X, use_rep: str, n_dims: int) -> dic
 
 def column_mean(X) -> np.ndarray:
     """Float64 column means of ``X`` (numpy, scipy sparse, dask or backed), read in row blocks."""
-    n_obs, n_vars = X.shape
-    rows = max(1, BLOCK_VALUES // max(n_vars, 1))
-    total = np.zeros(n_vars, dtype=np.float64)
-    for start in range(0, n_obs, rows):
-        block = X[start : start + rows]
-        if hasattr(block, "compute"):
-            block = block.compute()
-        if sp.issparse(block):
-            total += np.asarray(block.sum(axis=0, dtype=np.float64)).ravel()
-        else:
-            total += np.asarray(block).sum(axis=0, dtype=np.float64)
-    return total / max(n_obs, 1)
+    return scaling.column_mean(X, BLOCK_VALUES)
 
 
 def dense_block(block, dtype=np.float64) -> np.ndarray:
