@@ -21,7 +21,7 @@ from .numap import NUMAP
 from .scaling import Standardizer
 
 #: Version of the stored layout; bump on any incompatible change.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class ModelFormatError(ValueError):
@@ -74,7 +74,7 @@ def model_from_dict(entry, *, device="cpu", where: str = "model") -> NUMAP:
     version = _scalar(entry, "format_version", where, int)
     if version > FORMAT_VERSION or version < 1:
         raise ModelFormatError(
-            f"`{where}` has format_version {version}; this scnumap reads version {FORMAT_VERSION}. "
+            f"`{where}` has format_version {version}; this scnumap reads versions 1 to {FORMAT_VERSION}. "
             "Upgrade scnumap (`pip install -U scnumap`) or re-train the model."
         )
     n_features = _scalar(entry, "n_features", where, int, minimum=1)

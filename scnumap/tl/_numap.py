@@ -8,8 +8,9 @@ from scanpy import logging as logg
 
 from ..core import NUMAP
 from ..core._checks import check_int
-from ..core.graph import METRIC_ALIASES, SUPPORTED_METRICS
+from ..core.graph import METRIC_ALIASES, SUPPORTED_METRICS, knn_search
 from ..core.grease import min_samples
+from ..core.mapping import CALIBRATION_NEIGHBORS, MappingCalibration, knn_distance_matrix
 from ..core.model_io import model_to_dict
 from ._representation import choose_representation, describe_representation
 
@@ -97,7 +98,10 @@ def numap(
     ``adata.uns['numap' | key_added]``
         ``'params'`` (the settings) and ``'model'`` (format version, weights,
         standardisation and the representation, with PCA loadings, gene names and the
-        reference mean when the representation is ``X_pca`` from ``adata.X``).
+        reference mean when the representation is ``X_pca`` from ``adata.X``; and
+        ``'mapping'``, the calibration of :func:`scnumap.tl.project`'s mapping score: each
+        cell's local radius from the graph's kNN distances and quantiles of the score's
+        statistic over the reference's own cells).
     """
     import scanpy as sc
 
@@ -160,6 +164,7 @@ def numap(
         )
     entry = model_to_dict(model)
     entry["representation"] = representation
+    entry["mapping"] = _calibration(adata.obsp.get(dist_key), X, metric, random_state).to_dict()
     key_obsm = key_added or "X_numap"
     key_uns = key_added or "numap"
     for store, key in ((adata.obsm, key_obsm), (adata.uns, key_uns)):
@@ -199,6 +204,15 @@ def numap(
         deep=f"added\n    {key_obsm!r}, NUMAP coordinates (adata.obsm)\n    {key_uns!r}, params and model (adata.uns)",
     )
     return adata if copy else None
+
+
+def _calibration(distances, X, metric: str, random_state) -> MappingCalibration:
+    """The mapping score's calibration from the graph's kNN distances (computed if absent)."""
+    if distances is None:
+        logg.info("    no kNN distances in `obsp`: searching the reference's neighbours for the mapping score")
+        indices, dists = knn_search(X, CALIBRATION_NEIGHBORS + 1, metric=metric, random_state=random_state)
+        distances = knn_distance_matrix(indices, dists, exclude_self=True)
+    return MappingCalibration.from_distances(distances, metric=metric)
 
 
 def _graph_metric(metric, neighbors_key: str) -> str:

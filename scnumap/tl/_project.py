@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +11,27 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
+from ..core.mapping import (
+    CALIBRATION_NEIGHBORS,
+    CalibrationFormatError,
+    MappingCalibration,
+    anchored_placement,
+    knn_distance_matrix,
+    label_probabilities,
+    neighbour_weights,
+    vote,
+)
 from ..core.model_io import ModelFormatError, model_from_dict
 from ..core.numap import NUMAP
+from ..core.reference_index import cached_index
 from ..core.representation import Representation
 from ._representation import dense_block
 
 #: Default rows per projected block.
 CHUNK_SIZE = 50_000
 
-#: Largest number of vote counts (query rows × categories) held at once.
-VOTE_BLOCK_VALUES = 1 << 22
+#: Label of cells whose mapping score is below ``unknown_threshold``.
+UNKNOWN = "Unknown"
 
 
 def load_reference(
@@ -107,10 +118,12 @@ def project(
     query_pca_in_reference_basis: bool = False,
     n_neighbors: int = 15,
     label_space: str = "representation",
+    unknown_threshold: float | str | None = "auto",
+    anchor: float | None = 2.0,
     chunk_size: int = CHUNK_SIZE,
     copy: bool = False,
 ) -> AnnData | None:
-    """Project query cells into a reference NUMAP embedding, with label transfer.
+    """Project query cells into a reference NUMAP embedding, score them, transfer labels.
 
     The query must be in the same normalisation as the reference. How it enters the
     model depends on the space the reference was trained on:
@@ -126,6 +139,11 @@ def project(
       same space as the reference's (e.g. from the same trained model), with at least
       the reference's width when the model used its first columns, else equal width.
 
+    In that space each query cell's nearest reference cells give its mapping score
+    (how much it looks like reference cells, calibrated on the reference's own cells),
+    its label probabilities (distance-weighted vote) and an anchor for its place in the
+    embedding. The maths is in the documentation's method page ("Query mapping").
+
     Parameters
     ----------
     adata_query
@@ -134,7 +152,7 @@ def project(
     adata_ref
         Reference AnnData after :func:`scnumap.tl.numap`, or the path of its ``.h5ad``
         (read selectively: ``uns``, ``obs``, the embedding and the representation; ``X``
-        only for a label vote in ``X`` space; the file is closed afterwards).
+        only when the model was trained on ``X``; the file is closed afterwards).
     obs
         Reference ``obs`` column(s) whose labels are transferred.
     key_added
@@ -152,10 +170,20 @@ def project(
         rebuilt from its genes. Set it only when the query's ``X_pca`` was computed with
         the reference's loadings and mean; ignored when the reference stores its loadings.
     n_neighbors
-        Reference cells (≥ 1) voting for each query cell's label.
+        Reference cells (≥ 1, typically 10–30) voting for each query cell's label and
+        anchoring its placement.
     label_space
-        ``"representation"`` (default: the kNN vote runs in the space the model was
-        trained on, e.g. PCA or genes) or ``"embedding"`` (the NUMAP coordinates).
+        ``"representation"`` (default: the vote runs in the space the model was trained
+        on, e.g. PCA or genes) or ``"embedding"`` (the NUMAP coordinates).
+    unknown_threshold
+        Cells whose mapping score is below it get the label ``"Unknown"``. ``"auto"``
+        (default) takes the model's calibrated value (0.03: 1.5 % of reference cells
+        would fall below it); a number in [0, 1] sets it; ``None`` never calls Unknown.
+    anchor
+        Keep each cell within ``anchor`` × the spread of its reference neighbours' 2-D
+        positions around their weighted mean (typically 1–3); cells the network places
+        further away (e.g. off the reference after a technology shift) are pulled onto
+        that circle. ``None`` keeps the network's placement for every cell.
     chunk_size
         Query rows per block.
     copy
@@ -168,11 +196,20 @@ def project(
 
     ``adata_query.obsm[key_added]``
         ``(n_query, n_components)`` float32 coordinates.
+    ``adata_query.obs[f'{name}_mapping_score']``
+        Mapping score in [0, 1], float32: 1 for cells as typical as the median reference
+        cell, near 0 for cells unlike every reference cell; a share ``t / 2`` of the
+        reference's own cells scores below ``t``.
     ``adata_query.obs[f'{col}_{name}']``
         Transferred label for each ``col`` in ``obs``: categorical with the reference
-        column's categories (its sorted unique values if it is not categorical).
+        column's categories (its sorted unique values if it is not categorical), plus
+        ``"Unknown"`` unless ``unknown_threshold`` is ``None``. Reference cells without a
+        label do not vote; a cell with no labelled neighbour gets NaN.
     ``adata_query.obs[f'{col}_{name}_confidence']``
-        Fraction of the ``n_neighbors`` reference neighbours that agree (0–1).
+        Probability of the transferred label (for Unknown cells: of the best class), float32.
+    ``adata_query.obsm[f'{col}_{name}_probabilities']``
+        ``pandas.DataFrame`` (query cells × reference categories) of class probabilities;
+        rows sum to 1 (0 for a cell with no labelled neighbour).
     """
     start = logg.info("projecting onto the NUMAP reference")
     if not isinstance(adata_query, AnnData):
@@ -185,51 +222,148 @@ def project(
         raise ValueError(f"`label_space` must be 'representation' or 'embedding', got {label_space!r}.")
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
         raise ValueError(f"`n_neighbors` must be an integer >= 1, got {n_neighbors!r}.")
+    _check_threshold(unknown_threshold)
+    if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, int | float) or not anchor > 0):
+        raise ValueError(f"`anchor` must be a number > 0 or None, got {anchor!r}.")
     columns = [obs] if isinstance(obs, str) else list(obs or [])
-    vote_in_rep = bool(columns) and label_space == "representation"
-    adata_ref, _, model, rep = _load(adata_ref, ref_key, vote_in_rep)
+    adata_ref, entry, model, rep = _load(adata_ref, ref_key, True)
     for col in columns:
         if col not in adata_ref.obs:
             raise KeyError(f"`obs={col!r}` is not a column of the reference's obs ({list(adata_ref.obs.columns)}).")
     key = key_added or _default_key(ref_key)
     suffix = key.removeprefix("X_")
-    ref_embedding = adata_ref.obsm[_embedding_key(adata_ref, ref_key)] if columns and not vote_in_rep else None
+    ref_embedding = np.asarray(adata_ref.obsm[_embedding_key(adata_ref, ref_key)], dtype=np.float32)
     _check_pca_basis(rep, query_pca_in_reference_basis)
     blocks, n_rows = _query_blocks(adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
-    neighbors = _fit_neighbors(_reference_space(adata_ref, rep), n_neighbors) if vote_in_rep else None
-    index_blocks: list[np.ndarray] = []
+    ref_space = _reference_space(adata_ref, rep)
+    metric = adata_ref.uns[ref_key].get("params", {}).get("metric", "euclidean")
+    calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric)
+    threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
+    index = cached_index(ref_space, metric=calibration.metric)
+    k = max(n_neighbors, calibration.n_neighbors)
+    labels = [_labels(adata_ref.obs[col]) for col in columns]
+    vote_in_2d = bool(columns) and label_space == "embedding"
+    embedding_index = _EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None
 
-    def checked() -> Iterator[np.ndarray]:
-        for block in blocks:
-            if block.shape[1] != model.n_features_in_:
-                raise ValueError(
-                    f"A query block has {block.shape[1]} columns; the reference model takes {model.n_features_in_}."
-                )
-            if neighbors is not None:
-                index_blocks.append(neighbors.kneighbors(block, return_distance=False))
-            yield block
-
-    embedding = model.transform_blocks(checked(), n_rows)
-    labels = {}
-    if columns:
-        if vote_in_rep:
-            index = np.concatenate(index_blocks)
-        else:
-            index = _fit_neighbors(ref_embedding, n_neighbors).kneighbors(embedding, return_distance=False)
-        labels = vote_labels(index, adata_ref.obs[columns], suffix=suffix)
+    embedding = np.empty((n_rows, model.n_components), dtype=np.float32)
+    score = np.empty(n_rows, dtype=np.float32)
+    codes = [np.empty(n_rows, dtype=np.int64) for _ in columns]
+    confidence = [np.empty(n_rows, dtype=np.float32) for _ in columns]
+    probabilities = [np.empty((n_rows, len(cats)), dtype=np.float32) for _, cats in labels]
+    n_moved = 0
+    row = 0
+    for block in blocks:
+        if block.shape[1] != model.n_features_in_:
+            raise ValueError(
+                f"A query block has {block.shape[1]} columns; the reference model takes {model.n_features_in_}."
+            )
+        rows = slice(row, row + block.shape[0])
+        distances, indices = index.query(block, k)
+        score[rows] = calibration.score(distances[:, : calibration.n_neighbors], indices[:, : calibration.n_neighbors])
+        d, i = distances[:, :n_neighbors], indices[:, :n_neighbors]
+        weights = neighbour_weights(d, i, calibration.radius)
+        placed = model.transform_blocks([block], block.shape[0])
+        if anchor is not None:
+            placed, moved = anchored_placement(placed, i, weights, ref_embedding, float(anchor))
+            n_moved += int(moved.sum())
+        embedding[rows] = placed
+        if embedding_index is not None:
+            d, i = embedding_index.query(placed, n_neighbors)
+            weights = neighbour_weights(d, i, embedding_index.radius)
+        for j, (ref_codes, cats) in enumerate(labels):
+            probabilities[j][rows] = label_probabilities(i, weights, ref_codes, len(cats))
+            codes[j][rows], confidence[j][rows] = vote(probabilities[j][rows], i, ref_codes)
+        row += block.shape[0]
+    unknown = score < threshold if threshold is not None else np.zeros(n_rows, dtype=bool)
+    names = adata_query.obs_names
+    results = {f"{suffix}_mapping_score": score}
+    frames = {}
+    for j, (col, (_, cats)) in enumerate(zip(columns, labels, strict=True)):
+        results[f"{col}_{suffix}"] = _with_unknown(codes[j], cats, unknown if threshold is not None else None)
+        results[f"{col}_{suffix}_confidence"] = confidence[j]
+        frames[f"{col}_{suffix}_probabilities"] = pd.DataFrame(
+            probabilities[j], index=names, columns=pd.Index([str(c) for c in cats])
+        )
     # everything is computed and validated: only now write to the query
     adata_query = adata_query.copy() if copy else adata_query
     if key in adata_query.obsm:
         logg.info(f"    overwriting existing obsm[{key!r}]")
     adata_query.obsm[key] = embedding
-    for name, values in labels.items():
+    for name, values in results.items():
         adata_query.obs[name] = values
+    for name, frame in frames.items():
+        adata_query.obsm[name] = frame
+    if anchor is not None and n_moved:
+        logg.info(f"    {n_moved} of {n_rows} cells placed by their reference neighbours (anchor={anchor})")
+    if threshold is not None:
+        logg.info(f"    {int(unknown.sum())} of {n_rows} cells with mapping score < {threshold:.3g}: Unknown")
     logg.info(
         "    finished",
         time=start,
-        deep=f"added\n    {key!r} (adata.obsm)" + "".join(f"\n    {name!r} (adata.obs)" for name in labels),
+        deep=f"added\n    {key!r} (adata.obsm)"
+        + "".join(f"\n    {name!r} (adata.obs)" for name in results)
+        + "".join(f"\n    {name!r} (adata.obsm)" for name in frames),
     )
     return adata_query if copy else None
+
+
+def _check_threshold(value) -> None:
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not 0 <= value <= 1:
+        raise ValueError(f"`unknown_threshold` must be 'auto', None or a number in [0, 1], got {value!r}.")
+
+
+def _calibration(entry: dict, ref_space, where: str, metric: str) -> MappingCalibration:
+    """The stored calibration, or (models from scnumap before format 2) one computed now."""
+    if "mapping" in entry:
+        try:
+            return MappingCalibration.from_dict(entry["mapping"], n_reference=ref_space.shape[0], where=where)
+        except CalibrationFormatError as err:
+            raise ModelFormatError(str(err)) from None
+    logg.info("    the model has no mapping calibration (saved by an older scnumap): calibrating on the reference now")
+    return calibrate(cached_index(ref_space, metric=metric), CALIBRATION_NEIGHBORS)
+
+
+def calibrate(index, n_neighbors: int) -> MappingCalibration:
+    """Calibration from the reference's own neighbours, found with ``index`` (self excluded)."""
+    distances, indices = index.query(index.space, n_neighbors + 1)
+    return MappingCalibration.from_distances(
+        knn_distance_matrix(indices, distances, exclude_self=True), metric=index.metric
+    )
+
+
+class _EmbeddingIndex:
+    """Exact kNN among the reference's 2-D coordinates, with their local radii."""
+
+    def __init__(self, ref_embedding: np.ndarray, n_neighbors: int):
+        from sklearn.neighbors import NearestNeighbors
+
+        k = min(n_neighbors + 1, ref_embedding.shape[0])
+        self.nn = NearestNeighbors(n_neighbors=k).fit(ref_embedding)
+        d, _ = self.nn.kneighbors(ref_embedding)
+        self.radius = np.maximum(d[:, 1:].mean(axis=1), 1e-12).astype(np.float32) if k > 1 else np.ones(1, np.float32)
+
+    def query(self, Y, n_neighbors):
+        d, i = self.nn.kneighbors(Y, n_neighbors=min(n_neighbors, self.nn.n_samples_fit_))
+        return d.astype(np.float32), i
+
+
+def _labels(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Reference label codes (-1 = no label) and categories; NaN is never a class."""
+    labels = values.array if isinstance(values.dtype, pd.CategoricalDtype) else pd.Categorical(values)
+    return np.asarray(labels.codes, dtype=np.int64), labels.categories
+
+
+def _with_unknown(codes: np.ndarray, categories: pd.Index, unknown: np.ndarray | None) -> pd.Categorical:
+    if unknown is None:
+        return pd.Categorical.from_codes(codes, categories=categories)
+    if UNKNOWN in categories:
+        cats = categories
+    else:
+        cats = categories.append(pd.Index([UNKNOWN], dtype=object)) if len(categories) else pd.Index([UNKNOWN])
+    codes = np.where(unknown, cats.get_loc(UNKNOWN), codes)
+    return pd.Categorical.from_codes(codes, categories=cats)
 
 
 def _embedding_key(adata_ref: AnnData, ref_key: str) -> str:
@@ -301,15 +435,18 @@ def _reference_space(adata_ref: AnnData, rep: Representation):
     """The reference cells in the model's input space: CSR float32 if sparse, else dense float32."""
     if not rep.from_genes or rep.has_pca:
         if rep.use_rep not in adata_ref.obsm:
-            raise KeyError(f"The reference has no `obsm[{rep.use_rep!r}]` for the label vote; pass the full reference.")
+            raise KeyError(
+                f"The reference has no `obsm[{rep.use_rep!r}]`, the space its model was trained on, which the "
+                "mapping score and label vote search; pass the reference as `tl.numap` left it."
+            )
         X = adata_ref.obsm[rep.use_rep]
         X = X.to_numpy() if hasattr(X, "to_numpy") else X
         return np.asarray(X[:, : rep.n_dims], dtype=np.float32)
     X = adata_ref.X
     if X is None:
         raise ValueError(
-            "The reference has no `X`, which the label vote in gene space needs; pass the full reference "
-            "or `label_space='embedding'`."
+            "The reference has no `X`, the gene space its model was trained on, which the mapping score and "
+            "label vote search; pass the reference as `tl.numap` left it."
         )
     if not np.array_equal(np.asarray(adata_ref.var_names, dtype=str), rep.var_names):
         raise ValueError("The reference's `var_names` differ from the genes its model was trained on.")
@@ -350,48 +487,3 @@ def _dense(block) -> np.ndarray:
     if not np.all(np.isfinite(block)):
         raise ValueError("The query contains NaN or infinite values; remove or impute them first.")
     return block
-
-
-def _fit_neighbors(space, n_neighbors: int):
-    from sklearn.neighbors import NearestNeighbors
-
-    if not sp.issparse(space):
-        space = np.asarray(space, dtype=np.float32)
-    return NearestNeighbors(n_neighbors=min(n_neighbors, space.shape[0])).fit(space)
-
-
-def transfer_labels(ref_space, ref_labels: pd.DataFrame, query_space, *, n_neighbors: int = 15, suffix="numap"):
-    """kNN vote among reference cells (dense or scipy sparse spaces): label and agreement per query cell."""
-    if not sp.issparse(query_space):
-        query_space = np.asarray(query_space, dtype=np.float32)
-    index = _fit_neighbors(ref_space, n_neighbors).kneighbors(query_space, return_distance=False)
-    return vote_labels(index, ref_labels, suffix=suffix)
-
-
-def vote_labels(index: np.ndarray, ref_labels: pd.DataFrame, *, suffix: str = "numap") -> dict:
-    """Majority label among the reference cells ``index`` (``(n_query, k)``) of each query cell.
-
-    Returns ``{f'{col}_{suffix}': Categorical, f'{col}_{suffix}_confidence': float32}`` per column;
-    the categories are the reference column's (its sorted unique values if not categorical).
-    Ties go to the first category; reference cells without a label do not vote.
-    """
-    n, k = index.shape
-    out = {}
-    for col in ref_labels.columns:
-        values = ref_labels[col]
-        labels = values.array if isinstance(values.dtype, pd.CategoricalDtype) else pd.Categorical(values)
-        n_cat = max(len(labels.categories), 1)
-        votes = np.asarray(labels.codes)[index]
-        best = np.full(n, -1, dtype=np.int64)
-        top = np.zeros(n, dtype=np.int64)
-        step = max(1, VOTE_BLOCK_VALUES // n_cat)
-        for s in range(0, n, step):
-            v = votes[s : s + step]
-            rows = np.broadcast_to(np.arange(v.shape[0])[:, None], v.shape)
-            ok = v >= 0
-            counts = np.bincount(rows[ok] * n_cat + v[ok], minlength=v.shape[0] * n_cat).reshape(-1, n_cat)
-            top[s : s + step] = counts.max(axis=1)
-            best[s : s + step] = np.where(top[s : s + step] > 0, counts.argmax(axis=1), -1)
-        out[f"{col}_{suffix}"] = pd.Categorical.from_codes(best, dtype=labels.dtype)
-        out[f"{col}_{suffix}_confidence"] = (top / k).astype(np.float32)
-    return out
