@@ -1,0 +1,198 @@
+"""Query-side batch correction against a Harmony-integrated reference (Symphony's maths).
+
+Symphony (Kang et al. 2021, Nat Commun) compresses a Harmony-integrated reference into
+``K`` soft clusters and corrects a query with a mixture of linear experts, one per
+cluster. With ``Z`` the reference's integrated coordinates ``(N, d)`` and ``R`` Harmony's
+soft assignment ``(K, N)``, the reference keeps
+
+* the cluster centroids' directions ``Y_k = C_k / |C_k|``, where ``C_k = Σ_n R_kn Z_n``;
+* the soft cluster sizes ``N_k = Σ_n R_kn`` and the sums ``C_k``;
+* Harmony's kernel widths ``σ_k``.
+
+A query cell ``x`` (reference PC coordinates, uncorrected) is assigned softly,
+
+``R_k(x) ∝ exp(-2 (1 - Y_k · x / |x|) / σ_k)``,
+
+and, with ``φ(x) = (1, one-hot batch of x)`` its design row, each cluster fits a ridge
+regression of the query's coordinates on the design, with the reference as extra
+intercept-only data:
+
+``A_k = Σ_x R_k(x) φ φᵀ + diag(0, λ, …, λ) + N_k e_0 e_0ᵀ``,
+``B_k = Σ_x R_k(x) φ xᵀ + e_0 C_kᵀ``,   ``W_k = A_k⁻¹ B_k`` with its intercept row set to 0,
+
+``x_corrected = x - Σ_k R_k(x) W_kᵀ φ(x)``.
+
+Only batch terms are removed: the intercept (where the reference is) stays. ``A_k`` and
+``B_k`` are sums over query cells, so a query of any size is corrected in two passes over
+its blocks (:meth:`QueryCorrection.add` then :meth:`QueryCorrection.apply`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Ridge penalty λ on the batch terms (Symphony's default).
+DEFAULT_RIDGE = 1.0
+
+
+class CompressionFormatError(ValueError):
+    """A stored reference compression is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class ReferenceCompression:
+    """What a query's correction needs from the integrated reference.
+
+    Attributes
+    ----------
+    centroids
+        ``(K, d)`` unit-length cluster directions ``Y``.
+    sizes
+        ``(K,)`` soft cluster sizes ``N_k``.
+    sums
+        ``(K, d)`` soft sums ``C_k`` of the integrated coordinates.
+    sigma
+        ``(K,)`` kernel widths.
+    """
+
+    centroids: np.ndarray
+    sizes: np.ndarray
+    sums: np.ndarray
+    sigma: np.ndarray
+
+    @property
+    def n_clusters(self) -> int:
+        return self.centroids.shape[0]
+
+    @property
+    def n_dims(self) -> int:
+        return self.centroids.shape[1]
+
+    @classmethod
+    def from_harmony(cls, Z_corr: np.ndarray, R: np.ndarray, sigma) -> ReferenceCompression:
+        """From Harmony's corrected coordinates ``(N, d)``, soft assignment ``(K, N)`` and ``sigma``."""
+        Z = np.asarray(Z_corr, dtype=np.float64)
+        R = np.asarray(R, dtype=np.float64)
+        if R.shape[1] != Z.shape[0]:
+            raise ValueError(f"`R` must be (K, {Z.shape[0]}) to match `Z_corr` {Z.shape}, got {R.shape}.")
+        sums = R @ Z
+        sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64).ravel(), (R.shape[0],)).copy()
+        return cls(_unit_rows(sums), R.sum(axis=1), sums, sigma)
+
+    def assign(self, X: np.ndarray) -> np.ndarray:
+        """Soft cluster assignment ``(K, n)`` of query rows ``X`` (columns sum to 1)."""
+        cosine = self.centroids @ _unit_rows(np.asarray(X, dtype=np.float64)).T
+        logits = -2.0 * (1.0 - cosine) / self.sigma[:, None]
+        logits -= logits.max(axis=0, keepdims=True)
+        R = np.exp(logits)
+        return R / R.sum(axis=0, keepdims=True)
+
+    def to_dict(self) -> dict:
+        return {
+            "centroids": self.centroids.astype(np.float64),
+            "sizes": self.sizes.astype(np.float64),
+            "sums": self.sums.astype(np.float64),
+            "sigma": self.sigma.astype(np.float64),
+        }
+
+    @classmethod
+    def from_dict(cls, entry, *, n_dims: int | None = None, where: str = "correction") -> ReferenceCompression:
+        """Validate and rebuild; :class:`CompressionFormatError` names any bad entry."""
+        if not isinstance(entry, Mapping):
+            raise CompressionFormatError(f"`{where}` must be a dict of arrays, got {type(entry).__name__}.")
+        expected = {"centroids", "sizes", "sums", "sigma"}
+        if set(entry) != expected:
+            raise CompressionFormatError(f"`{where}` has entries {sorted(entry)}; expected {sorted(expected)}.")
+        arrays = {}
+        for key in sorted(expected):
+            a = np.asarray(entry[key])
+            if a.dtype.kind not in "fiu" or not np.all(np.isfinite(a)):
+                raise CompressionFormatError(f"`{where}/{key}` must be an array of finite numbers.")
+            arrays[key] = a.astype(np.float64)
+        K, d = arrays["centroids"].shape if arrays["centroids"].ndim == 2 else (-1, -1)
+        if K < 1 or (n_dims is not None and d != n_dims):
+            raise CompressionFormatError(
+                f"`{where}/centroids` must be (clusters, {n_dims or 'dims'}), got {arrays['centroids'].shape}."
+            )
+        for key, shape in (("sizes", (K,)), ("sums", (K, d)), ("sigma", (K,))):
+            if arrays[key].shape != shape:
+                raise CompressionFormatError(f"`{where}/{key}` must have shape {shape}, got {arrays[key].shape}.")
+        if np.any(arrays["sigma"] <= 0) or np.any(arrays["sizes"] < 0):
+            raise CompressionFormatError(f"`{where}/sigma` must be > 0 and `{where}/sizes` >= 0.")
+        if not np.allclose(np.linalg.norm(arrays["centroids"], axis=1), 1.0, atol=1e-4):
+            raise CompressionFormatError(f"`{where}/centroids` must have unit-length rows.")
+        return cls(arrays["centroids"], arrays["sizes"], arrays["sums"], arrays["sigma"])
+
+
+class QueryCorrection:
+    """Accumulate a query's regression terms block by block, then correct its blocks.
+
+    Parameters
+    ----------
+    reference
+        The integrated reference's compression.
+    n_batches
+        Query batches ``B`` (≥ 1); every query row carries a batch code in ``0 … B-1``.
+    ridge
+        λ ≥ 0 on the batch terms (Symphony's default 1).
+    """
+
+    def __init__(self, reference: ReferenceCompression, n_batches: int = 1, ridge: float = DEFAULT_RIDGE):
+        if n_batches < 1:
+            raise ValueError(f"`n_batches` must be >= 1, got {n_batches}.")
+        self.reference = reference
+        self.n_batches = int(n_batches)
+        self.ridge = float(ridge)
+        K, d, p = reference.n_clusters, reference.n_dims, self.n_batches + 1
+        self._A = np.zeros((K, p, p))
+        self._B = np.zeros((K, p, d))
+        self._W = None
+
+    def _design(self, batches: np.ndarray) -> np.ndarray:
+        batches = np.asarray(batches)
+        if batches.min(initial=0) < 0 or batches.max(initial=0) >= self.n_batches:
+            raise ValueError(f"Batch codes must lie in 0 … {self.n_batches - 1}.")
+        phi = np.zeros((batches.shape[0], self.n_batches + 1))
+        phi[:, 0] = 1.0
+        phi[np.arange(batches.shape[0]), batches + 1] = 1.0
+        return phi
+
+    def add(self, X: np.ndarray, batches: np.ndarray) -> None:
+        """Add query rows ``X`` (``(n, d)``, reference PC coordinates) with their batch codes."""
+        X = np.asarray(X, dtype=np.float64)
+        phi = self._design(batches)
+        R = self.reference.assign(X)  # (K, n)
+        weighted = R[:, :, None] * phi[None]  # (K, n, p)
+        self._A += np.einsum("knp,nq->kpq", weighted, phi)
+        self._B += np.einsum("knp,nd->kpd", weighted, X)
+        self._W = None
+
+    def weights(self) -> np.ndarray:
+        """``(K, B + 1, d)`` batch terms per cluster, intercept rows 0."""
+        if self._W is None:
+            ref = self.reference
+            A = self._A.copy()
+            A[:, 0, 0] += ref.sizes
+            A += np.diag(np.r_[0.0, np.full(self.n_batches, self.ridge)])[None]
+            B = self._B.copy()
+            B[:, 0, :] += ref.sums
+            W = np.linalg.solve(A, B)
+            W[:, 0, :] = 0.0
+            self._W = W
+        return self._W
+
+    def apply(self, X: np.ndarray, batches: np.ndarray) -> np.ndarray:
+        """Corrected ``(n, d)`` float32 coordinates of query rows already :meth:`add`-ed."""
+        X = np.asarray(X, dtype=np.float64)
+        phi = self._design(batches)
+        R = self.reference.assign(X)
+        shift = np.einsum("kn,np,kpd->nd", R, phi, self.weights())
+        return (X - shift).astype(np.float32)
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norm > 0, norm, 1.0)
