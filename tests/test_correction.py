@@ -40,7 +40,7 @@ def test_correction_removes_a_known_offset_and_keeps_structure():
     before = np.abs((X - clean)[batches == 1].mean(axis=0) - 0).max()
     after = np.abs((out - clean)[batches == 1].mean(axis=0)).max()
     assert before > 1.4
-    assert after < 0.2
+    assert after < 0.25  # 0.19 measured: ridge and soft assignment leave a little
     # the offset-free batch is barely moved, and cell types stay apart
     assert np.abs(out[batches == 0] - clean[batches == 0]).mean() < 0.25
     nearest = np.argmin(((out[:, None] - centres[None]) ** 2).sum(-1), axis=1)
