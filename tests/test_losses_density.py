@@ -20,6 +20,13 @@ def test_ab_params_match_umap_defaults():
         find_ab_params(1.0, 2.0)
 
 
+@pytest.mark.parametrize(("spread", "min_dist"), [(1.0, 0.1), (1.0, 0.5), (2.0, 0.01), (1.5, 0.0)])
+def test_ab_params_equal_umap_learns_fit(spread, min_dist):
+    from umap.umap_ import find_ab_params as umap_find_ab_params
+
+    np.testing.assert_allclose(find_ab_params(spread, min_dist), umap_find_ab_params(spread, min_dist), rtol=1e-6)
+
+
 def test_cross_entropy_prefers_close_edges_and_far_negatives():
     a, b = find_ab_params(1.0, 0.1)
     near, far = torch.tensor([0.01]), torch.tensor([25.0])

@@ -242,11 +242,6 @@ def test_fingerprint_sees_shape_and_values(data):
     assert fingerprint(S) != fingerprint(moved)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ReferenceIndex keeps the caller's float32 array without copying it, so an in-place edit "
-    "changes a cached index that cached_index still returns for the original values",
-)
 def test_cached_index_is_not_changed_by_later_edits_of_the_callers_array(data, empty_cache):
     ref, query = data
     original = ref.copy()

@@ -9,6 +9,7 @@ softplus-of-logit variant in our measurements (docs/method.md, "The UMAP part").
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._checks import check_float
@@ -18,14 +19,20 @@ EPS = 1e-4
 
 
 def find_ab_params(spread: float = 1.0, min_dist: float = 0.1) -> tuple[float, float]:
-    """``(a, b)`` of the curve ``1 / (1 + a d^{2b})`` for ``min_dist`` and ``spread`` (umap-learn's fit)."""
-    from umap.umap_ import find_ab_params as _find_ab
+    """``(a, b)`` of the curve ``1 / (1 + a d^{2b})`` for ``min_dist`` and ``spread``.
 
+    umap-learn's least-squares fit (the same target curve, grid and optimiser), written here
+    because importing umap-learn costs about half a minute of numba compilation.
+    """
     spread = check_float(spread, "spread", minimum=0.0, strict_minimum=True)
     min_dist = check_float(min_dist, "min_dist", minimum=0.0)
     if min_dist > spread:
         raise ValueError(f"`min_dist` ({min_dist}) must be <= `spread` ({spread}).")
-    a, b = _find_ab(spread, min_dist)
+    from scipy.optimize import curve_fit
+
+    x = np.linspace(0, spread * 3, 300)
+    target = np.where(x < min_dist, 1.0, np.exp(-(x - min_dist) / spread))
+    (a, b), _ = curve_fit(lambda d, a, b: 1.0 / (1.0 + a * d ** (2 * b)), x, target)
     return float(a), float(b)
 
 

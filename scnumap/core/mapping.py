@@ -259,8 +259,9 @@ def anchored_placement(
     length = np.linalg.norm(offset, axis=1)
     limit = anchor * spread
     moved = length > limit
-    factor = np.where(moved, limit / np.maximum(length, 1e-12), 1.0)
-    return (centre + offset * factor[:, None]).astype(np.float32), moved
+    factor = limit / np.maximum(length, 1e-12)
+    placed = np.where(moved[:, None], centre + offset * factor[:, None], embedding)
+    return placed.astype(np.float32), moved
 
 
 def knn_distance_matrix(indices: np.ndarray, distances: np.ndarray, *, exclude_self: bool = True) -> sp.csr_matrix:

@@ -45,7 +45,8 @@ class ReferenceIndex:
     """
 
     def __init__(self, space, *, metric: str = "euclidean", random_state=0):
-        self.space = sp.csr_matrix(space, dtype=np.float32) if sp.issparse(space) else _dense(space)
+        # a private copy: the cache must not follow later in-place edits of the caller's array
+        self.space = sp.csr_matrix(space, dtype=np.float32, copy=True) if sp.issparse(space) else _dense(space).copy()
         self.metric = check_metric(metric)
         self.random_state = random_state
         self._approximate = None

@@ -18,6 +18,11 @@ where those columns come from, so that new cells can be brought into the same sp
 ``pca_mismatch``
     For an ``X_pca`` that is not ``(X - mean) @ PCs``: the relative mismatch found at fit
     time (``-1`` when no loadings or no finite comparison were available).
+``integrated``
+    ``True`` when ``use_rep`` (e.g. ``X_pca_harmony``) is a batch-integrated version of the
+    PCA: the loadings then map genes to the uncorrected PCA, and the model's
+    ``correction`` entry (:class:`scnumap.core.correction.ReferenceCompression`) maps a
+    query from there into ``use_rep``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ import numpy as np
 
 from .model_io import ModelFormatError, _array, _scalar
 
-_KEYS = {"use_rep", "n_dims", "has_pca", "var_names", "pca_loadings", "pca_mean", "pca_mismatch", "truncated"}
+_KEYS = {
+    "use_rep",
+    "n_dims",
+    "has_pca",
+    "var_names",
+    "pca_loadings",
+    "pca_mean",
+    "pca_mismatch",
+    "truncated",
+    "integrated",
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,7 @@ class Representation:
     pca_mean: np.ndarray | None = None
     pca_mismatch: float | None = None
     truncated: bool = False
+    integrated: bool = False
 
     @property
     def from_genes(self) -> bool:
@@ -55,6 +71,8 @@ class Representation:
         out: dict = {"use_rep": self.use_rep, "n_dims": np.int64(self.n_dims), "has_pca": np.bool_(self.has_pca)}
         if self.truncated:
             out["truncated"] = np.bool_(True)
+        if self.integrated:
+            out["integrated"] = np.bool_(True)
         if self.var_names is not None:
             out["var_names"] = np.asarray(self.var_names, dtype=str)
         if self.has_pca:
@@ -88,7 +106,13 @@ class Representation:
         has_pca = _scalar(entry, "has_pca", where, bool)
         truncated = _scalar(entry, "truncated", where, bool) if "truncated" in entry else False
         mismatch = _scalar(entry, "pca_mismatch", where, float) if "pca_mismatch" in entry else None
-        if has_pca and use_rep != "X_pca":
+        integrated = _scalar(entry, "integrated", where, bool) if "integrated" in entry else False
+        if integrated and (not has_pca or use_rep in ("X", "X_pca")):
+            raise ModelFormatError(
+                f"`{where}/integrated` is True but `use_rep` is {use_rep!r} and `has_pca` {has_pca}; an integrated "
+                "representation is an obsm key other than 'X_pca' with the PCA loadings stored."
+            )
+        if has_pca and use_rep != "X_pca" and not integrated:
             raise ModelFormatError(f"`{where}/has_pca` is True but `use_rep` is {use_rep!r}, not 'X_pca'.")
         if use_rep == "X" and truncated:
             raise ModelFormatError(f"`{where}/truncated` is True for `use_rep='X'`; genes are never truncated.")
@@ -107,7 +131,7 @@ class Representation:
                 raise ModelFormatError(
                     f"`{where}/var_names` has {var_names.shape[0]} genes but the model takes {n_dims} (`use_rep='X'`)."
                 )
-        return cls(use_rep, n_dims, has_pca, var_names, loadings, mean, mismatch, truncated)
+        return cls(use_rep, n_dims, has_pca, var_names, loadings, mean, mismatch, truncated, integrated)
 
 
 def _string(entry, key: str, where: str) -> str:

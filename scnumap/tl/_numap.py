@@ -12,6 +12,7 @@ from ..core.graph import METRIC_ALIASES, SUPPORTED_METRICS, knn_search
 from ..core.grease import min_samples
 from ..core.mapping import CALIBRATION_NEIGHBORS, MappingCalibration, knn_distance_matrix
 from ..core.model_io import model_to_dict
+from ._integrate import integrate, integrated_rep
 from ._representation import choose_representation, describe_representation
 
 
@@ -35,6 +36,7 @@ def numap(
     input_noise: float = 0.5,
     grease_steps: int = 600,
     neighbors_key: str = "neighbors",
+    batch_key: str | None = None,
     key_added: str | None = None,
     copy: bool = False,
     random_state: int | None = 0,
@@ -73,6 +75,15 @@ def numap(
         Training knobs of :class:`scnumap.NUMAP`.
     neighbors_key
         Key of the neighbour results in ``adata.uns``.
+    batch_key
+        ``obs`` column of the reference's batches (donors, labs, technologies). The PCA
+        (``obsm['X_pca']``, from ``sc.pp.pca``) is integrated with Harmony into
+        ``obsm['X_pca_harmony']``, the neighbour graph is rebuilt there with the
+        graph's settings, and the model keeps Harmony's soft clusters so that
+        :func:`scnumap.tl.project` corrects queries into the integrated space
+        (Symphony's correction). A graph already built on ``obsm['X_pca_harmony']``
+        (e.g. after ``sc.external.pp.harmony_integrate``) is used as is, with or without
+        ``batch_key``; its soft clusters are then recomputed by k-means.
     key_added
         Store the embedding in ``obsm[key_added]`` and the model in ``uns[key_added]``
         instead of ``obsm['X_numap']`` and ``uns['numap']``.
@@ -113,7 +124,10 @@ def numap(
             f"(GrEASE's minimum for n_spectral_components={n_spectral_components}): pass more cells."
         )
     adata = adata.copy() if copy else adata
-    if neighbors_key not in adata.uns:
+    integration = None
+    if batch_key is not None or integrated_rep(adata, neighbors_key) is not None:
+        integration = integrate(adata, batch_key, neighbors_key=neighbors_key, random_state=random_state)
+    if integration is None and neighbors_key not in adata.uns:
         if neighbors_key != "neighbors":
             raise KeyError(
                 f"`neighbors_key={neighbors_key!r}` is not in `adata.uns` (keys: {list(adata.uns)}); "
@@ -121,17 +135,21 @@ def numap(
             )
         logg.info("    no neighbour graph found: running `sc.pp.neighbors` with its defaults")
         sc.pp.neighbors(adata, random_state=random_state)
-    neighbors = adata.uns[neighbors_key]
+    graph = integration.graph if integration is not None and integration.graph is not None else adata
+    graph_key = "neighbors" if graph is not adata else neighbors_key
+    neighbors = graph.uns[graph_key]
     conn_key = neighbors.get("connectivities_key", "connectivities")
     dist_key = neighbors.get("distances_key", "distances")
-    if conn_key not in adata.obsp:
+    if conn_key not in graph.obsp:
         raise KeyError(
             f"`adata.obsp[{conn_key!r}]` named by `adata.uns[{neighbors_key!r}]` is missing; re-run `sc.pp.neighbors`."
         )
     params = neighbors.get("params", {})
-    use_rep = params.get("use_rep", None)
-    n_pcs = params.get("n_pcs", None)
-    X, use_rep, n_dims = choose_representation(adata, use_rep, None if n_pcs is None else int(n_pcs))
+    if integration is not None:
+        X, use_rep, n_dims = integration.coordinates, integration.use_rep, integration.n_dims
+    else:
+        n_pcs = params.get("n_pcs", None)
+        X, use_rep, n_dims = choose_representation(adata, params.get("use_rep"), None if n_pcs is None else int(n_pcs))
     metric = _graph_metric(params.get("metric", "euclidean"), neighbors_key)
     model = NUMAP(
         n_components,
@@ -155,8 +173,11 @@ def numap(
         random_state=random_state,
         verbose=bool(verbose),
     )
-    model.fit(X, graph=adata.obsp[conn_key], knn_distances=adata.obsp.get(dist_key))
-    representation = describe_representation(adata, X, use_rep, n_dims)
+    model.fit(X, graph=graph.obsp[conn_key], knn_distances=graph.obsp.get(dist_key))
+    if integration is not None:
+        representation = _integrated_representation(adata, integration)
+    else:
+        representation = describe_representation(adata, X, use_rep, n_dims)
     if use_rep == "X_pca" and not bool(representation["has_pca"]):
         logg.warning(
             "`X_pca` is not `(adata.X - mean) @ adata.varm['PCs']`; `tl.project` will need the "
@@ -164,13 +185,20 @@ def numap(
         )
     entry = model_to_dict(model)
     entry["representation"] = representation
-    entry["mapping"] = _calibration(adata.obsp.get(dist_key), X, metric, random_state).to_dict()
+    entry["mapping"] = _calibration(graph.obsp.get(dist_key), X, metric, random_state).to_dict()
+    if integration is not None:
+        entry["correction"] = integration.compression.to_dict()
     key_obsm = key_added or "X_numap"
     key_uns = key_added or "numap"
     for store, key in ((adata.obsm, key_obsm), (adata.uns, key_uns)):
         if key in store:
             logg.info(f"    overwriting existing {key!r}")
     # everything is computed: only now write to adata (no partial results on errors)
+    if integration is not None and integration.graph is not None:
+        if integration.use_rep in adata.obsm:
+            logg.info(f"    overwriting existing obsm[{integration.use_rep!r}]")
+        adata.obsm[integration.use_rep] = integration.coordinates
+        _write_graph(adata, integration.graph, neighbors_key)
     adata.obsm[key_obsm] = model.embedding_
     adata.uns[key_uns] = {
         "params": {
@@ -192,6 +220,7 @@ def numap(
             "input_noise": input_noise,
             "grease_steps": grease_steps,
             "neighbors_key": neighbors_key,
+            "batch_key": "" if batch_key is None else str(batch_key),
             "use_rep": use_rep,
             "metric": metric,
             "random_state": -1 if random_state is None else int(random_state),
@@ -204,6 +233,40 @@ def numap(
         deep=f"added\n    {key_obsm!r}, NUMAP coordinates (adata.obsm)\n    {key_uns!r}, params and model (adata.uns)",
     )
     return adata if copy else None
+
+
+def _integrated_representation(adata: AnnData, integration) -> dict:
+    """The PCA's loadings (genes → uncorrected PCs), marked as leading to the integrated space."""
+    n_dims = integration.n_dims
+    pca = adata.obsm["X_pca"] if "X_pca" in adata.obsm else None
+    if pca is None or pca.shape[1] < n_dims:
+        raise ValueError(
+            f"The integrated `obsm[{integration.use_rep!r}]` has {n_dims} columns but `obsm['X_pca']` is missing or "
+            "narrower; integrate the PCA of `sc.pp.pca(adata)` (e.g. `sc.external.pp.harmony_integrate(adata, key)`)."
+        )
+    rep = describe_representation(adata, np.asarray(pca)[:, :n_dims], "X_pca", n_dims)
+    if not bool(rep["has_pca"]):
+        raise ValueError(
+            "`obsm['X_pca']` is not `(adata.X - mean) @ adata.varm['PCs']`, so query genes cannot be put in the "
+            "PCA that was integrated. Run `sc.pp.pca(adata)` and integrate that PCA."
+        )
+    rep.pop("truncated", None)
+    rep["use_rep"] = integration.use_rep
+    rep["integrated"] = np.bool_(True)
+    return rep
+
+
+def _write_graph(adata: AnnData, light: AnnData, neighbors_key: str) -> None:
+    """Copy the graph built on the integrated PCA into ``adata`` under ``neighbors_key``."""
+    prefix = "" if neighbors_key == "neighbors" else f"{neighbors_key}_"
+    conn_key, dist_key = f"{prefix}connectivities", f"{prefix}distances"
+    if neighbors_key in adata.uns:
+        logg.info(f"    replacing the neighbour graph `uns[{neighbors_key!r}]` by the one on the integrated PCA")
+    adata.obsp[conn_key] = light.obsp["connectivities"]
+    adata.obsp[dist_key] = light.obsp["distances"]
+    uns = dict(light.uns["neighbors"])
+    uns["connectivities_key"], uns["distances_key"] = conn_key, dist_key
+    adata.uns[neighbors_key] = uns
 
 
 def _calibration(distances, X, metric: str, random_state) -> MappingCalibration:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
+from ..core.correction import CompressionFormatError, QueryCorrection, ReferenceCompression
 from ..core.mapping import (
     CALIBRATION_NEIGHBORS,
     CalibrationFormatError,
@@ -72,6 +74,11 @@ def _load(adata_ref, key: str, load_X: bool) -> tuple[AnnData, dict, NUMAP, Repr
     rep = Representation.from_dict(
         entry["representation"], n_features=model.n_features_in_, where=f"{where}/representation"
     )
+    if rep.integrated != ("correction" in entry):
+        raise ModelFormatError(
+            f"`{where}` {'lacks' if rep.integrated else 'has'} a `correction` entry but its representation is "
+            f"{'' if rep.integrated else 'not '}integrated; the model is incomplete. Re-run `scnumap.tl.numap`."
+        )
     return adata_ref, entry, model, rep
 
 
@@ -120,6 +127,7 @@ def project(
     label_space: str = "representation",
     unknown_threshold: float | str | None = "auto",
     anchor: float | None = 2.0,
+    batch_key: str | None = None,
     chunk_size: int = CHUNK_SIZE,
     copy: bool = False,
 ) -> AnnData | None:
@@ -137,7 +145,11 @@ def project(
       query's ``obsm['X_pca']`` is in the reference's PCA basis;
     * another ``obsm`` key: ``adata_query.obsm[key]`` is used as is; it must be in the
       same space as the reference's (e.g. from the same trained model), with at least
-      the reference's width when the model used its first columns, else equal width.
+      the reference's width when the model used its first columns, else equal width;
+    * an integrated PCA (``tl.numap(adata_ref, batch_key=...)``, or a graph on
+      ``X_pca_harmony``): genes → reference PCs as above, then Symphony's correction
+      into the integrated space (each query batch of ``batch_key`` separately), written
+      to ``adata_query.obsm[use_rep]`` (``'X_pca_harmony'``).
 
     In that space each query cell's nearest reference cells give its mapping score
     (how much it looks like reference cells, calibrated on the reference's own cells),
@@ -184,6 +196,9 @@ def project(
         positions around their weighted mean (typically 1–3); cells the network places
         further away (e.g. off the reference after a technology shift) are pulled onto
         that circle. ``None`` keeps the network's placement for every cell.
+    batch_key
+        Query ``obs`` column of its batches, each corrected separately onto an integrated
+        reference (``None``: the query is one batch). Only for integrated references.
     chunk_size
         Query rows per block.
     copy
@@ -196,6 +211,9 @@ def project(
 
     ``adata_query.obsm[key_added]``
         ``(n_query, n_components)`` float32 coordinates.
+    ``adata_query.obsm[use_rep]``
+        Integrated references only: ``(n_query, n_pcs)`` float32 corrected PCA coordinates
+        (``use_rep`` is the reference's, e.g. ``'X_pca_harmony'``).
     ``adata_query.obs[f'{name}_mapping_score']``
         Mapping score in [0, 1], float32: 1 for cells as typical as the median reference
         cell, near 0 for cells unlike every reference cell; a share ``t / 2`` of the
@@ -223,7 +241,7 @@ def project(
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
         raise ValueError(f"`n_neighbors` must be an integer >= 1, got {n_neighbors!r}.")
     _check_threshold(unknown_threshold)
-    if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, int | float) or not anchor > 0):
+    if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, numbers.Real) or not anchor > 0):
         raise ValueError(f"`anchor` must be a number > 0 or None, got {anchor!r}.")
     columns = [obs] if isinstance(obs, str) else list(obs or [])
     adata_ref, entry, model, rep = _load(adata_ref, ref_key, True)
@@ -234,14 +252,23 @@ def project(
     suffix = key.removeprefix("X_")
     ref_embedding = np.asarray(adata_ref.obsm[_embedding_key(adata_ref, ref_key)], dtype=np.float32)
     _check_pca_basis(rep, query_pca_in_reference_basis)
-    blocks, n_rows = _query_blocks(adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
+    reading = (adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
+    blocks, n_rows = _query_blocks(*reading)
+    corrected = None
+    if rep.integrated:
+        blocks, corrected = _corrected_blocks(reading, entry, batch_key, f"uns[{ref_key!r}]['model']/correction")
+    elif batch_key is not None:
+        raise ValueError(
+            "`batch_key` corrects a query onto an integrated reference, and this reference was not integrated; "
+            "fit it with `scnumap.tl.numap(adata_ref, batch_key=...)` or leave `batch_key=None`."
+        )
     ref_space = _reference_space(adata_ref, rep)
     metric = adata_ref.uns[ref_key].get("params", {}).get("metric", "euclidean")
     calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric)
     threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
     index = cached_index(ref_space, metric=calibration.metric)
     k = max(n_neighbors, calibration.n_neighbors)
-    labels = [_labels(adata_ref.obs[col]) for col in columns]
+    labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
     embedding_index = _EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None
 
@@ -289,6 +316,10 @@ def project(
     if key in adata_query.obsm:
         logg.info(f"    overwriting existing obsm[{key!r}]")
     adata_query.obsm[key] = embedding
+    if corrected is not None:
+        if rep.use_rep in adata_query.obsm:
+            logg.info(f"    overwriting existing obsm[{rep.use_rep!r}] with the corrected coordinates")
+        adata_query.obsm[rep.use_rep] = corrected
     for name, values in results.items():
         adata_query.obs[name] = values
     for name, frame in frames.items():
@@ -307,10 +338,45 @@ def project(
     return adata_query if copy else None
 
 
+def _corrected_blocks(reading: tuple, entry: dict, batch_key: str | None, where: str):
+    """Query blocks corrected into the integrated space (two passes), and the array they fill."""
+    adata = reading[0]
+    rep = reading[1]
+    try:
+        compression = ReferenceCompression.from_dict(entry["correction"], n_dims=rep.n_dims, where=where)
+    except CompressionFormatError as err:
+        raise ModelFormatError(str(err)) from None
+    if batch_key is None:
+        codes, n_batches = np.zeros(adata.n_obs, dtype=np.int64), 1
+    else:
+        if batch_key not in adata.obs:
+            raise KeyError(f"`batch_key={batch_key!r}` is not a column of the query's obs ({list(adata.obs.columns)}).")
+        batches = pd.Categorical(adata.obs[batch_key])
+        if np.any(batches.codes < 0):
+            raise ValueError(f"`adata_query.obs[{batch_key!r}]` has missing values; give every cell a batch.")
+        codes, n_batches = np.asarray(batches.codes, dtype=np.int64), len(batches.categories)
+    correction = QueryCorrection(compression, n_batches)
+    row = 0
+    for block in _query_blocks(*reading)[0]:
+        correction.add(block, codes[row : row + block.shape[0]])
+        row += block.shape[0]
+    corrected = np.empty((adata.n_obs, rep.n_dims), dtype=np.float32)
+
+    def second_pass():
+        row = 0
+        for block in _query_blocks(*reading)[0]:
+            out = correction.apply(block, codes[row : row + block.shape[0]])
+            corrected[row : row + out.shape[0]] = out
+            row += out.shape[0]
+            yield out
+
+    return second_pass(), corrected
+
+
 def _check_threshold(value) -> None:
     if value is None or (isinstance(value, str) and value == "auto"):
         return
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not 0 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
         raise ValueError(f"`unknown_threshold` must be 'auto', None or a number in [0, 1], got {value!r}.")
 
 
@@ -349,9 +415,11 @@ class _EmbeddingIndex:
         return d.astype(np.float32), i
 
 
-def _labels(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+def _labels(values: pd.Series, col: str) -> tuple[np.ndarray, pd.Index]:
     """Reference label codes (-1 = no label) and categories; NaN is never a class."""
     labels = values.array if isinstance(values.dtype, pd.CategoricalDtype) else pd.Categorical(values)
+    if not np.any(np.asarray(labels.codes) >= 0):
+        raise ValueError(f"The reference's `obs[{col!r}]` has no label on any cell; pass a labelled column to `obs`.")
     return np.asarray(labels.codes, dtype=np.int64), labels.categories
 
 

@@ -1,0 +1,119 @@
+"""A Harmony-integrated reference: its integrated PCA, neighbour graph and compression.
+
+``tl.numap(adata, batch_key=...)`` integrates the reference PCA with Harmony
+(``harmonypy``, what ``sc.external.pp.harmony_integrate`` runs) and keeps Harmony's soft
+clusters as a :class:`scnumap.core.correction.ReferenceCompression`, so that
+``tl.project`` can correct a query the way Symphony does. A reference integrated by the
+user (the neighbour graph built on ``obsm['X_pca_harmony']``) is compressed from its
+integrated coordinates: soft k-means clusters with Harmony's kernel width. Nothing is
+written to the AnnData here; the caller writes everything once the fit succeeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scanpy import logging as logg
+
+from ..core.correction import ReferenceCompression
+
+#: ``obsm`` key of the integrated PCA (scanpy's ``harmony_integrate`` default).
+HARMONY_KEY = "X_pca_harmony"
+
+#: Harmony's kernel width (its default ``sigma``).
+HARMONY_SIGMA = 0.1
+
+
+@dataclass
+class Integration:
+    """What ``tl.numap`` trains on and stores for an integrated reference."""
+
+    use_rep: str
+    coordinates: np.ndarray  # (n_obs, d) integrated PCA
+    compression: ReferenceCompression
+    graph: AnnData | None  # a light AnnData holding the new neighbour graph, or None to keep adata's
+    n_dims: int
+
+
+def integrated_rep(adata: AnnData, neighbors_key: str) -> str | None:
+    """The graph's ``use_rep`` when it is an integrated PCA (``X_pca_harmony``), else None."""
+    params = adata.uns.get(neighbors_key, {}).get("params", {}) if neighbors_key in adata.uns else {}
+    use_rep = params.get("use_rep")
+    return use_rep if use_rep == HARMONY_KEY and use_rep in adata.obsm else None
+
+
+def integrate(adata: AnnData, batch_key: str | None, *, neighbors_key: str, random_state) -> Integration:
+    """Harmony on ``obsm['X_pca']`` (or the user's ``X_pca_harmony``) and its compression."""
+    params = adata.uns[neighbors_key].get("params", {}) if neighbors_key in adata.uns else {}
+    existing = integrated_rep(adata, neighbors_key)
+    if existing is not None:
+        logg.info(
+            f"    the neighbour graph is on `obsm[{existing!r}]`: compressing that integrated space into soft "
+            "clusters (Harmony's own clusters are not stored by `harmony_integrate`; recomputed with k-means)"
+        )
+        Z = np.asarray(adata.obsm[existing], dtype=np.float64)
+        n_pcs = params.get("n_pcs")
+        Z = Z[:, : int(np.ravel(n_pcs)[0])] if n_pcs is not None else Z
+        return Integration(existing, Z.astype(np.float32), compress(Z, random_state), None, Z.shape[1])
+    if batch_key not in adata.obs:
+        raise KeyError(f"`batch_key={batch_key!r}` is not a column of `adata.obs` ({list(adata.obs.columns)}).")
+    if "X_pca" not in adata.obsm:
+        raise ValueError("Harmony integrates `obsm['X_pca']`, which `adata` lacks; run `sc.pp.pca(adata)` first.")
+    batches = pd.Series(adata.obs[batch_key]).astype(str)
+    if batches.nunique() < 2:
+        logg.warning(f"`adata.obs[{batch_key!r}]` has a single batch; Harmony only clusters the PCA.")
+    n_pcs = params.get("n_pcs")
+    X = np.asarray(adata.obsm["X_pca"], dtype=np.float64)
+    X = X[:, : int(np.ravel(n_pcs)[0])] if n_pcs is not None else X
+    logg.info(f"    integrating `obsm['X_pca']` ({X.shape[1]} PCs) over `obs[{batch_key!r}]` with Harmony")
+    Z, R = _harmony(X, batches, random_state)
+    compression = ReferenceCompression.from_harmony(Z, R, HARMONY_SIGMA)
+    graph = _graph(adata, Z, params, random_state)
+    return Integration(HARMONY_KEY, Z.astype(np.float32), compression, graph, Z.shape[1])
+
+
+def _harmony(X: np.ndarray, batches: pd.Series, random_state) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import harmonypy
+    except ImportError as err:  # a declared dependency; a broken install says how to fix it
+        raise ImportError("`batch_key` needs harmonypy: `pip install harmonypy`.") from err
+    seed = 0 if random_state is None else int(np.random.default_rng(random_state).integers(0, 2**31 - 1))
+    out = harmonypy.run_harmony(
+        X, pd.DataFrame({"batch": batches.to_numpy()}), "batch", sigma=HARMONY_SIGMA, random_state=seed, verbose=False
+    )
+    Z, R = np.asarray(out.Z_corr), np.asarray(out.R)
+    if Z.shape[0] != X.shape[0]:  # harmonypy < 0.1 returned (d, N) and (K, N)
+        Z = Z.T
+    else:
+        R = R.T
+    return Z.astype(np.float64), R.astype(np.float64)
+
+
+def compress(Z: np.ndarray, random_state) -> ReferenceCompression:
+    """Soft clusters of integrated coordinates, as Harmony would keep them (K = min(100, N/30))."""
+    from sklearn.cluster import KMeans
+
+    n = Z.shape[0]
+    k = int(max(1, min(100, round(n / 30.0))))
+    unit = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    seed = None if random_state is None else int(np.random.default_rng(random_state).integers(0, 2**31 - 1))
+    centres = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(unit).cluster_centers_
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    start = ReferenceCompression(centres, np.ones(k), centres, np.full(k, HARMONY_SIGMA))
+    return ReferenceCompression.from_harmony(Z, start.assign(Z), HARMONY_SIGMA)
+
+
+def _graph(adata: AnnData, Z: np.ndarray, params: dict, random_state) -> AnnData:
+    """The neighbour graph on the integrated PCA, with the reference graph's settings."""
+    import scanpy as sc
+
+    light = AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
+    light.obsm[HARMONY_KEY] = Z.astype(np.float32)
+    n_neighbors = int(np.ravel(params.get("n_neighbors", 15))[0])
+    metric = str(params.get("metric", "euclidean"))
+    logg.info(f"    building the neighbour graph on `obsm[{HARMONY_KEY!r}]` ({n_neighbors} neighbours, {metric})")
+    sc.pp.neighbors(light, use_rep=HARMONY_KEY, n_neighbors=n_neighbors, metric=metric, random_state=random_state)
+    return light

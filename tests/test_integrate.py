@@ -1,0 +1,143 @@
+"""Integrated references (tl/_integrate.py): Harmony at fit, Symphony's correction at projection."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import scanpy as sc
+from settings import QUICK
+
+import scnumap
+from scnumap.core.model_io import ModelFormatError
+
+FAST = {k: v for k, v in QUICK.items() if k != "hidden"} | {"densmap": False, "verbose": False}
+
+
+def _batched(pbmc):
+    """pbmc68k_reduced with two reference batches (a gene-wise offset on one) and a shifted query."""
+    ad = pbmc.copy()
+    ad.X = np.nan_to_num(ad.X)
+    rng = np.random.default_rng(0)
+    ad.obs["batch"] = rng.choice(["a", "b"], ad.n_obs)
+    offset = rng.normal(scale=0.5, size=ad.n_vars).astype(np.float32)
+    ad.X = ad.X + offset * (ad.obs["batch"] == "b").to_numpy()[:, None]
+    ref, query = ad[:500].copy(), ad[500:].copy()
+    query.obs["tech"] = rng.choice(["x", "y"], query.n_obs)
+    tech_offset = rng.normal(scale=0.6, size=ad.n_vars).astype(np.float32)
+    clean = query.copy()
+    query.X = query.X + tech_offset * (query.obs["tech"] == "y").to_numpy()[:, None]
+    for a in (ref, query, clean):
+        for key in ("X_pca", "X_umap"):
+            a.obsm.pop(key, None)
+        a.uns.pop("neighbors", None)
+        for key in list(a.obsp):
+            del a.obsp[key]
+    sc.pp.pca(ref, n_comps=20, random_state=0)
+    return ref, query, clean
+
+
+@pytest.fixture(scope="module")
+def harmony_ref(pbmc):
+    ref, query, clean = _batched(pbmc)
+    scnumap.tl.numap(ref, batch_key="batch", random_state=0, **FAST)
+    return ref, query, clean
+
+
+def test_fit_integrates_and_stores_the_correction(harmony_ref):
+    ref, _, _ = harmony_ref
+    assert ref.obsm["X_pca_harmony"].shape == (ref.n_obs, 20)
+    assert ref.uns["neighbors"]["params"]["use_rep"] == "X_pca_harmony"
+    model = ref.uns["numap"]["model"]
+    assert str(model["representation"]["use_rep"]) == "X_pca_harmony"
+    assert bool(model["representation"]["integrated"])
+    assert model["correction"]["centroids"].shape[1] == 20
+    assert ref.uns["numap"]["params"]["batch_key"] == "batch"
+    # Harmony mixes the two reference batches: each cell's neighbours come from both
+    conn = ref.obsp["connectivities"].tocsr()
+    b = (ref.obs["batch"] == "b").to_numpy()
+    share_b = np.asarray(conn[b][:, b].sum(axis=1)).ravel() / np.asarray(conn[b].sum(axis=1)).ravel()
+    assert share_b.mean() < 0.8
+
+
+def test_query_correction_removes_the_query_offset(harmony_ref, tmp_path):
+    ref, query, clean = harmony_ref
+    path = tmp_path / "ref.h5ad"
+    ref.write_h5ad(path)
+    shifted = query.copy()
+    scnumap.tl.project(shifted, path, obs="bulk_labels", batch_key="tech")
+    scnumap.tl.project(clean, path, batch_key="tech")
+    y = (query.obs["tech"] == "y").to_numpy()
+    corrected = shifted.obsm["X_pca_harmony"]
+    # the offset batch ends where its clean copy does (both corrected), up to a small residual
+    gap = np.linalg.norm(corrected[y] - clean.obsm["X_pca_harmony"][y], axis=1).mean()
+    raw = scnumap.tl.project(query.copy(), path, copy=True).obsm["X_pca_harmony"]  # one batch: offset kept in part
+    raw_gap = np.linalg.norm(raw[y] - clean.obsm["X_pca_harmony"][y], axis=1).mean()
+    assert gap < 0.5 * raw_gap
+    labels = shifted.obs["bulk_labels_numap"].astype(str).to_numpy()
+    assert np.mean(labels == query.obs["bulk_labels"].astype(str).to_numpy()) > 0.6
+
+
+def test_round_trip_equals_in_memory(harmony_ref, tmp_path):
+    ref, query, _ = harmony_ref
+    path = tmp_path / "ref.h5ad"
+    ref.write_h5ad(path)
+    a = scnumap.tl.project(query.copy(), ref, batch_key="tech", copy=True)
+    b = scnumap.tl.project(query.copy(), path, batch_key="tech", copy=True)
+    np.testing.assert_array_equal(a.obsm["X_numap"], b.obsm["X_numap"])
+    np.testing.assert_array_equal(a.obsm["X_pca_harmony"], b.obsm["X_pca_harmony"])
+
+
+def test_user_harmony_graph_is_used_and_compressed(pbmc):
+    import harmonypy
+
+    ref, query, _ = _batched(pbmc)
+    # what `sc.external.pp.harmony_integrate(ref, "batch")` stores (scanpy 1.11 transposes harmonypy 2's
+    # (cells, PCs) output into the wrong shape, so the test writes it the way a working pair does)
+    ref.obsm["X_pca_harmony"] = np.asarray(
+        harmonypy.run_harmony(ref.obsm["X_pca"], ref.obs, "batch", verbose=False).Z_corr, dtype=np.float32
+    )
+    sc.pp.neighbors(ref, use_rep="X_pca_harmony", method="gauss", random_state=0)  # no numba compile
+    graph = ref.obsp["connectivities"].copy()
+    scnumap.tl.numap(ref, random_state=0, **FAST)  # no batch_key: the graph says integrated
+    assert bool(ref.uns["numap"]["model"]["representation"]["integrated"])
+    assert (ref.obsp["connectivities"] != graph).nnz == 0  # the user's graph is kept
+    out = scnumap.tl.project(query, ref, copy=True)
+    assert out.obsm["X_pca_harmony"].shape == (query.n_obs, ref.obsm["X_pca_harmony"].shape[1])
+
+
+def test_errors_name_the_fix(harmony_ref, pbmc):
+    ref, query, _ = harmony_ref
+    with pytest.raises(KeyError, match="`batch_key='donor'` is not a column of the query's obs"):
+        scnumap.tl.project(query.copy(), ref, batch_key="donor")
+    plain = pbmc.copy()
+    plain.X = np.nan_to_num(plain.X)
+    with pytest.raises(KeyError, match=r"`batch_key='donor'` is not a column of `adata\.obs`"):
+        scnumap.tl.numap(plain.copy(), batch_key="donor", **FAST)
+    bad = ref.copy()
+    bad.uns["numap"] = copy.deepcopy(dict(ref.uns["numap"]))
+    bad.uns["numap"]["model"]["correction"]["sums"] = bad.uns["numap"]["model"]["correction"]["sums"][:, :3]
+    with pytest.raises(ModelFormatError, match="correction/sums` must have shape"):
+        scnumap.tl.project(query.copy(), bad)
+    del bad.uns["numap"]["model"]["correction"]
+    with pytest.raises(ModelFormatError, match="lacks a `correction` entry"):
+        scnumap.tl.project(query.copy(), bad)
+    q = query.copy()
+    q.obs["tech"] = q.obs["tech"].astype(object)
+    q.obs.iloc[0, q.obs.columns.get_loc("tech")] = None
+    with pytest.raises(ValueError, match="missing values; give every cell a batch"):
+        scnumap.tl.project(q, ref, batch_key="tech")
+    assert "X_numap" not in q.obsm  # nothing written on error
+
+
+def test_batch_key_refused_for_a_plain_reference(pbmc):
+    ref = pbmc[:400].copy()
+    ref.X = np.nan_to_num(ref.X)
+    sc.pp.pca(ref, n_comps=20, random_state=0)
+    sc.pp.neighbors(ref, method="gauss", random_state=0)  # no numba compile
+    scnumap.tl.numap(ref, random_state=0, **FAST)
+    query = pbmc[400:].copy()
+    query.obs["tech"] = "x"
+    with pytest.raises(ValueError, match="this reference was not integrated"):
+        scnumap.tl.project(query, ref, batch_key="tech")
