@@ -104,10 +104,70 @@ def test_pl_project_uses_the_reference_palette(ref_query, figdir):
         drawn = {
             c.get_label(): to_hex(c.get_facecolor()[0])
             for c in ax.collections
-            if isinstance(c, PathCollection) and c.get_label() not in ("reference", "")
+            if isinstance(c, PathCollection) and c.get_label() not in ("reference", "", "Unknown")
         }
         assert drawn
         assert drawn == {label: expected[label] for label in drawn}
+
+
+def _collections(ax) -> dict:
+    return {c.get_label(): c for c in ax.collections if isinstance(c, PathCollection)}
+
+
+def test_pl_project_draws_unknown_cells_distinctly(ref_query, figdir):
+    ref, query = ref_query
+    # a high threshold, so that a good share of the query is Unknown
+    query = scnumap.tl.project(query, ref, obs="bulk_labels", unknown_threshold=0.9, copy=True)
+    labels = query.obs["bulk_labels_numap"].astype(str).to_numpy()
+    unknown = labels == "Unknown"
+    assert 0 < unknown.sum() < query.n_obs
+    ax = scnumap.pl.project(query, ref, color="bulk_labels_numap", show=False, save="_unknown.png")
+    assert _drawn(figdir / "numap_project_unknown.png")
+    drawn = _collections(ax)
+    marker = drawn["Unknown"]
+    np.testing.assert_allclose(marker.get_offsets(), query.obsm["X_numap"][unknown])
+    assert {to_hex(c) for c in marker.get_facecolor()} == {"#ffffff"}
+    assert {to_hex(c) for c in marker.get_edgecolor()} == {"#000000"}
+    known = [c for label, c in drawn.items() if label not in ("reference", "Unknown")]
+    assert known
+    assert all(marker.get_zorder() > c.get_zorder() for c in known)
+    assert marker.get_sizes()[0] > known[0].get_sizes()[0]
+    assert sum(len(c.get_offsets()) for c in known) == (~unknown).sum()
+    # the known categories keep the reference palette; Unknown is the last legend entry
+    expected = dict(zip(ref.obs["bulk_labels"].cat.categories, ref.uns["bulk_labels_colors"]))
+    assert {c.get_label(): to_hex(c.get_facecolor()[0]) for c in known} == {
+        c.get_label(): expected[c.get_label()] for c in known
+    }
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[-1] == "Unknown"
+    assert legend.count("Unknown") == 1
+
+
+def test_pl_project_colours_query_by_mapping_score(ref_query, figdir):
+    ref, query = ref_query
+    score = query.obs["numap_mapping_score"].to_numpy()
+    assert score.min() < score.max()
+    fig = scnumap.pl.project(query, ref, color="numap_mapping_score", show=False, return_fig=True)
+    ax = fig.axes[0]
+    assert ax.get_title() == "query: mapping score"
+    assert [a.get_ylabel() for a in fig.axes if a.get_label() == "<colorbar>"] == ["mapping score"]
+    # the reference in grey beneath, the query above it on a fixed 0-1 scale, lowest scores on top
+    assert len(ax.collections) == 2
+    reference, points = ax.collections
+    assert reference.get_label() == "reference"
+    assert {to_hex(c) for c in reference.get_facecolor()} == {"#d3d3d3"}
+    values = np.asarray(points.get_array())
+    np.testing.assert_allclose(np.sort(values), np.sort(score))
+    assert values[-1] == score.min()
+    assert np.all(np.diff(values) <= 0)
+    assert points.get_clim() == (0.0, 1.0)
+    assert points.get_cmap().name == "RdYlBu"
+    # a low score is drawn red, a score of 1 blue
+    colors = points.to_rgba(np.array([0.0, 1.0]))
+    assert colors[0][0] > colors[0][2]
+    assert colors[1][2] > colors[1][0]
+    scnumap.pl.project(query, ref, color="numap_mapping_score", save="_score.png", show=False)
+    assert _drawn(figdir / "numap_project_score.png")
 
 
 def test_pl_project_colourbar_labelled_and_file_named_like_scanpy(ref_query, figdir):
@@ -127,6 +187,8 @@ def test_pl_errors(ref_query, pbmc):
         scnumap.pl.numap(pbmc)
     with pytest.raises(KeyError, match="`color='nope'` is not a column"):
         scnumap.pl.project(query, ref, color="nope", show=False)
+    with pytest.raises(KeyError, match=r"`color='numap_mapping_score'` is not .* Run `scnumap\.tl\.project"):
+        scnumap.pl.project(pbmc[:5].copy(), ref, color="numap_mapping_score", basis="X_pca", show=False)
     with pytest.raises(TypeError, match=r"`adata_ref` must be an AnnData or a path to \.h5ad, got int"):
         scnumap.pl.project(query, 3, show=False)
     with pytest.raises(ValueError, match="`ax` draws one panel, got 2 colors"):

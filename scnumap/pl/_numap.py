@@ -22,6 +22,18 @@ from matplotlib.colors import to_hex
 #: Space (inches) kept left of each panel for the next panel's y-axis label.
 _YLABEL_INCHES = 0.45
 
+#: How :func:`project` draws query cells labelled ``"Unknown"`` by :func:`scnumap.tl.project`:
+#: white markers with a black edge, twice the area of the others, on top of them.
+UNKNOWN_FACECOLOR = "#ffffff"
+UNKNOWN_EDGECOLOR = "#000000"
+UNKNOWN_SIZE_FACTOR = 2.0
+
+#: Colour map of the mapping score (low = red, 1 = blue), unless ``cmap`` is given.
+SCORE_CMAP = "RdYlBu"
+
+#: Colour-bar label of a mapping-score column.
+SCORE_LABEL = "mapping score"
+
 
 def numap(adata: AnnData, *, basis: str = "numap", **kwargs):
     """Scatter plot of the NUMAP embedding: :func:`scanpy.pl.embedding` of ``obsm['X_numap']``.
@@ -82,7 +94,7 @@ def project(
     size: float | None = None,
     title: str | Sequence[str] | None = None,
     ncols: int = 3,
-    cmap: str = "viridis",
+    cmap: str | None = None,
     ax: Axes | None = None,
     save: bool | str | None = None,
     show: bool | None = None,
@@ -93,7 +105,15 @@ def project(
     Categorical colours follow the reference: a query column ``c`` or a transferred
     column ``c_numap`` uses the palette of the reference's ``obs[c]``
     (``adata_ref.uns[f'{c}_colors']``, or Scanpy's default palette when that is absent),
-    so that a label has the same colour in the reference and query plots.
+    so that a label has the same colour in the reference and query plots. Cells labelled
+    ``"Unknown"`` (by :func:`scnumap.tl.project`: mapping score below
+    ``unknown_threshold``) are drawn on top as white markers with a black edge, twice the
+    area of the others, with their own ``"Unknown"`` legend entry, last.
+
+    The mapping score (``color='numap_mapping_score'``, any column ending in
+    ``_mapping_score``) is drawn on a fixed 0–1 scale (colour map ``'RdYlBu'``: red = unlike
+    the reference, blue = typical), lowest scores on top, with a colour bar labelled
+    ``"mapping score"``.
 
     Parameters
     ----------
@@ -103,8 +123,8 @@ def project(
         Reference after :func:`scnumap.tl.numap`, or the path of its ``.h5ad`` (the same
         inputs as :func:`scnumap.tl.project`).
     color
-        Query ``obs`` column(s): labels, transferred labels, confidences. ``None`` draws
-        the query in one colour.
+        Query ``obs`` column(s): labels, transferred labels, confidences, the mapping
+        score (``'numap_mapping_score'``). ``None`` draws the query in one colour.
     basis
         Embedding in both objects: ``'numap'`` (or ``'X_numap'``) names ``obsm['X_numap']``.
     ref_key
@@ -118,7 +138,8 @@ def project(
     ncols
         Panels per row.
     cmap
-        Colour map of continuous values (their colour bar is labelled with the column).
+        Colour map of continuous values (their colour bar is labelled with the column, or
+        ``"mapping score"``). Default ``'viridis'``, and ``'RdYlBu'`` for the mapping score.
     ax
         Axes to draw a single panel into.
     save
@@ -148,7 +169,10 @@ def project(
     keys = [color] if color is None or isinstance(color, str) else list(color)
     for key in keys:
         if key is not None and key not in adata_query.obs:
-            raise KeyError(f"`color={key!r}` is not a column of the query's obs ({list(adata_query.obs.columns)}).")
+            fix = " Run `scnumap.tl.project(adata_query, adata_ref)` first." if _is_mapping_score(key) else ""
+            raise KeyError(
+                f"`color={key!r}` is not a column of the query's obs ({list(adata_query.obs.columns)}).{fix}"
+            )
     titles = [title] if isinstance(title, str) else list(title) if title is not None else [None] * len(keys)
     if ax is not None and len(keys) > 1:
         raise ValueError(f"`ax` draws one panel, got {len(keys)} colors; pass one `color` or no `ax`.")
@@ -173,7 +197,8 @@ def project(
             panel.legend(loc="best", markerscale=3, frameon=False)
         else:
             _scatter_query(panel, fig, query_xy, adata_query, adata_ref, key, s, cmap)
-        panel.set_title(panel_title or (f"query: {key}" if key else "query over reference"))
+        default_title = f"query: {SCORE_LABEL if _is_mapping_score(key) else key}" if key else "query over reference"
+        panel.set_title(panel_title or default_title)
         panel.set_xlabel(f"{name}1")
         panel.set_ylabel(f"{name}2")
         panel.set_xticks([])
@@ -286,17 +311,33 @@ def _category_colors(adata: AnnData, column: str) -> dict[str, str]:
     return {cat: to_hex(colors[i]) for i, cat in enumerate(categories)}
 
 
-def _scatter_query(ax, fig, xy: np.ndarray, adata_query, adata_ref, key: str, s: float, cmap: str) -> None:
+def _is_mapping_score(key: str | None) -> bool:
+    """Whether a query column is a mapping score of :func:`scnumap.tl.project` (``f'{name}_mapping_score'``)."""
+    return key is not None and (key == "mapping_score" or key.endswith("_mapping_score"))
+
+
+def _scatter_query(ax, fig, xy: np.ndarray, adata_query, adata_ref, key: str, s: float, cmap: str | None) -> None:
+    from ..tl._project import UNKNOWN
+
     values = adata_query.obs[key]
     categorical = isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object or values.dtype == bool
     if not categorical:
-        points = ax.scatter(*xy.T, s=s, c=np.asarray(values, dtype=float), cmap=cmap, linewidths=0, rasterized=True)
-        fig.colorbar(points, ax=ax, shrink=0.8).set_label(key)
+        c = np.asarray(values, dtype=float)
+        if _is_mapping_score(key):
+            order = np.argsort(-c, kind="stable")  # the lowest scores on top
+            style = dict(cmap=cmap or SCORE_CMAP, vmin=0.0, vmax=1.0)
+            points = ax.scatter(*xy[order].T, s=s, c=c[order], linewidths=0, rasterized=True, **style)
+            label = SCORE_LABEL
+        else:
+            points = ax.scatter(*xy.T, s=s, c=c, cmap=cmap or "viridis", linewidths=0, rasterized=True)
+            label = key
+        fig.colorbar(points, ax=ax, shrink=0.8).set_label(label)
         return
     base = _reference_column(adata_ref, key)
     colors = _category_colors(adata_ref, base) if base is not None else _category_colors(adata_query, key)
+    colors.pop(UNKNOWN, None)  # always drawn as Unknown, below
     labels = np.asarray(values).astype(str)
-    extra = [c for c in pd.unique(labels) if c not in colors]
+    extra = [c for c in pd.unique(labels) if c not in colors and c != UNKNOWN]
     spare = [c for c in _default_palette(len(colors) + len(extra) + 20) if to_hex(c) not in colors.values()]
     spare = spare or ["grey"]
     colors.update({cat: to_hex(spare[i % len(spare)]) for i, cat in enumerate(extra)})
@@ -304,4 +345,16 @@ def _scatter_query(ax, fig, xy: np.ndarray, adata_query, adata_ref, key: str, s:
         mask = labels == cat
         if mask.any():
             ax.scatter(*xy[mask].T, s=s, color=color, linewidths=0, rasterized=True, label=cat)
+    unknown = labels == UNKNOWN
+    if unknown.any():
+        ax.scatter(
+            *xy[unknown].T,
+            s=s * UNKNOWN_SIZE_FACTOR,
+            facecolors=UNKNOWN_FACECOLOR,
+            edgecolors=UNKNOWN_EDGECOLOR,
+            linewidths=0.5,
+            rasterized=True,
+            label=UNKNOWN,
+            zorder=3,
+        )
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3, frameon=False, fontsize=8)
