@@ -251,3 +251,14 @@ def test_cached_index_is_not_changed_by_later_edits_of_the_callers_array(data, e
     again = cached_index(original)  # the original values come back: a cache hit
     assert again is first
     np.testing.assert_allclose(again.query(query, 3)[0], brute(original, query, 3)[0], rtol=1e-4)
+
+
+def test_the_whole_query_size_decides_between_exact_and_approximate(data, stand_in, monkeypatch):
+    ref, query = data
+    monkeypatch.setattr(reference_index, "EXACT_MAX_PAIRS", ref.shape[0] * 100)
+    index = ReferenceIndex(ref)
+    index.query(query[:10], 3, n_queries=100)  # one block of a 100-row query: exact is still cheap
+    assert stand_in.built == []
+    index.query(query[:10], 3, n_queries=101)  # one block of a larger query: the index is built
+    assert len(stand_in.built) == 1
+    assert len(stand_in.built[0].queries) == 1

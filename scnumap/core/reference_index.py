@@ -55,8 +55,12 @@ class ReferenceIndex:
     def n_reference(self) -> int:
         return self.space.shape[0]
 
-    def query(self, Y, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+    def query(self, Y, n_neighbors: int, *, n_queries: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``n_neighbors`` nearest reference rows of each row of ``Y``.
+
+        ``n_queries`` is the size of the whole query when ``Y`` is one block of it: the
+        choice between exact and approximate search is made on the whole query, so a
+        large query read in blocks is not searched exactly block after block.
 
         Returns
         -------
@@ -69,7 +73,8 @@ class ReferenceIndex:
             raise ValueError(f"Query rows have {Y.shape[1]} columns; the reference index has {self.space.shape[1]}.")
         if Y.shape[0] == 0:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
-        if self._approximate is None and self.n_reference * Y.shape[0] <= EXACT_MAX_PAIRS:
+        n_total = max(Y.shape[0], n_queries or 0)
+        if self._approximate is None and self.n_reference * n_total <= EXACT_MAX_PAIRS:
             return self._exact(Y, k)
         index = self._pynndescent()
         indices, distances = index.query(_numba_readable(Y), k=k, epsilon=SEARCH_EPSILON)

@@ -285,7 +285,7 @@ def project(
                 f"A query block has {block.shape[1]} columns; the reference model takes {model.n_features_in_}."
             )
         rows = slice(row, row + block.shape[0])
-        distances, indices = index.query(block, k)
+        distances, indices = index.query(block, k, n_queries=n_rows)
         score[rows] = calibration.score(distances[:, : calibration.n_neighbors], indices[:, : calibration.n_neighbors])
         d, i = distances[:, :n_neighbors], indices[:, :n_neighbors]
         weights = neighbour_weights(d, i, calibration.radius)
@@ -427,6 +427,10 @@ def _with_unknown(codes: np.ndarray, categories: pd.Index, unknown: np.ndarray |
     if unknown is None:
         return pd.Categorical.from_codes(codes, categories=categories)
     if UNKNOWN in categories:
+        logg.warning(
+            f"The reference labels already have a category {UNKNOWN!r}; cells with a low mapping score join it. "
+            "Rename that category to tell the two apart."
+        )
         cats = categories
     else:
         cats = categories.append(pd.Index([UNKNOWN], dtype=object)) if len(categories) else pd.Index([UNKNOWN])
