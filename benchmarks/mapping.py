@@ -1,0 +1,449 @@
+"""Query mapping: mapping score, Unknown, label transfer and 2-D placement, next to Symphony and ingest.
+
+    .venv/bin/python benchmarks/mapping.py [--sets pbmc4k kidney cbmc pbmc68k_reduced paul15]
+        [--max-types N] [--sigma 0.5] [--dropout 0.3] [--parts A B C D] [--torch-threads N]
+
+Needs the ``benchmark`` extra (``pip install -e '.[benchmark]'``: symphonypy, harmonypy).
+Progress goes to stderr, the markdown tables to stdout.
+
+Preprocessing is the same for every method: counts → ``normalize_total(1e4)`` → ``log1p``
+(on the whole set; both are per cell) → split → ``sc.pp.pca`` (50 components) on the
+**reference** → ``sc.pp.neighbors(n_neighbors=15)``. pbmc68k_reduced is scanpy's scaled
+matrix as shipped, Wang → Xin is log-normalised as shipped, with a 30-component reference
+PCA (both as ``datasets.py`` loads them). The query enters the reference's PCA space
+through the reference's loadings and gene means (scnumap, Symphony, the baseline, and
+"ingest (ref mean)"); ``sc.tl.ingest`` as users call it centres the query on the
+**query's** own gene means (scanpy's ``Ingest._pca``): the column "ingest".
+
+A. Leave one type out. Each labelled set is split 70/30 by cells (seed 0). For every
+   type with ≥ ``--min-query`` (30) query cells, its cells are removed from the reference,
+   which then gets its own PCA, graph and ``scnumap.tl.numap(random_state=0)``; the whole
+   query is mapped. Per left-out type: AUROC of the novelty signal for left-out cells
+   against the rest (scnumap: ``1 - numap_mapping_score``; Symphony: ``per_cell_confidence``'s
+   Mahalanobis distance; baseline: mean distance to the 15 nearest reference cells in
+   the reference PCA space), the share of left-out cells called Unknown (TPR), the share
+   of known-type cells called Unknown (false Unknown), and label accuracy on known types
+   (Unknown counts as wrong; "no Unknown" is the same call with ``unknown_threshold=None``).
+B. Wang → Xin (pancreas, two technologies), all types in the reference: accuracy, false
+   Unknown, and the 2-D placement: a 15-NN classifier fit on the reference's 2-D
+   coordinates and labels predicts each query cell's type at its projected coordinates
+   (scnumap with ``anchor=2.0`` and ``anchor=None``; ingest in its UMAP:
+   ``sc.tl.umap(ref)`` then ``sc.tl.ingest(query, ref, embedding_method='umap')``). Its
+   leave-one-type-out rows are in table A.
+C. Synthetic technology shift: pbmc4k raw counts, 70/30 (seed 0); the query's counts are
+   multiplied by gene-wise log-normal factors (``--sigma``) and rounded, then binomially
+   thinned (each count kept with probability ``1 - --dropout``), before normalisation.
+   Same measures as B.
+D. Warm µs per query cell of ``scnumap.tl.project(obs='label')`` (labels, mapping score,
+   placement; the reference's kNN index is built in the warm-up call, once per reference)
+   and of ``sc.tl.ingest(obs='label')``'s whole call (UMAP embedding and labels), best of
+   five, on the pair with the most query cells fitted in this run.
+
+Symphony (symphonypy): the reference gets ``var['mean']`` = its gene means and
+``var['std']`` = 1, so ``map_embedding(use_genes_column=None)`` puts the query in the same
+unscaled reference PCA. None of these references has batches; as Symphony's authors advise
+for that case, ``pp.harmony_integrate`` runs with one batch for the whole reference (it
+leaves ``X_pca`` unchanged and stores the soft clusters and reference terms that
+``map_embedding`` needs; symphonypy's own no-batch path, ``map_embedding`` on a reference
+without ``uns['harmony']``, stores the k-means centroids where the query correction expects
+the cluster sums ``R @ Z``, and collapses the query toward the origin: 0.46 accuracy on
+Wang → Xin instead of 0.96). Labels by ``transfer_labels_kNN`` with ``--symphony-k``
+neighbours (default 5, sklearn's and Symphony's default) in the Harmony space, from the
+Symphony-corrected query; the mapping metric is ``per_cell_confidence``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+import warnings
+
+import anndata
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import scipy.sparse as sp
+from datasets import LABELLED, SCDCC, SHARED, wang_xin
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+import scnumap
+
+warnings.filterwarnings("ignore")
+sc.settings.verbosity = 0
+
+SETS = ["pbmc4k", "kidney", "cbmc", "pbmc68k_reduced", "paul15"]
+START = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - START:7.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+def dense(X) -> np.ndarray:
+    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+
+
+def split(ad: anndata.AnnData, seed: int = 0) -> tuple[anndata.AnnData, anndata.AnnData]:
+    """70/30 by cells, without anything computed on the whole set (PCA, graph, UMAP)."""
+    order = np.random.default_rng(seed).permutation(ad.n_obs)
+    cut = int(0.7 * ad.n_obs)
+    parts = []
+    for rows in (np.sort(order[:cut]), np.sort(order[cut:])):
+        part = ad[rows].copy()
+        part.obsm.clear()
+        part.varm.clear()
+        part.obsp.clear()
+        part.uns.clear()
+        parts.append(part)
+    return parts[0], parts[1]
+
+
+def fit_reference(ref: anndata.AnnData, n_comps: int) -> float:
+    """Reference PCA, graph and NUMAP; returns the NUMAP fit in seconds."""
+    sc.pp.pca(ref, n_comps=min(n_comps, ref.n_vars - 1, ref.n_obs - 1), random_state=0)
+    sc.pp.neighbors(ref, n_neighbors=15, random_state=0)
+    t0 = time.perf_counter()
+    scnumap.tl.numap(ref, random_state=0, verbose=False)
+    return time.perf_counter() - t0
+
+
+def reference_pca(ref: anndata.AnnData, query: anndata.AnnData) -> np.ndarray:
+    """The query in the reference's PCA space: (X - reference gene means) @ loadings."""
+    mean = dense(ref.X).mean(axis=0)
+    Z_ref = (dense(ref.X) - mean) @ ref.varm["PCs"]
+    scale = np.abs(ref.obsm["X_pca"]).max()
+    if np.abs(Z_ref - ref.obsm["X_pca"]).max() > 1e-3 * scale:
+        raise RuntimeError("The reference's X_pca is not (X - mean) @ PCs; the benchmark's preprocessing is broken.")
+    return (dense(query[:, ref.var_names].X) - mean) @ ref.varm["PCs"]
+
+
+def knn_distance(ref: anndata.AnnData, Z_query: np.ndarray, k: int = 15) -> np.ndarray:
+    """Baseline novelty: mean distance to the k nearest reference cells in reference PCA."""
+    nn = NearestNeighbors(n_neighbors=k).fit(ref.obsm["X_pca"])
+    return nn.kneighbors(Z_query)[0].mean(axis=1)
+
+
+def symphony(ref: anndata.AnnData, query: anndata.AnnData, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symphony's per-cell mapping metric (higher = worse) and kNN labels."""
+    import symphonypy
+
+    r = ref.copy()
+    r.var["mean"] = dense(r.X).mean(axis=0)
+    r.var["std"] = 1.0
+    # one batch: Harmony leaves X_pca as it is and stores Symphony's reference terms
+    r.obs["batch"] = "reference"
+    symphonypy.pp.harmony_integrate(r, key="batch")
+    q = query[:, ref.var_names].copy()
+    q.uns["log1p"] = {"base": None}
+    symphonypy.tl.map_embedding(q, r, use_genes_column=None)
+    symphonypy.tl.per_cell_confidence(q, r)
+    symphonypy.tl.transfer_labels_kNN(q, r, "label", query_labels="label_symphony", n_neighbors=k)
+    return q.obs["symphony_per_cell_dist"].to_numpy(), q.obs["label_symphony"].astype(str).to_numpy()
+
+
+def ingest(
+    ref: anndata.AnnData, query: anndata.AnnData, Z_query: np.ndarray | None = None, embed: bool = False
+) -> anndata.AnnData:
+    """``sc.tl.ingest`` labels (and UMAP placement if ``embed``).
+
+    With ``Z_query`` (the query in the reference PCA, reference means) ingest searches
+    that instead of centring the query on its own means.
+    """
+    q = query[:, ref.var_names].copy()
+    params = ref.uns["neighbors"]["params"]
+    had = params.get("use_rep")
+    if Z_query is not None:
+        q.obsm["X_pca"] = Z_query.astype(np.float32)
+        params["use_rep"] = "X_pca"  # the graph was built on the whole X_pca: same graph
+    try:
+        sc.tl.ingest(q, ref, obs="label", embedding_method="umap" if embed else [])
+    finally:
+        if had is None:
+            params.pop("use_rep", None)
+        else:
+            params["use_rep"] = had
+    return q
+
+
+def knn_2d(ref: anndata.AnnData, key: str, coords: np.ndarray, truth: np.ndarray, known: np.ndarray) -> float:
+    """Accuracy of a 15-NN classifier on the reference's 2-D coordinates, at the query's."""
+    clf = KNeighborsClassifier(n_neighbors=15).fit(ref.obsm[key], ref.obs["label"].astype(str).to_numpy())
+    return float(np.mean(clf.predict(coords[known]) == truth[known]))
+
+
+def map_pair(
+    ref: anndata.AnnData, query: anndata.AnnData, *, n_comps: int, symphony_k: int, placement: bool = False
+) -> dict:
+    """Fit the reference, map the query with every method, return the measures."""
+    fit_s = fit_reference(ref, n_comps)
+    truth = query.obs["label"].astype(str).to_numpy()
+    known = np.isin(truth, ref.obs["label"].astype(str).unique())
+    novel = ~known
+    out = {"n_ref": ref.n_obs, "n_query": query.n_obs, "n_novel": int(novel.sum()), "fit_s": fit_s}
+
+    q = query[:, ref.var_names].copy()
+    scnumap.tl.project(q, ref, obs="label")
+    score = q.obs["numap_mapping_score"].to_numpy()
+    label = q.obs["label_numap"].astype(str).to_numpy()
+    unknown = label == "Unknown"
+    q_open = query[:, ref.var_names].copy()
+    scnumap.tl.project(q_open, ref, obs="label", unknown_threshold=None, anchor=None)
+    label_open = q_open.obs["label_numap"].astype(str).to_numpy()
+
+    Z = reference_pca(ref, query)
+    baseline = knn_distance(ref, Z)
+    sym_dist, sym_label = symphony(ref, query, symphony_k)
+    if placement:
+        sc.tl.umap(ref, random_state=0)
+    q_ing = ingest(ref, query, embed=placement)
+    q_ing_ref = ingest(ref, query, Z_query=Z, embed=placement)
+
+    out.update(
+        false_unknown=float(unknown[known].mean()),
+        acc=float(np.mean(label[known] == truth[known])),
+        acc_open=float(np.mean(label_open[known] == truth[known])),
+        acc_ingest=float(np.mean(q_ing.obs["label"].astype(str).to_numpy()[known] == truth[known])),
+        acc_ingest_ref=float(np.mean(q_ing_ref.obs["label"].astype(str).to_numpy()[known] == truth[known])),
+        acc_symphony=float(np.mean(sym_label[known] == truth[known])),
+        score_known=float(np.mean(score[known])),
+    )
+    if novel.any() and known.any():
+        out.update(
+            auroc=roc_auc_score(novel, 1.0 - score),
+            auroc_symphony=roc_auc_score(novel, sym_dist),
+            auroc_baseline=roc_auc_score(novel, baseline),
+            tpr_unknown=float(unknown[novel].mean()),
+            score_novel=float(np.mean(score[novel])),
+        )
+    if placement:
+        anchored, free = q.obsm["X_numap"], q_open.obsm["X_numap"]
+        out.update(
+            knn_anchor=knn_2d(ref, "X_numap", anchored, truth, known),
+            knn_free=knn_2d(ref, "X_numap", free, truth, known),
+            knn_ingest=knn_2d(ref, "X_umap", q_ing.obsm["X_umap"], truth, known),
+            knn_ingest_ref=knn_2d(ref, "X_umap", q_ing_ref.obsm["X_umap"], truth, known),
+            moved=float(np.mean(np.any(anchored != free, axis=1))),
+        )
+    return out
+
+
+class Largest:
+    """The fitted pair with the most query cells (for the timing, part D)."""
+
+    def __init__(self):
+        self.name, self.ref, self.query = None, None, None
+
+    def offer(self, name, ref, query):
+        if self.query is None or query.n_obs > self.query.n_obs:
+            self.name, self.ref, self.query = name, ref, query
+
+
+def leave_one_out(name, ref_all, query, *, n_comps, min_query, max_types, symphony_k, largest) -> list[dict]:
+    counts = query.obs["label"].astype(str).value_counts()
+    types = [t for t, n in counts.items() if n >= min_query]
+    if max_types is not None:
+        types = types[:max_types]
+    rows = []
+    for i, left_out in enumerate(types):
+        log(f"A {name}: leaving out {left_out!r} ({i + 1}/{len(types)}, {counts[left_out]} query cells)")
+        ref = ref_all[ref_all.obs["label"].astype(str) != left_out].copy()
+        r = map_pair(ref, query, n_comps=n_comps, symphony_k=symphony_k)
+        r.update(set=name, left_out=left_out)
+        log(
+            f"    fit {r['fit_s']:.0f} s; AUROC scnumap {r['auroc']:.3f} Symphony {r['auroc_symphony']:.3f} "
+            f"baseline {r['auroc_baseline']:.3f}; Unknown TPR {r['tpr_unknown']:.3f} false {r['false_unknown']:.3f}; "
+            f"acc {r['acc']:.3f} ingest {r['acc_ingest']:.3f} Symphony {r['acc_symphony']:.3f}"
+        )
+        rows.append(r)
+        largest.offer(f"{name} without {left_out}", ref, query)
+    return rows
+
+
+def labelled(name: str) -> anndata.AnnData:
+    ad = LABELLED[name]()
+    ad.obs["label"] = ad.obs["label"].astype(str)
+    return ad
+
+
+def shifted_pbmc4k(sigma: float, dropout: float, seed: int = 0) -> tuple[anndata.AnnData, anndata.AnnData]:
+    """pbmc4k 70/30; the query's raw counts get gene-wise log-normal factors and thinning."""
+    import h5py
+
+    with h5py.File(SHARED / SCDCC["pbmc4k"], "r") as f:
+        X = sp.csr_matrix(np.asarray(f["X"], dtype=np.float32))
+        y = np.asarray(f["Y"]).astype(str)
+    ad = anndata.AnnData(X)
+    ad.var_names = [f"gene{i}" for i in range(ad.n_vars)]
+    ad.obs["label"] = y
+    ref, query = split(ad, seed)
+    rng = np.random.default_rng(seed)
+    factors = rng.lognormal(mean=0.0, sigma=sigma, size=query.n_vars)
+    counts = sp.csr_matrix(query.X @ sp.diags(factors))
+    counts.data = rng.binomial(np.rint(counts.data).astype(np.int64), 1.0 - dropout).astype(np.float32)
+    counts.eliminate_zeros()
+    query.X = counts
+    for a in (ref, query):
+        sc.pp.normalize_total(a, target_sum=1e4)
+        sc.pp.log1p(a)
+    return ref, query
+
+
+def speed(ref: anndata.AnnData, query: anndata.AnnData, repeats: int = 5) -> tuple[float, float]:
+    """Best-of-``repeats`` warm µs/cell of tl.project (labels + score) and ingest (labels + UMAP)."""
+    if "X_umap" not in ref.obsm:
+        sc.tl.umap(ref, random_state=0)
+    q = query[:, ref.var_names].copy()
+    scnumap.tl.project(q[:10].copy(), ref, obs="label")  # warm-up: builds the reference index
+    sc.tl.ingest(q[:10].copy(), ref, obs="label")  # warm-up: numba
+    t_numap, t_ingest = [], []
+    for _ in range(repeats):
+        a = q.copy()
+        t0 = time.perf_counter()
+        scnumap.tl.project(a, ref, obs="label")
+        t_numap.append(time.perf_counter() - t0)
+        b = q.copy()
+        t0 = time.perf_counter()
+        sc.tl.ingest(b, ref, obs="label")
+        t_ingest.append(time.perf_counter() - t0)
+    return min(t_numap) / q.n_obs * 1e6, min(t_ingest) / q.n_obs * 1e6
+
+
+def f3(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+def print_loto(rows: list[dict]) -> None:
+    print("### A. Leave one type out: per left-out type\n")
+    print(
+        "| set | left out | ref → query (left out) | AUROC scnumap | AUROC Symphony | AUROC kNN-distance "
+        "| Unknown TPR | false Unknown | acc scnumap | acc scnumap, no Unknown | acc ingest | acc ingest (ref mean) "
+        "| acc Symphony | mean score, known / left out | fit s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['set']} | {r['left_out']} | {r['n_ref']} → {r['n_query']} ({r['n_novel']}) | {f3(r['auroc'])} "
+            f"| {f3(r['auroc_symphony'])} | {f3(r['auroc_baseline'])} | {f3(r['tpr_unknown'])} "
+            f"| {f3(r['false_unknown'])} | {f3(r['acc'])} | {f3(r['acc_open'])} | {f3(r['acc_ingest'])} "
+            f"| {f3(r['acc_ingest_ref'])} | {f3(r['acc_symphony'])} | {f3(r['score_known'])} / {f3(r['score_novel'])} "
+            f"| {r['fit_s']:.0f} |"
+        )
+    print()
+    print("### A. Leave one type out: per set, mean (min; for false Unknown: max)\n")
+    print(
+        "| set | types | AUROC scnumap | AUROC Symphony | AUROC kNN-distance | Unknown TPR | false Unknown "
+        "| acc scnumap | acc ingest | acc ingest (ref mean) | acc Symphony |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    frame = pd.DataFrame(rows)
+    groups = [(name, frame[frame["set"] == name]) for name in dict.fromkeys(frame["set"])]
+    groups.append(("**all left-out types**", frame))
+    for name, g in groups:
+
+        def cell(col, worst=min, g=g):
+            return f"{g[col].mean():.3f} ({worst(g[col]):.3f})"
+
+        print(
+            f"| {name} | {len(g)} | {cell('auroc')} | {cell('auroc_symphony')} | {cell('auroc_baseline')} "
+            f"| {cell('tpr_unknown')} | {cell('false_unknown', max)} | {cell('acc')} | {cell('acc_ingest')} "
+            f"| {cell('acc_ingest_ref')} | {cell('acc_symphony')} |"
+        )
+    print(flush=True)
+
+
+def print_cross(rows: list[tuple[str, dict]]) -> None:
+    print("### B, C. Cross-batch pairs, all types in the reference\n")
+    print(
+        "| pair | ref → query | acc scnumap | acc scnumap, no Unknown | acc ingest | acc ingest (ref mean) "
+        "| acc Symphony | false Unknown | mean score | 2-D kNN scnumap anchor=2.0 | 2-D kNN scnumap anchor=None "
+        "| 2-D kNN ingest UMAP | 2-D kNN ingest UMAP (ref mean) | share moved by the anchor | fit s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        print(
+            f"| {name} | {r['n_ref']} → {r['n_query']} | {f3(r['acc'])} | {f3(r['acc_open'])} "
+            f"| {f3(r['acc_ingest'])} | {f3(r['acc_ingest_ref'])} | {f3(r['acc_symphony'])} "
+            f"| {f3(r['false_unknown'])} | {f3(r['score_known'])} | {f3(r['knn_anchor'])} | {f3(r['knn_free'])} "
+            f"| {f3(r['knn_ingest'])} | {f3(r['knn_ingest_ref'])} | {f3(r['moved'])} | {r['fit_s']:.0f} |"
+        )
+    print(flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", nargs="*", default=SETS, choices=sorted(LABELLED), help="labelled sets for part A")
+    parser.add_argument("--max-types", type=int, default=None, help="at most this many left-out types per set")
+    parser.add_argument("--min-query", type=int, default=30, help="query cells a type needs to be left out")
+    parser.add_argument("--sigma", type=float, default=0.5, help="sd of the log-normal gene factors (part C)")
+    parser.add_argument("--dropout", type=float, default=0.3, help="share of counts thinned away (part C)")
+    parser.add_argument("--symphony-k", type=int, default=5, help="neighbours of Symphony's kNN labels")
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--parts", nargs="*", default=list("ABCD"), choices=list("ABCD"))
+    args = parser.parse_args(argv)
+
+    from importlib.metadata import version
+
+    import torch
+
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "
+        f"{torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, scanpy {sc.__version__}, scnumap {scnumap.__version__}, "
+        f"symphonypy {version('symphonypy')}, harmonypy {version('harmonypy')}\n"
+    )
+    print(f"`benchmarks/mapping.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n", flush=True)
+    opts = {"min_query": args.min_query, "max_types": args.max_types, "symphony_k": args.symphony_k}
+    largest = Largest()
+    loto, cross = [], []
+    if "A" in args.parts:
+        for name in args.sets:
+            log(f"A {name}: loading")
+            ref_all, query = split(labelled(name), seed=0)
+            loto += leave_one_out(name, ref_all, query, n_comps=50, largest=largest, **opts)
+    if "B" in args.parts:
+        log("B Wang → Xin: all types")
+        ref, query = wang_xin()
+        for a in (ref, query):
+            a.obsm.clear()
+            a.uns.clear()
+        r = map_pair(ref.copy(), query, n_comps=30, symphony_k=args.symphony_k, placement=True)
+        cross.append(("Wang → Xin (pancreas, cross-technology)", r))
+        log(f"    {r}")
+        loto += leave_one_out("Wang → Xin", ref, query, n_comps=30, largest=largest, **opts)
+    if "C" in args.parts:
+        log(f"C pbmc4k, synthetic shift (sigma {args.sigma}, dropout {args.dropout})")
+        ref, query = shifted_pbmc4k(args.sigma, args.dropout)
+        r = map_pair(ref, query, n_comps=50, symphony_k=args.symphony_k, placement=True)
+        name = f"pbmc4k 70/30, query shifted (log-normal σ {args.sigma}, dropout {args.dropout})"
+        cross.append((name, r))
+        log(f"    {r}")
+        largest.offer(name, ref, query)
+    if loto:
+        print_loto(loto)
+    if cross:
+        print_cross(cross)
+    if "D" in args.parts and largest.ref is not None:
+        log(f"D timing on {largest.name}")
+        numap_us, ingest_us = speed(largest.ref, largest.query)
+        print("### D. Speed, warm, best of 5\n")
+        print(
+            "| pair | ref → query | tl.project (labels, score, placement) µs/cell "
+            "| sc.tl.ingest (labels, UMAP) µs/cell | speed-up |"
+        )
+        print("|---|---|---|---|---|")
+        print(
+            f"| {largest.name} | {largest.ref.n_obs} → {largest.query.n_obs} | {numap_us:.1f} | {ingest_us:.1f} "
+            f"| {ingest_us / numap_us:.0f}× |",
+            flush=True,
+        )
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
