@@ -1,10 +1,13 @@
 """Query mapping: mapping score, Unknown, label transfer and 2-D placement, next to Symphony and ingest.
 
     .venv/bin/python benchmarks/mapping.py [--sets pbmc4k kidney cbmc pbmc68k_reduced paul15]
-        [--max-types N] [--sigma 0.5] [--dropout 0.3] [--parts A B C D] [--torch-threads N]
+        [--max-types N] [--sigma 0.5] [--dropout 0.3] [--parts A B C D] [--torch-threads N] [--cache FILE]
 
 Needs the ``benchmark`` extra (``pip install -e '.[benchmark]'``: symphonypy, harmonypy).
-Progress goes to stderr, the markdown tables to stdout.
+Progress goes to stderr, the markdown tables to stdout. With ``--cache FILE`` every
+finished pair is appended to ``FILE`` (JSON lines) and a rerun with the same options takes
+it from there instead of fitting it again (all fits are seeded, so the numbers are the
+same); the timing (D) is always measured in the run that prints it.
 
 Preprocessing is the same for every method: counts → ``normalize_total(1e4)`` → ``log1p``
 (on the whole set; both are per cell) → split → ``sc.pp.pca`` (50 components) on the
@@ -56,10 +59,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import anndata
 import numpy as np
@@ -232,34 +237,73 @@ def map_pair(
 
 
 class Largest:
-    """The fitted pair with the most query cells (for the timing, part D)."""
+    """The pair with the most query cells (for the timing, part D).
+
+    ``make()`` returns its fitted reference and query: the objects themselves when the
+    pair was fitted in this process, a refit (same seeds) when it came from the cache.
+    """
 
     def __init__(self):
-        self.name, self.ref, self.query = None, None, None
+        self.name, self.n_query, self.make = None, -1, None
 
-    def offer(self, name, ref, query):
-        if self.query is None or query.n_obs > self.query.n_obs:
-            self.name, self.ref, self.query = name, ref, query
+    def offer(self, name, n_query, make):
+        if n_query > self.n_query:
+            self.name, self.n_query, self.make = name, n_query, make
 
 
-def leave_one_out(name, ref_all, query, *, n_comps, min_query, max_types, symphony_k, largest) -> list[dict]:
+class Cache:
+    """Finished pairs, one JSON line each, so that an interrupted run resumes where it stopped."""
+
+    def __init__(self, path: str | None):
+        self.path = Path(path) if path else None
+        self.done = {}
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                entry = json.loads(line)
+                self.done[entry["key"]] = entry["result"]
+
+    def get(self, key: str) -> dict | None:
+        return self.done.get(key)
+
+    def put(self, key: str, result: dict) -> None:
+        self.done[key] = result
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": key, "result": result}, default=float) + "\n")
+
+
+def leave_one_out(name, ref_all, query, *, n_comps, min_query, max_types, symphony_k, largest, cache) -> list[dict]:
     counts = query.obs["label"].astype(str).value_counts()
     types = [t for t, n in counts.items() if n >= min_query]
     if max_types is not None:
         types = types[:max_types]
     rows = []
     for i, left_out in enumerate(types):
-        log(f"A {name}: leaving out {left_out!r} ({i + 1}/{len(types)}, {counts[left_out]} query cells)")
-        ref = ref_all[ref_all.obs["label"].astype(str) != left_out].copy()
-        r = map_pair(ref, query, n_comps=n_comps, symphony_k=symphony_k)
-        r.update(set=name, left_out=left_out)
+        key = f"A|{name}|{left_out}|symphony_k={symphony_k}"
+        pair = f"{name} without {left_out}"
+        r = cache.get(key)
+
+        def refit(left_out=left_out):
+            ref = ref_all[ref_all.obs["label"].astype(str) != left_out].copy()
+            fit_reference(ref, n_comps)
+            return ref, query
+
+        if r is not None:
+            log(f"A {name}: leaving out {left_out!r}: from the cache")
+            largest.offer(pair, query.n_obs, refit)
+        else:
+            log(f"A {name}: leaving out {left_out!r} ({i + 1}/{len(types)}, {counts[left_out]} query cells)")
+            ref = ref_all[ref_all.obs["label"].astype(str) != left_out].copy()
+            r = map_pair(ref, query, n_comps=n_comps, symphony_k=symphony_k)
+            r.update(set=name, left_out=left_out)
+            cache.put(key, r)
+            largest.offer(pair, query.n_obs, lambda ref=ref: (ref, query))
         log(
             f"    fit {r['fit_s']:.0f} s; AUROC scnumap {r['auroc']:.3f} Symphony {r['auroc_symphony']:.3f} "
             f"baseline {r['auroc_baseline']:.3f}; Unknown TPR {r['tpr_unknown']:.3f} false {r['false_unknown']:.3f}; "
             f"acc {r['acc']:.3f} ingest {r['acc_ingest']:.3f} Symphony {r['acc_symphony']:.3f}"
         )
         rows.append(r)
-        largest.offer(f"{name} without {left_out}", ref, query)
     return rows
 
 
@@ -381,6 +425,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sigma", type=float, default=0.5, help="sd of the log-normal gene factors (part C)")
     parser.add_argument("--dropout", type=float, default=0.3, help="share of counts thinned away (part C)")
     parser.add_argument("--symphony-k", type=int, default=5, help="neighbours of Symphony's kNN labels")
+    parser.add_argument("--cache", default=None, help="JSON-lines file of finished pairs; a rerun skips them")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--parts", nargs="*", default=list("ABCD"), choices=list("ABCD"))
     args = parser.parse_args(argv)
@@ -397,40 +442,57 @@ def main(argv=None) -> None:
         f"torch {torch.__version__}, scanpy {sc.__version__}, scnumap {scnumap.__version__}, "
         f"symphonypy {version('symphonypy')}, harmonypy {version('harmonypy')}\n"
     )
-    print(f"`benchmarks/mapping.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n", flush=True)
+    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--cache", args.cache)]
+    print(f"`benchmarks/mapping.py {' '.join(shown)}`\n", flush=True)
     opts = {"min_query": args.min_query, "max_types": args.max_types, "symphony_k": args.symphony_k}
-    largest = Largest()
+    largest, cache = Largest(), Cache(args.cache)
     loto, cross = [], []
     if "A" in args.parts:
         for name in args.sets:
             log(f"A {name}: loading")
             ref_all, query = split(labelled(name), seed=0)
-            loto += leave_one_out(name, ref_all, query, n_comps=50, largest=largest, **opts)
+            loto += leave_one_out(name, ref_all, query, n_comps=50, largest=largest, cache=cache, **opts)
     if "B" in args.parts:
         log("B Wang → Xin: all types")
         ref, query = wang_xin()
         for a in (ref, query):
             a.obsm.clear()
             a.uns.clear()
-        r = map_pair(ref.copy(), query, n_comps=30, symphony_k=args.symphony_k, placement=True)
+        key = f"B|wang_xin|symphony_k={args.symphony_k}"
+        r = cache.get(key)
+        if r is None:
+            r = map_pair(ref.copy(), query, n_comps=30, symphony_k=args.symphony_k, placement=True)
+            cache.put(key, r)
         cross.append(("Wang → Xin (pancreas, cross-technology)", r))
         log(f"    {r}")
-        loto += leave_one_out("Wang → Xin", ref, query, n_comps=30, largest=largest, **opts)
+        loto += leave_one_out("Wang → Xin", ref, query, n_comps=30, largest=largest, cache=cache, **opts)
     if "C" in args.parts:
         log(f"C pbmc4k, synthetic shift (sigma {args.sigma}, dropout {args.dropout})")
         ref, query = shifted_pbmc4k(args.sigma, args.dropout)
-        r = map_pair(ref, query, n_comps=50, symphony_k=args.symphony_k, placement=True)
         name = f"pbmc4k 70/30, query shifted (log-normal σ {args.sigma}, dropout {args.dropout})"
+        key = f"C|pbmc4k|sigma={args.sigma}|dropout={args.dropout}|symphony_k={args.symphony_k}"
+        r = cache.get(key)
+        fitted = r is None
+        if fitted:
+            r = map_pair(ref, query, n_comps=50, symphony_k=args.symphony_k, placement=True)
+            cache.put(key, r)
+
+        def shifted_pair(ref=ref, query=query, fitted=fitted):
+            if not fitted:
+                fit_reference(ref, 50)
+            return ref, query
+
+        largest.offer(name, query.n_obs, shifted_pair)
         cross.append((name, r))
         log(f"    {r}")
-        largest.offer(name, ref, query)
     if loto:
         print_loto(loto)
     if cross:
         print_cross(cross)
-    if "D" in args.parts and largest.ref is not None:
+    if "D" in args.parts and largest.make is not None:
         log(f"D timing on {largest.name}")
-        numap_us, ingest_us = speed(largest.ref, largest.query)
+        ref, query = largest.make()
+        numap_us, ingest_us = speed(ref, query)
         print("### D. Speed, warm, best of 5\n")
         print(
             "| pair | ref → query | tl.project (labels, score, placement) µs/cell "
@@ -438,7 +500,7 @@ def main(argv=None) -> None:
         )
         print("|---|---|---|---|---|")
         print(
-            f"| {largest.name} | {largest.ref.n_obs} → {largest.query.n_obs} | {numap_us:.1f} | {ingest_us:.1f} "
+            f"| {largest.name} | {ref.n_obs} → {query.n_obs} | {numap_us:.1f} | {ingest_us:.1f} "
             f"| {ingest_us / numap_us:.0f}× |",
             flush=True,
         )
