@@ -7,18 +7,24 @@ space the model was trained on (distances ``d_1 ≤ … ≤ d_k`` to reference c
 Mapping score
     Each reference cell ``j`` has a local radius ``r_j``: the mean distance to its own
     ``k`` reference neighbours (itself excluded; from the neighbour graph the model was
-    trained on). A query cell's statistic is
+    trained on). A query cell gives two distance statistics,
 
-    ``s = mean_i d_i / mean_i r_{n_i}``,
+    ``s_dist = mean_i d_i``  and  ``s_ratio = mean_i d_i / mean_i r_{n_i}``,
 
-    its distance to the reference relative to how far apart reference cells are there, so
-    that dense and sparse regions compare. The same statistic of every reference cell,
-    left out of its own neighbour list, is the null: ``p`` = the share of reference cells
-    with a larger statistic (a conformal p-value, read from :data:`N_QUANTILES` stored
-    quantiles). The mapping score is ``min(1, 2 p)``: 1 for a cell at least as typical as
-    the median reference cell, falling to 0 for cells unlike any reference cell. A score
-    below ``t`` happens to a share ``t / 2`` of reference cells, so the default
-    ``unknown_threshold`` ``2 × DEFAULT_UNKNOWN_RATE`` calls 1.5 % of them Unknown.
+    how far it is from the reference, in absolute terms and relative to how far apart
+    reference cells are where it lands (a cell in a gap between dense populations is near
+    in absolute terms, far relative to them). The same statistics of every reference cell,
+    left out of its own neighbour list (``r_j`` and ``r_j / mean r`` of its neighbours),
+    are the null, stored per cell. With a query of at least
+    :data:`scnumap.core.query_share.MIN_QUERY_CELLS` cells, a third statistic says where
+    the query crowds together without reference cells (the query share, see
+    :mod:`scnumap.core.query_share`). Each statistic gives a conformal p-value against
+    its null, ``p = (1 + #{null >= s}) / (1 + n_null)``; Fisher's ``T = -Σ log p`` joins
+    them, and ``T`` of the reference cells themselves is the null of ``T``: the mapping
+    score is the conformal p-value of a cell's ``T``, the share of reference cells that
+    look less typical than it (near 1 for the most typical cells, near 0 for cells unlike
+    any). A score below ``t`` happens to a share ``t`` of reference cells, so the default
+    ``unknown_threshold`` :data:`DEFAULT_UNKNOWN_RATE` calls 1.5 % of them Unknown.
 
 Label probabilities
     Neighbour ``i`` votes with weight ``w_i ∝ exp(-(d_i - d_1) / mean_i r_{n_i})``; a class's
@@ -41,9 +47,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from .graph import check_metric
-
-#: Quantiles of the null statistic kept in the model.
-N_QUANTILES = 1001
 
 #: Share of reference cells the default threshold calls Unknown.
 DEFAULT_UNKNOWN_RATE = 0.015
@@ -71,10 +74,10 @@ class MappingCalibration:
     metric
         Distance of the representation space.
     radius
-        ``(n_reference,)`` float32 local radius of each reference cell.
-    null_quantiles
-        ``(N_QUANTILES,)`` float64, non-decreasing: quantiles 0, 0.001, …, 1 of the
-        reference cells' own statistic.
+        ``(n_reference,)`` float32 local radius of each reference cell: also its own
+        distance statistic ``s_dist``.
+    ratio
+        ``(n_reference,)`` float32 ratio statistic ``s_ratio`` of each reference cell.
     unknown_threshold
         Default score threshold below which a cell is called Unknown.
     """
@@ -82,7 +85,7 @@ class MappingCalibration:
     n_neighbors: int
     metric: str
     radius: np.ndarray
-    null_quantiles: np.ndarray
+    ratio: np.ndarray
     unknown_threshold: float
 
     @classmethod
@@ -105,36 +108,62 @@ class MappingCalibration:
         if not counts.any():
             raise ValueError("`distances` has no stored neighbour; the reference graph is empty.")
         rows = np.repeat(np.arange(n), counts)
-        mean_distance = _row_means(rows, D.data, counts)
-        radius = _floor(mean_distance)
+        radius = _floor(_row_means(rows, D.data, counts))
+        ratio = np.ones(n)  # a cell without neighbours counts as typical
         has = counts > 0
-        statistic = mean_distance[has] / _row_means(rows, radius[D.indices], counts)[has]
+        ratio[has] = radius[has] / _row_means(rows, radius[D.indices], counts)[has]
         return cls(
             n_neighbors=int(np.median(counts[counts > 0])),
             metric=check_metric(metric),
             radius=radius.astype(np.float32),
-            null_quantiles=np.quantile(statistic, np.linspace(0.0, 1.0, N_QUANTILES)),
-            unknown_threshold=float(2 * unknown_rate),
+            ratio=ratio.astype(np.float32),
+            unknown_threshold=float(unknown_rate),
         )
 
-    def statistic(self, distances: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """``s`` of each query row from its ``(n, k)`` neighbour distances and indices."""
-        return distances.mean(axis=1, dtype=np.float64) / self.radius[indices].mean(axis=1, dtype=np.float64)
+    def statistics(self, distances: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` float32 ``s_dist`` and ``s_ratio`` of query rows from their ``(n, k)`` neighbours."""
+        mean = distances.mean(axis=1, dtype=np.float64)
+        return np.stack([mean, mean / self.radius[indices].mean(axis=1, dtype=np.float64)], axis=1).astype(np.float32)
 
-    def score(self, distances: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """Mapping score in [0, 1] of each query row (float32)."""
-        s = self.statistic(distances, indices)
-        levels = np.linspace(0.0, 1.0, N_QUANTILES)
-        # F(s) = share of reference statistics below s; flat stretches (ties) take their upper end
-        cdf = np.interp(s, self.null_quantiles, levels, left=0.0, right=1.0)
-        return np.minimum(1.0, 2.0 * (1.0 - cdf)).astype(np.float32)
+    def null(self) -> np.ndarray:
+        """``(n_reference, 2)`` the reference cells' own statistics, as :meth:`statistics` gives."""
+        return np.stack([self.radius, self.ratio], axis=1)
+
+    def score(
+        self,
+        statistics: np.ndarray,
+        share: np.ndarray | None = None,
+        share_null: np.ndarray | None = None,
+        null_rows: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Mapping score in [0, 1] (float32) of query rows.
+
+        Parameters
+        ----------
+        statistics
+            ``(n, 2)`` from :meth:`statistics`.
+        share, share_null
+            The query rows' (shifted) query shares and the reference sample's, or ``None``
+            to score on the distance statistics alone.
+        null_rows
+            Reference rows of ``share_null`` (the reference sample in the pooled index).
+        """
+        null = self.null()
+        rows = np.arange(null.shape[0]) if share is None else np.asarray(null_rows)
+        p_query = [conformal_p(statistics[:, j], null[:, j]) for j in range(null.shape[1])]
+        p_null = [conformal_p(null[rows, j], null[:, j], own=True) for j in range(null.shape[1])]
+        if share is not None:
+            p_query.append(conformal_p(share, share_null))
+            p_null.append(conformal_p(share_null, share_null, own=True))
+        T_null = fisher(p_null)
+        return conformal_p(fisher(p_query), T_null).astype(np.float32)
 
     def to_dict(self) -> dict:
         return {
             "n_neighbors": np.int64(self.n_neighbors),
             "metric": self.metric,
             "radius": self.radius.astype(np.float32),
-            "null_quantiles": self.null_quantiles.astype(np.float64),
+            "ratio": self.ratio.astype(np.float32),
             "unknown_threshold": np.float64(self.unknown_threshold),
         }
 
@@ -143,7 +172,7 @@ class MappingCalibration:
         """Validate and rebuild; :class:`CalibrationFormatError` names any bad entry."""
         if not isinstance(entry, Mapping):
             raise CalibrationFormatError(f"`{where}` must be a dict of arrays, got {type(entry).__name__}.")
-        expected = {"n_neighbors", "metric", "radius", "null_quantiles", "unknown_threshold"}
+        expected = {"n_neighbors", "metric", "radius", "ratio", "unknown_threshold"}
         if set(entry) != expected:
             raise CalibrationFormatError(
                 f"`{where}` has entries {sorted(entry)}; expected {sorted(expected)}. Re-run `scnumap.tl.numap`."
@@ -159,29 +188,43 @@ class MappingCalibration:
             metric = check_metric(str(metric))
         except ValueError as err:
             raise CalibrationFormatError(f"`{where}/metric`: {err}") from None
-        radius = np.asarray(entry["radius"])
-        if radius.ndim != 1 or radius.dtype.kind != "f" or not np.all(np.isfinite(radius)) or np.any(radius <= 0):
-            raise CalibrationFormatError(f"`{where}/radius` must be a 1-D array of positive finite floats.")
-        if n_reference is not None and radius.shape[0] != n_reference:
+        arrays = {}
+        for name in ("radius", "ratio"):
+            values = np.asarray(entry[name])
+            if values.ndim != 1 or values.dtype.kind != "f" or not np.all(np.isfinite(values)) or np.any(values <= 0):
+                raise CalibrationFormatError(f"`{where}/{name}` must be a 1-D array of positive finite floats.")
+            if n_reference is not None and values.shape[0] != n_reference:
+                raise CalibrationFormatError(
+                    f"`{where}/{name}` has {values.shape[0]} values; the reference has {n_reference} cells. "
+                    "The calibration belongs to another reference: re-run `scnumap.tl.numap` on this one."
+                )
+            arrays[name] = values.astype(np.float32)
+        if arrays["radius"].shape != arrays["ratio"].shape:
             raise CalibrationFormatError(
-                f"`{where}/radius` has {radius.shape[0]} values; the reference has {n_reference} cells. "
-                "The calibration belongs to another reference: re-run `scnumap.tl.numap` on this one."
-            )
-        quantiles = np.asarray(entry["null_quantiles"])
-        if (
-            quantiles.shape != (N_QUANTILES,)
-            or quantiles.dtype.kind != "f"
-            or not np.all(np.isfinite(quantiles))
-            or np.any(np.diff(quantiles) < 0)
-        ):
-            raise CalibrationFormatError(
-                f"`{where}/null_quantiles` must be {N_QUANTILES} finite non-decreasing floats, "
-                f"got shape {quantiles.shape}."
+                f"`{where}/radius` and `{where}/ratio` differ in length "
+                f"({arrays['radius'].shape[0]} and {arrays['ratio'].shape[0]})."
             )
         threshold = _number(entry, "unknown_threshold", where)
         if not 0 <= threshold <= 1:
             raise CalibrationFormatError(f"`{where}/unknown_threshold` must lie in [0, 1], got {threshold}.")
-        return cls(int(k), metric, radius.astype(np.float32), quantiles.astype(np.float64), float(threshold))
+        return cls(int(k), metric, arrays["radius"], arrays["ratio"], float(threshold))
+
+
+def conformal_p(values: np.ndarray, null: np.ndarray, *, own: bool = False) -> np.ndarray:
+    """Conformal p-value of each ``v`` in ``values`` against ``null`` (float64).
+
+    ``(1 + #{null >= v}) / (1 + n_null)`` for new values; ``#{null >= v} / n_null`` with
+    ``own=True``, for values that are themselves in ``null`` (each one left out of its own
+    comparison and counted as the ``1``).
+    """
+    ordered = np.sort(np.asarray(null, dtype=np.float64))
+    above = ordered.shape[0] - np.searchsorted(ordered, np.asarray(values, dtype=np.float64), side="left")
+    return above / ordered.shape[0] if own else (1.0 + above) / (1.0 + ordered.shape[0])
+
+
+def fisher(p_values: list[np.ndarray]) -> np.ndarray:
+    """Fisher's statistic ``-Σ log p`` of aligned p-value arrays."""
+    return -np.sum([np.log(p) for p in p_values], axis=0)
 
 
 def _number(entry, key: str, where: str) -> float:

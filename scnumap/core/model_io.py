@@ -21,7 +21,7 @@ from .numap import NUMAP
 from .scaling import Standardizer
 
 #: Version of the stored layout; bump on any incompatible change.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class ModelFormatError(ValueError):

@@ -111,8 +111,7 @@ def numap(
         standardisation and the representation, with PCA loadings, gene names and the
         reference mean when the representation is ``X_pca`` from ``adata.X``; and
         ``'mapping'``, the calibration of :func:`scnumap.tl.project`'s mapping score: each
-        cell's local radius from the graph's kNN distances and quantiles of the score's
-        statistic over the reference's own cells).
+        cell's local radius and ratio statistic from the graph's kNN distances).
     """
     import scanpy as sc
 

@@ -25,6 +25,7 @@ from ..core.mapping import (
 )
 from ..core.model_io import ModelFormatError, model_from_dict
 from ..core.numap import NUMAP
+from ..core.query_share import MIN_QUERY_CELLS, SAMPLE_SIZE, QueryShare
 from ..core.reference_index import cached_index
 from ..core.representation import Representation
 from ._representation import dense_block
@@ -128,6 +129,7 @@ def project(
     unknown_threshold: float | str | None = "auto",
     anchor: float | None = 2.0,
     batch_key: str | None = None,
+    random_state: int | None = 0,
     chunk_size: int = CHUNK_SIZE,
     copy: bool = False,
 ) -> AnnData | None:
@@ -151,8 +153,9 @@ def project(
       into the integrated space (each query batch of ``batch_key`` separately), written
       to ``adata_query.obsm[use_rep]`` (``'X_pca_harmony'``).
 
-    In that space each query cell's nearest reference cells give its mapping score
-    (how much it looks like reference cells, calibrated on the reference's own cells),
+    In that space each query cell's nearest reference cells (and the other query cells)
+    give its mapping score (how much it looks like reference cells, calibrated on the
+    reference's own cells),
     its label probabilities (distance-weighted vote) and an anchor for its place in the
     embedding. The maths is in the documentation's method page ("Query mapping").
 
@@ -189,8 +192,8 @@ def project(
         on, e.g. PCA or genes) or ``"embedding"`` (the NUMAP coordinates).
     unknown_threshold
         Cells whose mapping score is below it get the label ``"Unknown"``. ``"auto"``
-        (default) takes the model's calibrated value (0.03: 1.5 % of reference cells
-        would fall below it); a number in [0, 1] sets it; ``None`` never calls Unknown.
+        (default) takes the model's calibrated value (0.015: 1.5 % of reference cells
+        fall below it); a number in [0, 1] sets it; ``None`` never calls Unknown.
     anchor
         Keep each cell within ``anchor`` × the spread of its reference neighbours' 2-D
         positions around their weighted mean (typically 1–3); cells the network places
@@ -199,6 +202,9 @@ def project(
     batch_key
         Query ``obs`` column of its batches, each corrected separately onto an integrated
         reference (``None``: the query is one batch). Only for integrated references.
+    random_state
+        Seed of the samples that compute the query share of the mapping score (queries or
+        references larger than 20,000 cells) and of its approximate kNN index.
     chunk_size
         Query rows per block.
     copy
@@ -215,9 +221,13 @@ def project(
         Integrated references only: ``(n_query, n_pcs)`` float32 corrected PCA coordinates
         (``use_rep`` is the reference's, e.g. ``'X_pca_harmony'``).
     ``adata_query.obs[f'{name}_mapping_score']``
-        Mapping score in [0, 1], float32: 1 for cells as typical as the median reference
-        cell, near 0 for cells unlike every reference cell; a share ``t / 2`` of the
-        reference's own cells scores below ``t``.
+        Mapping score in (0, 1], float32: the share of reference cells that look less
+        typical than the cell (a share ``t`` of the reference's own cells scores below
+        ``t``); near 0 for cells unlike every reference cell. It joins the distance to the
+        nearest reference cells (absolute and relative to their local spacing) with, for
+        queries of 50 cells or more, how much the cell's neighbourhood is made of query
+        cells only (a type the reference lacks): the same cell can score differently in
+        another query.
     ``adata_query.obs[f'{col}_{name}']``
         Transferred label for each ``col`` in ``obs``: categorical with the reference
         column's categories (its sorted unique values if it is not categorical), plus
@@ -254,9 +264,10 @@ def project(
     _check_pca_basis(rep, query_pca_in_reference_basis)
     reading = (adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
     blocks, n_rows = _query_blocks(*reading)
-    corrected = None
+    corrected, correct = None, None
     if rep.integrated:
-        blocks, corrected = _corrected_blocks(reading, entry, batch_key, f"uns[{ref_key!r}]['model']/correction")
+        where = f"uns[{ref_key!r}]['model']/correction"
+        blocks, corrected, correct = _corrected_blocks(reading, entry, batch_key, where)
     elif batch_key is not None:
         raise ValueError(
             "`batch_key` corrects a query onto an integrated reference, and this reference was not integrated; "
@@ -267,13 +278,15 @@ def project(
     calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric)
     threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
     index = cached_index(ref_space, metric=calibration.metric)
+    pool, position, pool_ref_rows = _share_pool(reading, correct, ref_space, calibration.metric, random_state)
     k = max(n_neighbors, calibration.n_neighbors)
     labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
     embedding_index = _EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None
 
     embedding = np.empty((n_rows, model.n_components), dtype=np.float32)
-    score = np.empty(n_rows, dtype=np.float32)
+    statistics = np.empty((n_rows, 2), dtype=np.float32)
+    share = np.empty(n_rows, dtype=np.float32) if pool is not None else None
     codes = [np.empty(n_rows, dtype=np.int64) for _ in columns]
     confidence = [np.empty(n_rows, dtype=np.float32) for _ in columns]
     probabilities = [np.empty((n_rows, len(cats)), dtype=np.float32) for _, cats in labels]
@@ -286,7 +299,11 @@ def project(
             )
         rows = slice(row, row + block.shape[0])
         distances, indices = index.query(block, k, n_queries=n_rows)
-        score[rows] = calibration.score(distances[:, : calibration.n_neighbors], indices[:, : calibration.n_neighbors])
+        statistics[rows] = calibration.statistics(
+            distances[:, : calibration.n_neighbors], indices[:, : calibration.n_neighbors]
+        )
+        if pool is not None:
+            share[rows] = pool.share(block, position[rows])
         d, i = distances[:, :n_neighbors], indices[:, :n_neighbors]
         weights = neighbour_weights(d, i, calibration.radius)
         placed = model.transform_blocks([block], block.shape[0])
@@ -301,6 +318,19 @@ def project(
             probabilities[j][rows] = label_probabilities(i, weights, ref_codes, len(cats))
             codes[j][rows], confidence[j][rows] = vote(probabilities[j][rows], i, ref_codes)
         row += block.shape[0]
+    if pool is not None and not pool.mixes(share):
+        logg.info(
+            "    query and reference cells do not mix (a batch or technology shift?): mapping score from "
+            "distances alone; an integrated reference (`tl.numap(batch_key=...)`) can correct the query"
+        )
+        pool = None
+    if pool is None:
+        score = calibration.score(statistics)
+    else:
+        shift = pool.shift(share)
+        if shift > 0:
+            logg.info(f"    the query's typical query share lies {shift:.2f} above the reference's: discounted")
+        score = calibration.score(statistics, share - shift, pool.null, pool_ref_rows)
     unknown = score < threshold if threshold is not None else np.zeros(n_rows, dtype=bool)
     names = adata_query.obs_names
     results = {f"{suffix}_mapping_score": score}
@@ -370,7 +400,38 @@ def _corrected_blocks(reading: tuple, entry: dict, batch_key: str | None, where:
             row += out.shape[0]
             yield out
 
-    return second_pass(), corrected
+    def correct(block, rows):
+        return correction.apply(block, codes[rows])
+
+    return second_pass(), corrected, correct
+
+
+def _share_pool(reading: tuple, correct, ref_space, metric: str, random_state):
+    """The pooled index of the query share (``None`` for a small query).
+
+    Returns
+    -------
+    pool, position, reference_rows
+        The :class:`QueryShare`; each query row's place in its query sample (-1: not in
+        it); the reference rows in its reference sample.
+    """
+    adata, n_rows = reading[0], reading[0].n_obs
+    if n_rows < MIN_QUERY_CELLS:
+        logg.info(f"    {n_rows} query cells (< {MIN_QUERY_CELLS}): mapping score from distances alone")
+        return None, None, None
+    rng = np.random.default_rng(random_state)
+    query_rows = np.sort(rng.choice(n_rows, SAMPLE_SIZE, replace=False)) if n_rows > SAMPLE_SIZE else np.arange(n_rows)
+    n_ref = ref_space.shape[0]
+    ref_rows = np.sort(rng.choice(n_ref, SAMPLE_SIZE, replace=False)) if n_ref > SAMPLE_SIZE else np.arange(n_ref)
+    sample_reading = (adata if query_rows.size == n_rows else adata[query_rows], *reading[1:])
+    sample = np.concatenate(list(_query_blocks(*sample_reading)[0]), axis=0)
+    if correct is not None:
+        sample = correct(sample, query_rows)
+    seed = int(rng.integers(0, 2**31 - 1))
+    pool = QueryShare(ref_space[ref_rows], sample, metric=metric, random_state=seed, n_queries=n_rows)
+    position = np.full(n_rows, -1, dtype=np.int64)
+    position[query_rows] = np.arange(query_rows.size)
+    return pool, position, ref_rows
 
 
 def _check_threshold(value) -> None:
@@ -381,13 +442,13 @@ def _check_threshold(value) -> None:
 
 
 def _calibration(entry: dict, ref_space, where: str, metric: str) -> MappingCalibration:
-    """The stored calibration, or (models from scnumap before format 2) one computed now."""
-    if "mapping" in entry:
+    """The stored calibration, or (models from scnumap before format 3) one computed now."""
+    if "mapping" in entry and "null_quantiles" not in entry["mapping"]:
         try:
             return MappingCalibration.from_dict(entry["mapping"], n_reference=ref_space.shape[0], where=where)
         except CalibrationFormatError as err:
             raise ModelFormatError(str(err)) from None
-    logg.info("    the model has no mapping calibration (saved by an older scnumap): calibrating on the reference now")
+    logg.info("    the model's mapping calibration is from an older scnumap: calibrating on the reference now")
     return calibrate(cached_index(ref_space, metric=metric), CALIBRATION_NEIGHBORS)
 
 
