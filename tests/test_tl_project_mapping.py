@@ -14,6 +14,7 @@ from sklearn.neighbors import NearestNeighbors
 import scnumap
 from scnumap.core.mapping import MappingCalibration, neighbour_weights
 from scnumap.core.model_io import ModelFormatError
+from scnumap.core.query_share import MIN_QUERY_CELLS, QueryShare
 
 #: The smallest budget that trains: the outputs tested here read the PCA space.
 FIT = {"epochs": 2, "grease_steps": 20, "hidden": (16,), "batch_size": 512, "densmap": False}
@@ -45,12 +46,28 @@ def projected(ref_query):
     return scnumap.tl.project(query, ref, obs=["bulk_labels", "louvain"], copy=True)
 
 
+def query_pca(ref, query):
+    return ((query.X - ref.X.mean(axis=0)) @ ref.varm["PCs"]).astype(np.float32)
+
+
 def query_knn(ref, query, k):
     """Exact kNN of the query among the reference cells in the reference's PCA space (sklearn)."""
-    Y = (query.X - ref.X.mean(axis=0)) @ ref.varm["PCs"]
     nn = NearestNeighbors(n_neighbors=k).fit(ref.obsm["X_pca"])
-    d, i = nn.kneighbors(Y)
+    d, i = nn.kneighbors(query_pca(ref, query))
     return d.astype(np.float32), i
+
+
+def expected_score(ref, query) -> np.ndarray:
+    """The mapping score by hand: stored calibration, exact kNN, the query share over the whole query."""
+    cal = stored(ref)
+    stats = cal.statistics(*query_knn(ref, query, cal.n_neighbors))
+    if query.n_obs < MIN_QUERY_CELLS:
+        return cal.score(stats)
+    Y = query_pca(ref, query)
+    pool = QueryShare(ref.obsm["X_pca"], Y)
+    share = pool.share(Y, np.arange(query.n_obs))
+    assert pool.mixes(share)
+    return cal.score(stats, share - pool.shift(share), pool.null, np.arange(ref.n_obs))
 
 
 def stored(ref) -> MappingCalibration:
@@ -66,12 +83,12 @@ def unknown(out, col="bulk_labels", suffix="numap") -> np.ndarray:
 
 def test_numap_stores_the_calibration_of_its_graph(ref_query):
     ref, _ = ref_query
-    assert int(ref.uns["numap"]["model"]["format_version"]) == 2
+    assert int(ref.uns["numap"]["model"]["format_version"]) == 3
     cal = stored(ref)
     expected = MappingCalibration.from_distances(ref.obsp["distances"])
-    assert (cal.n_neighbors, cal.metric, cal.unknown_threshold) == (14, "euclidean", pytest.approx(0.03))
+    assert (cal.n_neighbors, cal.metric, cal.unknown_threshold) == (14, "euclidean", pytest.approx(0.015))
     np.testing.assert_allclose(cal.radius, expected.radius, rtol=1e-6)
-    np.testing.assert_allclose(cal.null_quantiles, expected.null_quantiles, rtol=1e-6)
+    np.testing.assert_allclose(cal.ratio, expected.ratio, rtol=1e-6)
 
 
 def test_score_is_the_calibrated_score_of_the_query_neighbours(ref_query, projected):
@@ -79,18 +96,39 @@ def test_score_is_the_calibrated_score_of_the_query_neighbours(ref_query, projec
     score = projected.obs["numap_mapping_score"].to_numpy()
     assert score.dtype == np.float32
     assert np.all((score >= 0) & (score <= 1))
-    d, i = query_knn(ref, query, 14)
-    np.testing.assert_allclose(score, stored(ref).score(d, i), atol=1e-4)
-    assert 0.05 < np.mean(score < 1) < 0.95  # a spread of scores, so the threshold tests below bite
-    assert np.mean(score < 0.03) <= 0.05
+    np.testing.assert_allclose(score, expected_score(ref, query), atol=1e-4)
+    assert 0.05 < np.mean(score < 0.5) < 0.95  # a spread of scores, so the threshold tests below bite
+    assert np.mean(score < 0.015) <= 0.05
+
+
+def test_a_small_query_is_scored_on_distances_alone(ref_query, projected):
+    ref, query = ref_query
+    small = query[: MIN_QUERY_CELLS - 1].copy()
+    out = scnumap.tl.project(small, ref, copy=True)
+    cal = stored(ref)
+    by_hand = cal.score(cal.statistics(*query_knn(ref, small, cal.n_neighbors)))
+    np.testing.assert_allclose(out.obs["numap_mapping_score"], by_hand, atol=1e-6)
+    np.testing.assert_allclose(out.obs["numap_mapping_score"], expected_score(ref, small), atol=1e-6)
+
+
+def test_a_query_off_the_reference_is_scored_on_distances_alone(ref_query):
+    """Shifted as a whole (a strong batch effect), the query share cannot tell a missing type from
+    the shift: the score falls back to the distances."""
+    ref, query = ref_query
+    shifted = query.copy()
+    shifted.X = shifted.X + 3.0 * ref.X.std(axis=0)
+    out = scnumap.tl.project(shifted, ref, copy=True)
+    cal = stored(ref)
+    by_hand = cal.score(cal.statistics(*query_knn(ref, shifted, cal.n_neighbors)))
+    np.testing.assert_allclose(out.obs["numap_mapping_score"], by_hand, atol=1e-6)
 
 
 def test_reference_projected_onto_itself_scores_high(ref_query):
     ref, _ = ref_query
     out = scnumap.tl.project(ref.copy(), ref, obs="bulk_labels", copy=True)
     score = out.obs["numap_mapping_score"].to_numpy()
-    assert np.median(score) == 1.0
-    assert np.mean(score < 0.03) <= 0.015  # each cell is its own nearest neighbour: more typical than left out
+    assert np.median(score) >= 0.5
+    assert np.mean(score < 0.015) <= 0.015  # each cell is its own nearest neighbour: more typical than left out
     assert np.mean(out.obs["bulk_labels_numap"].astype(str) == ref.obs["bulk_labels"].astype(str)) >= 0.8
 
 
@@ -174,8 +212,8 @@ def test_numeric_threshold_calls_unknown_below_it(ref_query, projected, threshol
 def test_auto_threshold_reads_the_stored_value(ref_query, projected):
     ref, query = ref_query
     score = projected.obs["numap_mapping_score"].to_numpy()
-    np.testing.assert_array_equal(unknown(projected), score < 0.03)  # the stored default
-    assert np.sum(score < 0.5) > np.sum(score < 0.03)  # 0.5 must call more cells Unknown than 0.03
+    np.testing.assert_array_equal(unknown(projected), score < 0.015)  # the stored default
+    assert np.sum(score < 0.5) > np.sum(score < 0.015)  # 0.5 must call more cells Unknown than 0.015
     other = ref.copy()
     other.uns["numap"]["model"]["mapping"]["unknown_threshold"] = np.float64(0.5)
     auto = scnumap.tl.project(query, other, obs="bulk_labels", copy=True)
@@ -289,7 +327,7 @@ def test_calibration_survives_h5ad(ref_query, projected, tmp_path):
         before.unknown_threshold,
     )
     np.testing.assert_array_equal(after.radius, before.radius)
-    np.testing.assert_array_equal(after.null_quantiles, before.null_quantiles)
+    np.testing.assert_array_equal(after.ratio, before.ratio)
     out = scnumap.tl.project(query, tmp_path / "ref.h5ad", obs=["bulk_labels", "louvain"], copy=True)
     np.testing.assert_array_equal(out.obs["numap_mapping_score"], projected.obs["numap_mapping_score"])
     for col in ("bulk_labels", "louvain"):
@@ -305,15 +343,13 @@ def _tampered(ref, name):
     if name == "radius":
         entry["radius"] = entry["radius"][:-1]
     elif name == "nan":
-        entry["null_quantiles"] = np.where(
-            np.arange(entry["null_quantiles"].size) == 3, np.nan, entry["null_quantiles"]
-        )
-    elif name == "decreasing":
-        entry["null_quantiles"] = entry["null_quantiles"][::-1].copy()
+        entry["ratio"] = np.where(np.arange(entry["ratio"].size) == 3, np.nan, entry["ratio"])
+    elif name == "negative":
+        entry["ratio"] = -entry["ratio"]
     elif name == "extra":
         entry["extra"] = np.zeros(3)
     elif name == "missing":
-        del entry["null_quantiles"]
+        del entry["ratio"]
     elif name == "threshold":
         entry["unknown_threshold"] = np.float64(2.0)
     elif name == "metric":
@@ -327,8 +363,8 @@ def _tampered(ref, name):
     ("name", "message"),
     [
         ("radius", r"/radius` has 489 values; the reference has 490 cells"),
-        ("nan", r"/null_quantiles` must be 1001 finite non-decreasing floats"),
-        ("decreasing", r"/null_quantiles` must be 1001 finite non-decreasing floats"),
+        ("nan", r"/ratio` must be a 1-D array of positive finite floats"),
+        ("negative", r"/ratio` must be a 1-D array of positive finite floats"),
         ("extra", r"` has entries \['extra', .*expected \['metric'"),
         ("missing", r"` has entries \['metric', 'n_neighbors', 'radius', 'unknown_threshold'\]; expected"),
         ("threshold", r"/unknown_threshold` must lie in \[0, 1\], got 2\.0"),
@@ -361,6 +397,22 @@ def test_old_model_without_calibration_is_calibrated_when_projecting(ref_query, 
     old.write_h5ad(tmp_path / "old.h5ad")
     from_file = scnumap.tl.project(query, tmp_path / "old.h5ad", obs="bulk_labels", copy=True)
     np.testing.assert_array_equal(from_file.obs["numap_mapping_score"], score)
+
+
+def test_format_2_calibration_is_recomputed_when_projecting(ref_query, projected):
+    """Format 2 stored quantiles of one statistic and a threshold of 0.03 for another score: it is
+    recomputed from the reference (the same kNN distances, exact search) and the scores agree."""
+    ref, query = ref_query
+    old = ref.copy()
+    entry = old.uns["numap"]["model"]["mapping"]
+    del entry["ratio"]
+    entry["null_quantiles"] = np.linspace(0.0, 2.0, 1001)
+    entry["unknown_threshold"] = np.float64(0.03)
+    old.uns["numap"]["model"]["format_version"] = np.int64(2)
+    out = scnumap.tl.project(query, old, obs="bulk_labels", copy=True)
+    score = out.obs["numap_mapping_score"].to_numpy()
+    np.testing.assert_allclose(score, projected.obs["numap_mapping_score"].to_numpy(), atol=1e-3)
+    np.testing.assert_array_equal(unknown(out), score < 0.015)
 
 
 def test_sparse_query_matrix_gives_the_same_mapping(ref_query, projected):
