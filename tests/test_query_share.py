@@ -18,7 +18,7 @@ def line_pool():
 
 
 def test_shares_by_hand():
-    reference, sample, pool = line_pool()
+    _, sample, pool = line_pool()
     # the far query cells' 2 nearest pooled cells are the other far query cells
     shares = pool.share(sample, np.arange(6))
     assert shares.dtype == np.float32
