@@ -18,6 +18,13 @@ where those columns come from, so that new cells can be brought into the same sp
 ``pca_mismatch``
     For an ``X_pca`` that is not ``(X - mean) @ PCs``: the relative mismatch found at fit
     time (``-1`` when no loadings or no finite comparison were available).
+``scale_mean``, ``scale_std``, ``scale_max``
+    Only for a reference whose ``X`` was standardised by ``sc.pp.scale`` (gene-based
+    representations): the ``(n_genes,)`` means and standard deviations (all > 0) it
+    used (``var['mean']``, ``var['std']``), and its clip value ``max_value`` when the
+    clipping is visible in ``X`` (absent: no clipping). A query's genes are then first
+    brought to the reference's scale, ``clip((X_query - scale_mean) / scale_std,
+    -scale_max, scale_max)``. Models without these keys are not scaled.
 ``integrated``
     ``True`` when ``use_rep`` (e.g. ``X_pca_harmony``) is a batch-integrated version of the
     PCA: the loadings then map genes to the uncorrected PCA, and the model's
@@ -44,6 +51,9 @@ _KEYS = {
     "pca_mismatch",
     "truncated",
     "integrated",
+    "scale_mean",
+    "scale_std",
+    "scale_max",
 }
 
 
@@ -60,6 +70,14 @@ class Representation:
     pca_mismatch: float | None = None
     truncated: bool = False
     integrated: bool = False
+    scale_mean: np.ndarray | None = None
+    scale_std: np.ndarray | None = None
+    scale_max: float | None = None
+
+    @property
+    def scaled(self) -> bool:
+        """Whether a query's genes are standardised like the reference's (``sc.pp.scale``)."""
+        return self.scale_mean is not None
 
     @property
     def from_genes(self) -> bool:
@@ -80,6 +98,11 @@ class Representation:
             out["pca_mean"] = np.asarray(self.pca_mean, dtype=np.float32)
         if self.pca_mismatch is not None:
             out["pca_mismatch"] = np.float64(self.pca_mismatch)
+        if self.scaled:
+            out["scale_mean"] = np.asarray(self.scale_mean, dtype=np.float32)
+            out["scale_std"] = np.asarray(self.scale_std, dtype=np.float32)
+            if self.scale_max is not None:
+                out["scale_max"] = np.float64(self.scale_max)
         return out
 
     @classmethod
@@ -131,7 +154,55 @@ class Representation:
                 raise ModelFormatError(
                     f"`{where}/var_names` has {var_names.shape[0]} genes but the model takes {n_dims} (`use_rep='X'`)."
                 )
-        return cls(use_rep, n_dims, has_pca, var_names, loadings, mean, mismatch, truncated, integrated)
+        scale_mean, scale_std, scale_max = _scaling(entry, where, var_names)
+        return cls(
+            use_rep,
+            n_dims,
+            has_pca,
+            var_names,
+            loadings,
+            mean,
+            mismatch,
+            truncated,
+            integrated,
+            scale_mean,
+            scale_std,
+            scale_max,
+        )
+
+
+def _scaling(entry, where: str, var_names: np.ndarray | None):
+    """The optional ``sc.pp.scale`` statistics: ``(mean, std, max)``, each ``None`` when absent."""
+    present = [key for key in ("scale_mean", "scale_std", "scale_max") if key in entry]
+    if not present:
+        return None, None, None
+    if var_names is None:
+        raise ModelFormatError(
+            f"`{where}/{present[0]}` is present but the representation does not come from genes "
+            "(`use_rep` is not 'X' and `has_pca` is False); gene scaling needs the gene names and loadings."
+        )
+    for key in ("scale_mean", "scale_std"):
+        if key not in entry:
+            raise ModelFormatError(
+                f"`{where}` has `{present[0]}` but no `{key}` entry; `scale_mean` and `scale_std` come together."
+            )
+    n_genes = var_names.shape[0]
+    mean = _array(entry, "scale_mean", where, shape=(n_genes,)).astype(np.float32)
+    std = _array(entry, "scale_std", where, shape=(n_genes,)).astype(np.float32)
+    if np.any(std <= 0):
+        bad = ", ".join(var_names[std <= 0][:5])
+        raise ModelFormatError(
+            f"`{where}/scale_std` must be > 0 for every gene, got {float(std.min()):.3g} (e.g. for {bad}); "
+            "`sc.pp.scale` stores 1 for constant genes. The model is corrupted."
+        )
+    scale_max = None
+    if "scale_max" in entry:
+        scale_max = _scalar(entry, "scale_max", where, float)
+        if not scale_max > 0:
+            raise ModelFormatError(
+                f"`{where}/scale_max` (the clip value of `sc.pp.scale(max_value=...)`) must be > 0, got {scale_max}."
+            )
+    return mean, std, scale_max
 
 
 def _string(entry, key: str, where: str) -> str:

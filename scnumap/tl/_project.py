@@ -140,7 +140,13 @@ def project(
 
     * ``X_pca`` from ``sc.pp.pca`` on the reference's ``X`` (the model stores the
       loadings): genes are matched by name and reordered, the query is centred on
-      the **reference** mean and multiplied by the reference loadings;
+      the **reference** mean and multiplied by the reference loadings. If the
+      reference's ``X`` was standardised by ``sc.pp.scale`` (``var['mean']``,
+      ``var['std']``; the model stores them, also for a model on ``X``), pass the
+      query log-normalised and **unscaled**: its genes are first scaled with the
+      reference's means and standard deviations and clipped at ±``max_value`` when the
+      reference was; genes filled by ``missing_genes="zeros"`` get the scaled value 0,
+      the reference mean (an unknown gene counts as average, not as unexpressed);
     * ``X``: genes are matched by name and reordered;
     * an ``X_pca`` that is not ``(X - mean) @ varm['PCs']`` (e.g. edited or from
       another tool): refused, unless ``query_pca_in_reference_basis=True`` says the
@@ -523,18 +529,35 @@ def _check_pca_basis(rep: Representation, query_pca_in_reference_basis: bool) ->
 
 
 def _query_blocks(adata: AnnData, rep: Representation, missing_genes: str, max_missing_fraction: float, chunk_size):
-    """An iterator of dense float32 representation blocks of the query, and the row count."""
+    """An iterator of dense float32 representation blocks of the query, and the row count.
+
+    Gene blocks follow the reference's preprocessing: for a reference scaled by
+    ``sc.pp.scale``, ``clip((x - scale_mean) / scale_std, -scale_max, scale_max)`` as
+    Scanpy computes it (both signs clipped, as with its default ``zero_center=True``),
+    then ``(x - pca_mean) @ pca_loadings`` when the model is on the PCA. Missing genes
+    (``missing_genes="zeros"``) are 0 in the space the reference's ``X`` is in: 0
+    expression for an unscaled reference (as before), the reference mean (scaled value
+    0) for a scaled one.
+    """
     n = adata.n_obs
     if rep.from_genes:
         genes = rep.var_names
         columns, missing = _match_genes(adata, genes, missing_genes, max_missing_fraction)
         loadings, mean = rep.pca_loadings, rep.pca_mean
+        present = ~missing
+        if rep.scaled:
+            scale_mean, scale_std = rep.scale_mean[present], rep.scale_std[present]
 
         def gene_blocks():
             for start in range(0, n, chunk_size):
                 block = _dense(adata.X[start : start + chunk_size])
                 full = np.zeros((block.shape[0], genes.shape[0]), dtype=np.float32)
-                full[:, ~missing] = block[:, columns[~missing]]
+                values = block[:, columns[present]]
+                if rep.scaled:
+                    values = (values - scale_mean) / scale_std
+                    if rep.scale_max is not None:
+                        np.clip(values, -rep.scale_max, rep.scale_max, out=values)
+                full[:, present] = values
                 if rep.has_pca:
                     full = (full - mean) @ loadings
                 yield full
