@@ -282,3 +282,18 @@ def test_model_on_scaled_genes_scales_the_query_too(split):
     expected = np.clip((x - ref.var["mean"].to_numpy()) / ref.var["std"].to_numpy(), -CLIP, CLIP)
     np.testing.assert_allclose(_blocks(split[1], rep), expected, atol=1e-5 * CLIP)
     np.testing.assert_allclose(_blocks(split[0][:, :40].copy(), rep), ref.X, atol=1e-5 * CLIP)
+
+
+def test_an_already_scaled_query_is_warned_about(scaled_ref, split, monkeypatch):
+    """A query scaled on its own (negative values) would be scaled twice: tl.project says so."""
+    from scanpy import logging as logg
+
+    warnings = []
+    monkeypatch.setattr(logg, "warning", lambda msg, *args, **kwargs: warnings.append(msg))
+    query = split[1].copy()
+    sc.pp.scale(query, max_value=CLIP)
+    scnumap.tl.project(query, scaled_ref, copy=True)
+    assert any("it looks scaled already" in w for w in warnings)
+    warnings.clear()
+    scnumap.tl.project(split[1], scaled_ref, copy=True)  # log data: no warning
+    assert not any("looks scaled" in w for w in warnings)

@@ -268,6 +268,8 @@ def project(
     suffix = key.removeprefix("X_")
     ref_embedding = np.asarray(adata_ref.obsm[_embedding_key(adata_ref, ref_key)], dtype=np.float32)
     _check_pca_basis(rep, query_pca_in_reference_basis)
+    if rep.scaled and rep.from_genes:
+        _warn_if_scaled(adata_query)
     reading = (adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
     blocks, n_rows = _query_blocks(*reading)
     corrected, correct = None, None
@@ -438,6 +440,18 @@ def _share_pool(reading: tuple, correct, ref_space, metric: str, random_state):
     position = np.full(n_rows, -1, dtype=np.int64)
     position[query_rows] = np.arange(query_rows.size)
     return pool, position, ref_rows
+
+
+def _warn_if_scaled(adata: AnnData) -> None:
+    """A scaled reference scales the query itself: warn when the query looks scaled already."""
+    first = adata.X[: min(adata.n_obs, 1000)]
+    first = first.data if sp.issparse(first) else np.asarray(first)
+    if first.size and np.nanmin(first) < 0:
+        logg.warning(
+            "the reference was scaled (`sc.pp.scale`) and the query has negative values: it looks scaled "
+            "already, and `tl.project` scales it again with the reference's gene means and standard "
+            "deviations. Pass the query in the reference's normalisation before scaling (e.g. log1p)."
+        )
 
 
 def _check_threshold(value) -> None:
