@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from scnumap.core.correction import CompressionFormatError, QueryCorrection, ReferenceCompression
+from scnumap.tl._integrate import compress
 
 
 def _reference(rng, n=600, d=5, k=4):
@@ -123,3 +124,35 @@ def test_round_trip_and_bad_batch_codes():
         corr.add(np.ones((3, 5)), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="`n_batches` must be >= 1"):
         QueryCorrection(again, n_batches=0)
+
+
+def test_rounds_reassign_the_query_from_its_corrected_coordinates():
+    """Round t assigns the query to the clusters from its coordinates after rounds 1 … t-1 and
+    regresses on the query as measured (by hand: a fresh one-round correction per round, with
+    the assignment taken from the previous corrected coordinates)."""
+    rng = np.random.default_rng(0)
+    Z_ref = np.vstack([rng.normal(c, 0.3, size=(60, 3)) for c in ((0, 0, 2), (2, 0, 0), (0, 2, 0))])
+    compression = compress(Z_ref, 0)
+    X = Z_ref[::3] + np.array([0.4, -0.2, 0.1])  # a shifted query
+    codes = np.zeros(X.shape[0], dtype=np.int64)
+    correction = QueryCorrection(compression, 1)
+    correction.add(X, codes)
+    one = correction.apply(X, codes)
+    correction.next_round()
+    correction.add(X, codes)
+    two = correction.apply(X, codes)
+    # by hand: round 2's terms from the assignment of `one`, applied with that assignment
+    R = compression.assign(one.astype(np.float64))
+    phi = np.ones((X.shape[0], 2))
+    A = np.einsum("kn,np,nq->kpq", R, phi, phi)
+    B = np.einsum("kn,np,nd->kpd", R, phi, X)
+    A[:, 0, 0] += compression.sizes
+    A[:, 1, 1] += 1.0  # ridge on the batch term
+    B[:, 0, :] += compression.sums
+    W = np.linalg.solve(A, B)
+    expected = X - np.einsum("kn,kd->nd", R, W[:, 1, :])
+    np.testing.assert_allclose(two, expected, atol=1e-5)
+    assert np.abs(two - Z_ref[::3]).mean() < np.abs(one - Z_ref[::3]).mean() <= np.abs(X - Z_ref[::3]).mean()
+    fresh = QueryCorrection(compression, 1)
+    with pytest.raises(RuntimeError, match="needs query rows"):
+        fresh.next_round()

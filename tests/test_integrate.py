@@ -131,13 +131,29 @@ def test_errors_name_the_fix(harmony_ref, pbmc):
     assert "X_numap" not in q.obsm  # nothing written on error
 
 
-def test_batch_key_refused_for_a_plain_reference(pbmc):
+def test_plain_reference_corrects_the_query_and_batch_key_needs_a_correction(pbmc):
+    """A plain reference stores its soft clusters: the query is corrected (batch_key allowed);
+    with `correct=False` or a model without clusters, batch_key is refused."""
     ref = pbmc[:400].copy()
     ref.X = np.nan_to_num(ref.X)
     sc.pp.pca(ref, n_comps=20, random_state=0)
     sc.pp.neighbors(ref, method="gauss", random_state=0)  # no numba compile
     scnumap.tl.numap(ref, random_state=0, **FAST)
+    assert "correction" in ref.uns["numap"]["model"]
     query = pbmc[400:].copy()
-    query.obs["tech"] = "x"
-    with pytest.raises(ValueError, match="this reference was not integrated"):
-        scnumap.tl.project(query, ref, batch_key="tech")
+    query.X = np.nan_to_num(query.X)
+    query.obs["tech"] = np.where(np.arange(query.n_obs) % 2, "a", "b")
+    by_batch = scnumap.tl.project(query, ref, batch_key="tech", copy=True)
+    plain = scnumap.tl.project(query, ref, correct=False, copy=True)
+    corrected = scnumap.tl.project(query, ref, copy=True)
+    assert "X_pca_harmony" not in corrected.obsm  # only integrated references write the corrected PCs
+    assert not np.allclose(corrected.obsm["X_numap"], plain.obsm["X_numap"])
+    assert not np.allclose(by_batch.obsm["X_numap"], corrected.obsm["X_numap"])
+    # the mapping score of a plain reference is computed on the query as measured
+    np.testing.assert_array_equal(corrected.obs["numap_mapping_score"], plain.obs["numap_mapping_score"])
+    with pytest.raises(ValueError, match="`correct=False` has no correction"):
+        scnumap.tl.project(query, ref, batch_key="tech", correct=False)
+    old = ref.copy()
+    del old.uns["numap"]["model"]["correction"]
+    with pytest.raises(ValueError, match="this model has no correction"):
+        scnumap.tl.project(query, old, batch_key="tech")

@@ -22,6 +22,14 @@ FIT = {"epochs": 2, "grease_steps": 20, "hidden": (16,), "batch_size": 512, "den
 WHERE = r"`uns\['numap'\]\['model'\]/mapping"
 
 
+def project(*args, **kwargs):
+    """``tl.project`` without the query correction (``correct=False``) unless asked: the tests
+    below compare with a by-hand kNN of the query as measured; the correction is tested in
+    test_integrate.py and test_correction.py, and the mapping score ignores it."""
+    kwargs.setdefault("correct", False)
+    return scnumap.tl.project(*args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def ref_query(pbmc):
     """pbmc68k_reduced split 490/210; reference PCA by scanpy, a Gaussian kNN graph, a quick tl.numap.
@@ -43,7 +51,7 @@ def ref_query(pbmc):
 @pytest.fixture(scope="module")
 def projected(ref_query):
     ref, query = ref_query
-    return scnumap.tl.project(query, ref, obs=["bulk_labels", "louvain"], copy=True)
+    return project(query, ref, obs=["bulk_labels", "louvain"], copy=True)
 
 
 def query_pca(ref, query):
@@ -104,11 +112,19 @@ def test_score_is_the_calibrated_score_of_the_query_neighbours(ref_query, projec
 def test_a_small_query_is_scored_on_distances_alone(ref_query, projected):
     ref, query = ref_query
     small = query[: MIN_QUERY_CELLS - 1].copy()
-    out = scnumap.tl.project(small, ref, copy=True)
+    out = project(small, ref, copy=True)
     cal = stored(ref)
     by_hand = cal.score(cal.statistics(*query_knn(ref, small, cal.n_neighbors)))
     np.testing.assert_allclose(out.obs["numap_mapping_score"], by_hand, atol=1e-6)
     np.testing.assert_allclose(out.obs["numap_mapping_score"], expected_score(ref, small), atol=1e-6)
+
+
+def test_the_default_correction_changes_labels_not_the_score(ref_query, projected):
+    ref, query = ref_query
+    out = scnumap.tl.project(query, ref, obs=["bulk_labels", "louvain"], copy=True)
+    np.testing.assert_array_equal(out.obs["numap_mapping_score"], projected.obs["numap_mapping_score"])
+    key = "bulk_labels_numap_probabilities"
+    assert not np.allclose(out.obsm[key], projected.obsm[key])
 
 
 def test_a_query_off_the_reference_is_scored_on_distances_alone(ref_query):
@@ -117,7 +133,7 @@ def test_a_query_off_the_reference_is_scored_on_distances_alone(ref_query):
     ref, query = ref_query
     shifted = query.copy()
     shifted.X = shifted.X + 3.0 * ref.X.std(axis=0)
-    out = scnumap.tl.project(shifted, ref, copy=True)
+    out = project(shifted, ref, copy=True)
     cal = stored(ref)
     by_hand = cal.score(cal.statistics(*query_knn(ref, shifted, cal.n_neighbors)))
     np.testing.assert_allclose(out.obs["numap_mapping_score"], by_hand, atol=1e-6)
@@ -125,7 +141,7 @@ def test_a_query_off_the_reference_is_scored_on_distances_alone(ref_query):
 
 def test_reference_projected_onto_itself_scores_high(ref_query):
     ref, _ = ref_query
-    out = scnumap.tl.project(ref.copy(), ref, obs="bulk_labels", copy=True)
+    out = project(ref.copy(), ref, obs="bulk_labels", copy=True)
     score = out.obs["numap_mapping_score"].to_numpy()
     assert np.median(score) >= 0.5
     assert np.mean(score < 0.015) <= 0.015  # each cell is its own nearest neighbour: more typical than left out
@@ -162,14 +178,14 @@ def test_outputs_keys_types_and_probabilities(ref_query, projected):
 
 def test_key_added_names_the_outputs(ref_query):
     ref, query = ref_query
-    out = scnumap.tl.project(query, ref, obs="bulk_labels", key_added="X_foo", copy=True)
+    out = project(query, ref, obs="bulk_labels", key_added="X_foo", copy=True)
     assert {"foo_mapping_score", "bulk_labels_foo", "bulk_labels_foo_confidence"} <= set(out.obs)
     assert {"X_foo", "bulk_labels_foo_probabilities"} <= set(out.obsm)
 
 
 def test_embedding_label_space_probabilities(ref_query):
     ref, query = ref_query
-    out = scnumap.tl.project(query, ref, obs="bulk_labels", label_space="embedding", copy=True)
+    out = project(query, ref, obs="bulk_labels", label_space="embedding", copy=True)
     P = out.obsm["bulk_labels_numap_probabilities"].to_numpy()
     np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(out.obs["bulk_labels_numap_confidence"].to_numpy(), P.max(axis=1))
@@ -180,7 +196,7 @@ def test_embedding_label_space_probabilities(ref_query):
 
 def test_threshold_none_never_calls_unknown(ref_query, projected):
     ref, query = ref_query
-    out = scnumap.tl.project(query, ref, obs="bulk_labels", unknown_threshold=None, copy=True)
+    out = project(query, ref, obs="bulk_labels", unknown_threshold=None, copy=True)
     labels = out.obs["bulk_labels_numap"]
     assert list(labels.cat.categories) == list(ref.obs["bulk_labels"].cat.categories)
     assert not labels.isna().any()
@@ -195,13 +211,13 @@ def test_threshold_none_never_calls_unknown(ref_query, projected):
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 1.0])
 def test_numeric_threshold_calls_unknown_below_it(ref_query, projected, threshold):
     ref, query = ref_query
-    out = scnumap.tl.project(query, ref, obs="bulk_labels", unknown_threshold=threshold, copy=True)
+    out = project(query, ref, obs="bulk_labels", unknown_threshold=threshold, copy=True)
     score = out.obs["numap_mapping_score"].to_numpy()
     np.testing.assert_array_equal(unknown(out), score < threshold)
     assert "Unknown" in out.obs["bulk_labels_numap"].cat.categories
     labelled = score >= threshold
     base = projected.obs["bulk_labels_numap"].astype(str).to_numpy()
-    none = scnumap.tl.project(query, ref, obs="bulk_labels", unknown_threshold=None, copy=True)
+    none = project(query, ref, obs="bulk_labels", unknown_threshold=None, copy=True)
     expected = none.obs["bulk_labels_numap"].astype(str).to_numpy()
     np.testing.assert_array_equal(out.obs["bulk_labels_numap"].astype(str).to_numpy()[labelled], expected[labelled])
     if threshold == 1.0:
@@ -216,9 +232,9 @@ def test_auto_threshold_reads_the_stored_value(ref_query, projected):
     assert np.sum(score < 0.5) > np.sum(score < 0.015)  # 0.5 must call more cells Unknown than 0.015
     other = ref.copy()
     other.uns["numap"]["model"]["mapping"]["unknown_threshold"] = np.float64(0.5)
-    auto = scnumap.tl.project(query, other, obs="bulk_labels", copy=True)
+    auto = project(query, other, obs="bulk_labels", copy=True)
     np.testing.assert_array_equal(unknown(auto), score < 0.5)
-    explicit = scnumap.tl.project(query, ref, obs="bulk_labels", unknown_threshold=0.5, copy=True)
+    explicit = project(query, ref, obs="bulk_labels", unknown_threshold=0.5, copy=True)
     assert auto.obs["bulk_labels_numap"].equals(explicit.obs["bulk_labels_numap"])
 
 
@@ -227,7 +243,7 @@ def test_bad_threshold_is_refused_before_writing(ref_query, value):
     ref, query = ref_query
     q = query.copy()
     with pytest.raises(ValueError, match=r"`unknown_threshold` must be 'auto', None or a number in \[0, 1\], got"):
-        scnumap.tl.project(q, ref, obs="bulk_labels", unknown_threshold=value)
+        project(q, ref, obs="bulk_labels", unknown_threshold=value)
     assert set(q.obs) == set(query.obs)
     assert "X_numap" not in q.obsm
 
@@ -237,7 +253,7 @@ def test_bad_anchor_is_refused_before_writing(ref_query, value):
     ref, query = ref_query
     q = query.copy()
     with pytest.raises(ValueError, match=r"`anchor` must be a number > 0 or None, got"):
-        scnumap.tl.project(q, ref, anchor=value)
+        project(q, ref, anchor=value)
     assert "numap_mapping_score" not in q.obs
     assert "X_numap" not in q.obsm
 
@@ -245,7 +261,7 @@ def test_bad_anchor_is_refused_before_writing(ref_query, value):
 @pytest.mark.parametrize(("name", "value"), [("unknown_threshold", np.int64(1)), ("anchor", np.float32(2.0))])
 def test_numpy_numbers_are_accepted(ref_query, name, value):
     ref, query = ref_query
-    out = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True, **{name: value})
+    out = project(query, ref, obs="bulk_labels", copy=True, **{name: value})
     assert "numap_mapping_score" in out.obs
 
 
@@ -254,15 +270,15 @@ def test_numpy_numbers_are_accepted(ref_query, name, value):
 
 def test_anchor_bounds_the_placement_around_the_reference_neighbours(ref_query, projected):
     ref, query = ref_query
-    free = scnumap.tl.project(query, ref, anchor=None, copy=True).obsm["X_numap"]
-    wide = scnumap.tl.project(query, ref, anchor=1e6, copy=True).obsm["X_numap"]
+    free = project(query, ref, anchor=None, copy=True).obsm["X_numap"]
+    wide = project(query, ref, anchor=1e6, copy=True).obsm["X_numap"]
     np.testing.assert_allclose(wide, free, rtol=0, atol=1e-6)  # centre + (f(x) - centre): equal up to rounding
     d, i = query_knn(ref, query, 15)
     w = neighbour_weights(d, i, stored(ref).radius)
     Y = ref.obsm["X_numap"][i]
     centre = np.einsum("nk,nkd->nd", w, Y)
     spread = np.sqrt(np.einsum("nk,nk->n", w, ((Y - centre[:, None]) ** 2).sum(axis=-1)))
-    tight = scnumap.tl.project(query, ref, anchor=0.1, copy=True).obsm["X_numap"]
+    tight = project(query, ref, anchor=0.1, copy=True).obsm["X_numap"]
     distance = np.linalg.norm(tight - centre, axis=1)
     assert np.all(distance <= 0.1 * spread * (1 + 1e-3) + 1e-4)
     default = projected.obsm["X_numap"]
@@ -283,7 +299,7 @@ def test_unlabelled_reference_cells_do_not_vote(ref_query, kind):
     b_cells = values == "CD19+ B"
     values[b_cells] = np.nan
     ref.obs["partial"] = pd.Categorical(values) if kind == "categorical" else values
-    out = scnumap.tl.project(query, ref, obs="partial", unknown_threshold=None, copy=True)
+    out = project(query, ref, obs="partial", unknown_threshold=None, copy=True)
     labels, P = out.obs["partial_numap"], out.obsm["partial_numap_probabilities"]
     categories = sorted(set(values[~b_cells]))
     assert list(labels.cat.categories) == categories
@@ -297,7 +313,7 @@ def test_unlabelled_reference_cells_do_not_vote(ref_query, kind):
     sums = P.sum(axis=1).to_numpy()
     np.testing.assert_array_equal(sums[alone], 0.0)
     np.testing.assert_allclose(sums[~alone], 1.0, atol=1e-5)
-    with_unknown = scnumap.tl.project(query, ref, obs="partial", unknown_threshold=1.0, copy=True)
+    with_unknown = project(query, ref, obs="partial", unknown_threshold=1.0, copy=True)
     score = with_unknown.obs["numap_mapping_score"].to_numpy()
     expected = np.where(score < 1.0, "Unknown", labels.astype(object).fillna("nan").to_numpy())
     np.testing.assert_array_equal(with_unknown.obs["partial_numap"].astype(object).fillna("nan"), expected)
@@ -309,7 +325,7 @@ def test_reference_column_without_any_label(ref_query):
     ref.obs["empty"] = np.full(ref.n_obs, np.nan, dtype=object)
     q = query.copy()
     with pytest.raises(ValueError, match=r"`obs\['empty'\]` has no label on any cell"):
-        scnumap.tl.project(q, ref, obs="empty")
+        project(q, ref, obs="empty")
     assert "X_numap" not in q.obsm
 
 
@@ -328,7 +344,7 @@ def test_calibration_survives_h5ad(ref_query, projected, tmp_path):
     )
     np.testing.assert_array_equal(after.radius, before.radius)
     np.testing.assert_array_equal(after.ratio, before.ratio)
-    out = scnumap.tl.project(query, tmp_path / "ref.h5ad", obs=["bulk_labels", "louvain"], copy=True)
+    out = project(query, tmp_path / "ref.h5ad", obs=["bulk_labels", "louvain"], copy=True)
     np.testing.assert_array_equal(out.obs["numap_mapping_score"], projected.obs["numap_mapping_score"])
     for col in ("bulk_labels", "louvain"):
         assert out.obs[f"{col}_numap"].equals(projected.obs[f"{col}_numap"])
@@ -376,7 +392,7 @@ def test_tampered_calibration_is_refused_before_writing(ref_query, name, message
     ref, query = ref_query
     q = query.copy()
     with pytest.raises(ModelFormatError, match=WHERE + message):
-        scnumap.tl.project(q, _tampered(ref, name), obs="bulk_labels")
+        project(q, _tampered(ref, name), obs="bulk_labels")
     assert set(q.obs) == set(query.obs)
     assert "X_numap" not in q.obsm
 
@@ -389,13 +405,13 @@ def test_old_model_without_calibration_is_calibrated_when_projecting(ref_query, 
     del old.uns["numap"]["model"]["mapping"]
     old.uns["numap"]["model"]["format_version"] = np.int64(1)
     del old.obsp["distances"]  # not read when projecting
-    out = scnumap.tl.project(query, old, obs="bulk_labels", copy=True)
+    out = project(query, old, obs="bulk_labels", copy=True)
     score, expected = out.obs["numap_mapping_score"].to_numpy(), projected.obs["numap_mapping_score"].to_numpy()
     np.testing.assert_allclose(score, expected, atol=1e-3)
     assert np.mean(unknown(out) == unknown(projected)) >= 0.99
     np.testing.assert_allclose(out.obsm["X_numap"], projected.obsm["X_numap"], atol=1e-5)
     old.write_h5ad(tmp_path / "old.h5ad")
-    from_file = scnumap.tl.project(query, tmp_path / "old.h5ad", obs="bulk_labels", copy=True)
+    from_file = project(query, tmp_path / "old.h5ad", obs="bulk_labels", copy=True)
     np.testing.assert_array_equal(from_file.obs["numap_mapping_score"], score)
 
 
@@ -409,7 +425,7 @@ def test_format_2_calibration_is_recomputed_when_projecting(ref_query, projected
     entry["null_quantiles"] = np.linspace(0.0, 2.0, 1001)
     entry["unknown_threshold"] = np.float64(0.03)
     old.uns["numap"]["model"]["format_version"] = np.int64(2)
-    out = scnumap.tl.project(query, old, obs="bulk_labels", copy=True)
+    out = project(query, old, obs="bulk_labels", copy=True)
     score = out.obs["numap_mapping_score"].to_numpy()
     np.testing.assert_allclose(score, projected.obs["numap_mapping_score"].to_numpy(), atol=1e-3)
     np.testing.assert_array_equal(unknown(out), score < 0.015)
@@ -419,6 +435,6 @@ def test_sparse_query_matrix_gives_the_same_mapping(ref_query, projected):
     ref, query = ref_query
     q = query.copy()
     q.X = sp.csr_matrix(q.X)
-    out = scnumap.tl.project(q, ref, obs="bulk_labels", copy=True)
+    out = project(q, ref, obs="bulk_labels", copy=True)
     np.testing.assert_allclose(out.obs["numap_mapping_score"], projected.obs["numap_mapping_score"], atol=1e-5)
     assert np.mean(out.obs["bulk_labels_numap"] == projected.obs["bulk_labels_numap"]) >= 0.99

@@ -146,10 +146,15 @@ class QueryCorrection:
         self.reference = reference
         self.n_batches = int(n_batches)
         self.ridge = float(ridge)
-        K, d, p = reference.n_clusters, reference.n_dims, self.n_batches + 1
+        self._done = []  # weights of finished rounds
+        self._reset()
+
+    def _reset(self) -> None:
+        K, d, p = self.reference.n_clusters, self.reference.n_dims, self.n_batches + 1
         self._A = np.zeros((K, p, p))
         self._B = np.zeros((K, p, d))
         self._W = None
+        self._n_added = 0
 
     def _design(self, batches: np.ndarray) -> np.ndarray:
         batches = np.asarray(batches)
@@ -161,14 +166,34 @@ class QueryCorrection:
         return phi
 
     def add(self, X: np.ndarray, batches: np.ndarray) -> None:
-        """Add query rows ``X`` (``(n, d)``, reference PC coordinates) with their batch codes."""
+        """Add query rows ``X`` (``(n, d)``, reference PC coordinates) with their batch codes.
+
+        The rows are assigned to the reference clusters from their coordinates after the
+        finished rounds (:meth:`next_round`); the regression is on ``X`` itself.
+        """
         X = np.asarray(X, dtype=np.float64)
         phi = self._design(batches)
-        R = self.reference.assign(X)  # (K, n)
+        R = self.reference.assign(self._after_rounds(X, phi))  # (K, n)
         weighted = R[:, :, None] * phi[None]  # (K, n, p)
         self._A += np.einsum("knp,nq->kpq", weighted, phi)
         self._B += np.einsum("knp,nd->kpd", weighted, X)
         self._W = None
+        self._n_added += X.shape[0]
+
+    def next_round(self) -> None:
+        """Freeze this round's batch terms and start another: the query's rows are
+        :meth:`add`-ed again, assigned to clusters from their corrected coordinates (as
+        Harmony alternates clustering and correction). One round is Symphony's mapping."""
+        if self._n_added == 0:
+            raise RuntimeError("`next_round` needs query rows `add`-ed in this round.")
+        self._done.append(self.weights())
+        self._reset()
+
+    def _after_rounds(self, X: np.ndarray, phi: np.ndarray) -> np.ndarray:
+        corrected = X
+        for W in self._done:
+            corrected = X - np.einsum("kn,np,kpd->nd", self.reference.assign(corrected), phi, W)
+        return corrected
 
     def weights(self) -> np.ndarray:
         """``(K, B + 1, d)`` batch terms per cluster, intercept rows 0."""
@@ -188,9 +213,10 @@ class QueryCorrection:
         """Corrected ``(n, d)`` float32 coordinates of query rows already :meth:`add`-ed."""
         X = np.asarray(X, dtype=np.float64)
         phi = self._design(batches)
-        R = self.reference.assign(X)
-        shift = np.einsum("kn,np,kpd->nd", R, phi, self.weights())
-        return (X - shift).astype(np.float32)
+        corrected = self._after_rounds(X, phi)
+        if self._n_added:
+            corrected = X - np.einsum("kn,np,kpd->nd", self.reference.assign(corrected), phi, self.weights())
+        return corrected.astype(np.float32)
 
 
 def _unit_rows(X: np.ndarray) -> np.ndarray:

@@ -92,6 +92,10 @@ def _harmony(X: np.ndarray, batches: pd.Series, random_state) -> tuple[np.ndarra
     return Z.astype(np.float64), R.astype(np.float64)
 
 
+#: Most cells the k-means of :func:`compress` is fitted on (all cells are assigned).
+KMEANS_SAMPLE = 50_000
+
+
 def compress(Z: np.ndarray, random_state) -> ReferenceCompression:
     """Soft clusters of integrated coordinates, as Harmony would keep them (K = min(100, N/30))."""
     from sklearn.cluster import KMeans
@@ -99,8 +103,10 @@ def compress(Z: np.ndarray, random_state) -> ReferenceCompression:
     n = Z.shape[0]
     k = int(max(1, min(100, round(n / 30.0))))
     unit = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
-    seed = None if random_state is None else int(np.random.default_rng(random_state).integers(0, 2**31 - 1))
-    centres = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(unit).cluster_centers_
+    rng = np.random.default_rng(random_state)
+    seed = int(rng.integers(0, 2**31 - 1))
+    sample = unit if n <= KMEANS_SAMPLE else unit[np.sort(rng.choice(n, KMEANS_SAMPLE, replace=False))]
+    centres = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(sample).cluster_centers_
     centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
     start = ReferenceCompression(centres, np.ones(k), centres, np.full(k, HARMONY_SIGMA))
     return ReferenceCompression.from_harmony(Z, start.assign(Z), HARMONY_SIGMA)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
@@ -12,8 +13,12 @@ from ..core.graph import METRIC_ALIASES, SUPPORTED_METRICS, knn_search
 from ..core.grease import min_samples
 from ..core.mapping import CALIBRATION_NEIGHBORS, MappingCalibration, knn_distance_matrix
 from ..core.model_io import model_to_dict
-from ._integrate import integrate, integrated_rep
+from ._integrate import compress, integrate, integrated_rep
 from ._representation import choose_representation, describe_representation
+
+#: Widest representation whose soft clusters are stored for the query correction (PCA-like
+#: spaces; not genes).
+MAX_COMPRESSED_DIMS = 200
 
 
 def numap(
@@ -187,6 +192,9 @@ def numap(
     entry["mapping"] = _calibration(graph.obsp.get(dist_key), X, metric, random_state).to_dict()
     if integration is not None:
         entry["correction"] = integration.compression.to_dict()
+    elif not sp.issparse(X) and X.shape[1] <= MAX_COMPRESSED_DIMS:
+        # the query-side correction of tl.project needs the reference's soft clusters
+        entry["correction"] = compress(np.asarray(X, dtype=np.float64), random_state).to_dict()
     key_obsm = key_added or "X_numap"
     key_uns = key_added or "numap"
     for store, key in ((adata.obsm, key_obsm), (adata.uns, key_uns)):

@@ -30,6 +30,10 @@ from ..core.reference_index import cached_index
 from ..core.representation import Representation
 from ._representation import dense_block
 
+#: Passes of the query correction, each assigning the query to the reference clusters from
+#: its coordinates corrected by the previous ones (1 = Symphony's single pass).
+CORRECTION_ROUNDS = 3
+
 #: Default rows per projected block.
 CHUNK_SIZE = 50_000
 
@@ -75,10 +79,10 @@ def _load(adata_ref, key: str, load_X: bool) -> tuple[AnnData, dict, NUMAP, Repr
     rep = Representation.from_dict(
         entry["representation"], n_features=model.n_features_in_, where=f"{where}/representation"
     )
-    if rep.integrated != ("correction" in entry):
+    if rep.integrated and "correction" not in entry:
         raise ModelFormatError(
-            f"`{where}` {'lacks' if rep.integrated else 'has'} a `correction` entry but its representation is "
-            f"{'' if rep.integrated else 'not '}integrated; the model is incomplete. Re-run `scnumap.tl.numap`."
+            f"`{where}` lacks a `correction` entry but its representation is integrated; the model is "
+            "incomplete. Re-run `scnumap.tl.numap`."
         )
     return adata_ref, entry, model, rep
 
@@ -129,6 +133,7 @@ def project(
     unknown_threshold: float | str | None = "auto",
     anchor: float | None = 2.0,
     batch_key: str | None = None,
+    correct: bool = True,
     random_state: int | None = 0,
     chunk_size: int = CHUNK_SIZE,
     copy: bool = False,
@@ -159,6 +164,7 @@ def project(
       into the integrated space (each query batch of ``batch_key`` separately), written
       to ``adata_query.obsm[use_rep]`` (``'X_pca_harmony'``).
 
+    By default the query is first corrected onto the reference's clusters (``correct``).
     In that space each query cell's nearest reference cells (and the other query cells)
     give its mapping score (how much it looks like reference cells, calibrated on the
     reference's own cells),
@@ -206,8 +212,16 @@ def project(
         further away (e.g. off the reference after a technology shift) are pulled onto
         that circle. ``None`` keeps the network's placement for every cell.
     batch_key
-        Query ``obs`` column of its batches, each corrected separately onto an integrated
-        reference (``None``: the query is one batch). Only for integrated references.
+        Query ``obs`` column of its batches, each corrected separately (``None``: the
+        query is one batch).
+    correct
+        Correct the query onto the reference before the label vote and the placement:
+        Symphony's mixture-of-experts correction against the reference's soft clusters
+        (stored by ``tl.numap`` for PCA-like representations), :data:`CORRECTION_ROUNDS`
+        passes. For a plain reference the mapping score is still computed on the query as
+        measured (the correction would pull a type the reference lacks onto reference
+        clusters); for an integrated one everything uses the corrected coordinates.
+        ``False`` maps the query as measured.
     random_state
         Seed of the samples that compute the query share of the mapping score (queries or
         references larger than 20,000 cells) and of its approximate kNN index.
@@ -271,22 +285,32 @@ def project(
     if rep.scaled and rep.from_genes:
         _warn_if_scaled(adata_query)
     reading = (adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
-    blocks, n_rows = _query_blocks(*reading)
-    corrected, correct = None, None
-    if rep.integrated:
-        where = f"uns[{ref_key!r}]['model']/correction"
-        blocks, corrected, correct = _corrected_blocks(reading, entry, batch_key, where)
+    n_rows = adata_query.n_obs
+    correction = None
+    if correct and "correction" in entry:
+        correction = _fit_correction(reading, entry, batch_key, f"uns[{ref_key!r}]['model']/correction")
     elif batch_key is not None:
         raise ValueError(
-            "`batch_key` corrects a query onto an integrated reference, and this reference was not integrated; "
-            "fit it with `scnumap.tl.numap(adata_ref, batch_key=...)` or leave `batch_key=None`."
+            f"`batch_key` corrects the query's batches, and {'`correct=False`' if not correct else 'this model'} "
+            "has no correction (models from scnumap before the query correction, or on genes); "
+            "leave `batch_key=None`" + ("" if not correct else " or re-run `scnumap.tl.numap`") + "."
         )
+    elif correct:
+        logg.info("    no reference clusters in the model (on genes, or an older scnumap): query not corrected")
+    elif rep.integrated:
+        logg.info("    `correct=False`: the query's uncorrected PCs are mapped into the integrated space")
+    # the mapping score is computed where the reference cells are: the integrated space for an
+    # integrated reference, else the query as measured (the correction would pull a missing
+    # type onto reference clusters and hide it)
+    score_corrected = rep.integrated and correction is not None
     ref_space = _reference_space(adata_ref, rep)
     metric = adata_ref.uns[ref_key].get("params", {}).get("metric", "euclidean")
     calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric)
     threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
     index = cached_index(ref_space, metric=calibration.metric)
-    pool, position, pool_ref_rows = _share_pool(reading, correct, ref_space, calibration.metric, random_state)
+    pool, position, pool_ref_rows = _share_pool(
+        reading, correction if score_corrected else None, ref_space, calibration.metric, random_state
+    )
     k = max(n_neighbors, calibration.n_neighbors)
     labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
@@ -298,20 +322,27 @@ def project(
     codes = [np.empty(n_rows, dtype=np.int64) for _ in columns]
     confidence = [np.empty(n_rows, dtype=np.float32) for _ in columns]
     probabilities = [np.empty((n_rows, len(cats)), dtype=np.float32) for _, cats in labels]
+    corrected = np.empty((n_rows, rep.n_dims), dtype=np.float32) if rep.integrated and correction is not None else None
     n_moved = 0
     row = 0
-    for block in blocks:
-        if block.shape[1] != model.n_features_in_:
+    for raw in _query_blocks(*reading)[0]:
+        if raw.shape[1] != model.n_features_in_:
             raise ValueError(
-                f"A query block has {block.shape[1]} columns; the reference model takes {model.n_features_in_}."
+                f"A query block has {raw.shape[1]} columns; the reference model takes {model.n_features_in_}."
             )
-        rows = slice(row, row + block.shape[0])
-        distances, indices = index.query(block, k, n_queries=n_rows)
+        rows = slice(row, row + raw.shape[0])
+        block = raw if correction is None else correction.apply(raw, rows)
+        if corrected is not None:
+            corrected[rows] = block
+        scored = block if score_corrected or correction is None else raw
+        distances, indices = index.query(scored, k, n_queries=n_rows)
         statistics[rows] = calibration.statistics(
             distances[:, : calibration.n_neighbors], indices[:, : calibration.n_neighbors]
         )
         if pool is not None:
-            share[rows] = pool.share(block, position[rows])
+            share[rows] = pool.share(scored, position[rows])
+        if scored is not block:
+            distances, indices = index.query(block, k, n_queries=n_rows)
         d, i = distances[:, :n_neighbors], indices[:, :n_neighbors]
         weights = neighbour_weights(d, i, calibration.radius)
         placed = model.transform_blocks([block], block.shape[0])
@@ -376,8 +407,18 @@ def project(
     return adata_query if copy else None
 
 
-def _corrected_blocks(reading: tuple, entry: dict, batch_key: str | None, where: str):
-    """Query blocks corrected into the integrated space (two passes), and the array they fill."""
+class _Correction:
+    """The query's correction onto the reference, with each row's batch code."""
+
+    def __init__(self, correction: QueryCorrection, codes: np.ndarray):
+        self.correction, self.codes = correction, codes
+
+    def apply(self, block: np.ndarray, rows) -> np.ndarray:
+        return self.correction.apply(block, self.codes[rows])
+
+
+def _fit_correction(reading: tuple, entry: dict, batch_key: str | None, where: str) -> _Correction:
+    """Symphony's correction of the query, :data:`CORRECTION_ROUNDS` passes over its blocks."""
     adata = reading[0]
     rep = reading[1]
     try:
@@ -394,27 +435,17 @@ def _corrected_blocks(reading: tuple, entry: dict, batch_key: str | None, where:
             raise ValueError(f"`adata_query.obs[{batch_key!r}]` has missing values; give every cell a batch.")
         codes, n_batches = np.asarray(batches.codes, dtype=np.int64), len(batches.categories)
     correction = QueryCorrection(compression, n_batches)
-    row = 0
-    for block in _query_blocks(*reading)[0]:
-        correction.add(block, codes[row : row + block.shape[0]])
-        row += block.shape[0]
-    corrected = np.empty((adata.n_obs, rep.n_dims), dtype=np.float32)
-
-    def second_pass():
+    for round_ in range(CORRECTION_ROUNDS):
+        if round_:
+            correction.next_round()
         row = 0
         for block in _query_blocks(*reading)[0]:
-            out = correction.apply(block, codes[row : row + block.shape[0]])
-            corrected[row : row + out.shape[0]] = out
-            row += out.shape[0]
-            yield out
-
-    def correct(block, rows):
-        return correction.apply(block, codes[rows])
-
-    return second_pass(), corrected, correct
+            correction.add(block, codes[row : row + block.shape[0]])
+            row += block.shape[0]
+    return _Correction(correction, codes)
 
 
-def _share_pool(reading: tuple, correct, ref_space, metric: str, random_state):
+def _share_pool(reading: tuple, correction, ref_space, metric: str, random_state):
     """The pooled index of the query share (``None`` for a small query).
 
     Returns
@@ -433,8 +464,8 @@ def _share_pool(reading: tuple, correct, ref_space, metric: str, random_state):
     ref_rows = np.sort(rng.choice(n_ref, SAMPLE_SIZE, replace=False)) if n_ref > SAMPLE_SIZE else np.arange(n_ref)
     sample_reading = (adata if query_rows.size == n_rows else adata[query_rows], *reading[1:])
     sample = np.concatenate(list(_query_blocks(*sample_reading)[0]), axis=0)
-    if correct is not None:
-        sample = correct(sample, query_rows)
+    if correction is not None:
+        sample = correction.apply(sample, query_rows)
     seed = int(rng.integers(0, 2**31 - 1))
     pool = QueryShare(ref_space[ref_rows], sample, metric=metric, random_state=seed, n_queries=n_rows)
     position = np.full(n_rows, -1, dtype=np.int64)
