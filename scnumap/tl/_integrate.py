@@ -95,6 +95,9 @@ def _harmony(X: np.ndarray, batches: pd.Series, random_state) -> tuple[np.ndarra
 #: Most cells the k-means of :func:`compress` is fitted on (all cells are assigned).
 KMEANS_SAMPLE = 50_000
 
+#: Cells assigned at a time by :func:`compress`.
+ASSIGN_BLOCK = 50_000
+
 
 def compress(Z: np.ndarray, random_state) -> ReferenceCompression:
     """Soft clusters of integrated coordinates, as Harmony would keep them (K = min(100, N/30))."""
@@ -109,7 +112,15 @@ def compress(Z: np.ndarray, random_state) -> ReferenceCompression:
     centres = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(sample).cluster_centers_
     centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
     start = ReferenceCompression(centres, np.ones(k), centres, np.full(k, HARMONY_SIGMA))
-    return ReferenceCompression.from_harmony(Z, start.assign(Z), HARMONY_SIGMA)
+    # R @ Z and R.sum(axis=1) block by block: the (K, N) assignment is never held whole
+    sizes, sums = np.zeros(k), np.zeros((k, Z.shape[1]))
+    for begin in range(0, n, ASSIGN_BLOCK):
+        block = np.asarray(Z[begin : begin + ASSIGN_BLOCK], dtype=np.float64)
+        R = start.assign(block)
+        sizes += R.sum(axis=1)
+        sums += R @ block
+    centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return ReferenceCompression(centroids, sizes, sums, np.full(k, HARMONY_SIGMA))
 
 
 def _graph(adata: AnnData, Z: np.ndarray, params: dict, random_state) -> AnnData:
