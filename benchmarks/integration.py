@@ -131,8 +131,6 @@ numbers to quote. Full runs use scnumap's defaults. Every fit is seeded (``rando
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 import warnings
@@ -144,7 +142,7 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 from datasets import SCDCC, SHARED, kang, wang_xin
-from mapping import Cache, f3, knn_2d, log, reference_pca, split
+from mapping import Cache, f3, knn_2d, log, print_header, reference_pca, split
 from sklearn.neighbors import NearestNeighbors
 
 import scnumap
@@ -568,20 +566,7 @@ def main(argv=None) -> None:
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args(argv)
 
-    from importlib.metadata import version
-
-    import torch
-
-    if args.torch_threads is not None:
-        torch.set_num_threads(args.torch_threads)
-    print(
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "
-        f"{torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, scanpy {sc.__version__}, scnumap {scnumap.__version__}, "
-        f"symphonypy {version('symphonypy')}, harmonypy {version('harmonypy')}\n"
-    )
-    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--cache", args.cache)]
-    print(f"`python -u benchmarks/integration.py {' '.join(shown)}`\n", flush=True)
+    print_header("python -u benchmarks/integration.py", args, argv)
     cache = Cache(args.cache)
     rows, sweeps = [], []
     timing_pair = None

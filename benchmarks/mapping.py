@@ -431,6 +431,25 @@ def print_cross(rows: list[tuple[str, dict]]) -> None:
     print(flush=True)
 
 
+def print_header(command: str, args, argv) -> None:
+    """Set ``--torch-threads``; print the date, machine, threads, versions and the command
+    (without ``--cache FILE``)."""
+    from importlib.metadata import version
+
+    import torch
+
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "
+        f"{torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, scanpy {sc.__version__}, scnumap {scnumap.__version__}, "
+        f"symphonypy {version('symphonypy')}, harmonypy {version('harmonypy')}\n"
+    )
+    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--cache", args.cache)]
+    print(f"`{command} {' '.join(shown)}`\n", flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="*", default=SETS, choices=sorted(LABELLED), help="labelled sets for part A")
@@ -447,20 +466,7 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
 
-    from importlib.metadata import version
-
-    import torch
-
-    if args.torch_threads is not None:
-        torch.set_num_threads(args.torch_threads)
-    print(
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}: "
-        f"{torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, scanpy {sc.__version__}, scnumap {scnumap.__version__}, "
-        f"symphonypy {version('symphonypy')}, harmonypy {version('harmonypy')}\n"
-    )
-    shown = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--cache", args.cache)]
-    print(f"`benchmarks/mapping.py {' '.join(shown)}`\n", flush=True)
+    print_header("benchmarks/mapping.py", args, argv)
     opts = {
         "min_query": args.min_query,
         "max_types": args.max_types,
