@@ -51,6 +51,41 @@ def test_sparse_reference_gives_the_same_shares():
     np.testing.assert_array_equal(sparse.share(sample, np.arange(6)), pool.share(sample, np.arange(6)))
 
 
+def pooled_shares(R, Q, k):
+    """Shares from one exact search of the pooled reference + query (each cell excluded from its own list)."""
+    pooled = np.vstack([R, Q])
+    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(pooled).kneighbors(pooled)
+    own = idx == np.arange(pooled.shape[0])[:, None]
+    keep = ~own & (np.cumsum(~own, axis=1) <= k)
+    shares = ((idx >= R.shape[0]) & keep).sum(axis=1) / k
+    return shares[: R.shape[0]], shares[R.shape[0] :]
+
+
+def test_merged_searches_equal_one_pooled_search(pbmc_pca):
+    """The pool is never built: reference and query-sample neighbours are merged instead."""
+    R, Q = split(pbmc_pca)
+    null, query = pooled_shares(R, Q, k=30)
+    pool = QueryShare(R, Q)
+    np.testing.assert_array_equal(pool.null_rows, np.arange(R.shape[0]))
+    np.testing.assert_allclose(pool.null, null, atol=1e-6)
+    np.testing.assert_allclose(pool.share(Q, np.arange(Q.shape[0])), query, atol=1e-6)
+    # the reference distances of a search already made give the same shares
+    d, _ = NearestNeighbors(n_neighbors=30).fit(R).kneighbors(Q)
+    np.testing.assert_allclose(pool.share(Q, np.arange(Q.shape[0]), d.astype(np.float32)), query, atol=1e-6)
+
+
+def test_null_of_a_large_reference_is_a_sample_of_its_cells(pbmc_pca):
+    R, Q = split(pbmc_pca)
+    full = QueryShare(R, Q)
+    sampled = QueryShare(R, Q, null_size=100, random_state=3)
+    assert sampled.null_rows.shape == (100,)
+    assert np.all(np.diff(sampled.null_rows) > 0)
+    assert sampled.null_rows.max() < R.shape[0]
+    np.testing.assert_allclose(sampled.null, full.null[sampled.null_rows], atol=1e-6)
+    again = QueryShare(R, Q, null_size=100, random_state=3)
+    np.testing.assert_array_equal(again.null_rows, sampled.null_rows)
+
+
 def split(X, seed=0, n_ref=490):
     order = np.random.default_rng(seed).permutation(X.shape[0])
     return X[order[:n_ref]], X[order[n_ref:]]
@@ -79,7 +114,7 @@ def mapping_scores(R, Q, with_share: bool):
         return cal.score(stats), cal
     pool = QueryShare(R, Q)
     share = pool.share(Q, np.arange(Q.shape[0]))
-    return cal.score(stats, share - pool.shift(share), pool.null, np.arange(R.shape[0])), cal
+    return cal.score(stats, share - pool.shift(share), pool.null, pool.null_rows), cal
 
 
 @pytest.mark.parametrize("removed_type", ["CD19+ B", "CD56+ NK"])

@@ -262,3 +262,21 @@ def test_the_whole_query_size_decides_between_exact_and_approximate(data, stand_
     index.query(query[:10], 3, n_queries=101)  # one block of a larger query: the index is built
     assert len(stand_in.built) == 1
     assert len(stand_in.built[0].queries) == 1
+
+
+def test_own_neighbors_find_each_row_itself_and_are_kept(data, monkeypatch):
+    ref, _ = data
+    index = ReferenceIndex(ref)
+    rows = np.array([3, 10, 399])
+    distances, indices = index.own_neighbors(rows, 5)
+    truth_d, truth_i = brute(ref, ref[rows], 5)
+    np.testing.assert_array_equal(indices, truth_i)
+    np.testing.assert_allclose(distances, truth_d, atol=1e-4)
+    assert np.all(indices[:, 0] == rows)
+    calls = []
+    monkeypatch.setattr(index, "query", lambda *a, **k: calls.append(a))
+    again = index.own_neighbors(rows, 5)
+    assert again[0] is distances
+    assert not calls
+    index.own_neighbors(rows, 6)
+    assert len(calls) == 1  # another k is another question

@@ -75,7 +75,7 @@ def expected_score(ref, query) -> np.ndarray:
     pool = QueryShare(ref.obsm["X_pca"], Y)
     share = pool.share(Y, np.arange(query.n_obs))
     assert pool.mixes(share)
-    return cal.score(stats, share - pool.shift(share), pool.null, np.arange(ref.n_obs))
+    return cal.score(stats, share - pool.shift(share), pool.null, pool.null_rows)
 
 
 def stored(ref) -> MappingCalibration:
@@ -438,3 +438,21 @@ def test_sparse_query_matrix_gives_the_same_mapping(ref_query, projected):
     out = project(q, ref, obs="bulk_labels", copy=True)
     np.testing.assert_allclose(out.obs["numap_mapping_score"], projected.obs["numap_mapping_score"], atol=1e-5)
     assert np.mean(out.obs["bulk_labels_numap"] == projected.obs["bulk_labels_numap"]) >= 0.99
+
+
+def test_a_query_too_large_to_hold_is_read_again_with_the_same_result(ref_query, monkeypatch):
+    """Above MAX_HELD_BYTES the query is not kept between passes (correction, sample, projection)."""
+    from scnumap.tl import _project
+
+    ref, query = ref_query
+    reads = []
+    blocks = _project._query_blocks
+    monkeypatch.setattr(_project, "_query_blocks", lambda *a: reads.append(a[0].n_obs) or blocks(*a))
+    held = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True, chunk_size=64)
+    assert len(reads) == 1
+    monkeypatch.setattr(_project, "MAX_HELD_BYTES", 0)
+    again = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True, chunk_size=64)
+    assert len(reads) == 1 + _project.CORRECTION_ROUNDS + 2  # each round, the query sample, the projection
+    for key in ("X_numap", "bulk_labels_numap_probabilities"):
+        np.testing.assert_allclose(np.asarray(again.obsm[key]), np.asarray(held.obsm[key]), atol=1e-5)
+    np.testing.assert_allclose(again.obs["numap_mapping_score"], held.obs["numap_mapping_score"], atol=1e-6)

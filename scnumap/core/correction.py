@@ -156,27 +156,36 @@ class QueryCorrection:
         self._W = None
         self._n_added = 0
 
-    def _design(self, batches: np.ndarray) -> np.ndarray:
+    def _groups(self, batches: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """``(b, rows)`` for every batch code ``b`` present in ``batches``."""
         batches = np.asarray(batches)
         if batches.min(initial=0) < 0 or batches.max(initial=0) >= self.n_batches:
             raise ValueError(f"Batch codes must lie in 0 … {self.n_batches - 1}.")
-        phi = np.zeros((batches.shape[0], self.n_batches + 1))
-        phi[:, 0] = 1.0
-        phi[np.arange(batches.shape[0]), batches + 1] = 1.0
-        return phi
+        if self.n_batches == 1:
+            return [(0, np.arange(batches.shape[0]))]
+        order = np.argsort(batches, kind="stable")
+        codes, starts = np.unique(batches[order], return_index=True)
+        return list(zip(codes.tolist(), np.split(order, starts[1:]), strict=True))
 
     def add(self, X: np.ndarray, batches: np.ndarray) -> None:
         """Add query rows ``X`` (``(n, d)``, reference PC coordinates) with their batch codes.
 
         The rows are assigned to the reference clusters from their coordinates after the
-        finished rounds (:meth:`next_round`); the regression is on ``X`` itself.
+        finished rounds (:meth:`next_round`); the regression is on ``X`` itself. With the
+        design ``φ = (1, one-hot batch)``, ``Σ R φ φᵀ`` and ``Σ R φ xᵀ`` are sums over
+        each batch's rows (no ``(K, n, B + 1)`` product is formed).
         """
         X = np.asarray(X, dtype=np.float64)
-        phi = self._design(batches)
-        R = self.reference.assign(self._after_rounds(X, phi))  # (K, n)
-        weighted = R[:, :, None] * phi[None]  # (K, n, p)
-        self._A += np.einsum("knp,nq->kpq", weighted, phi)
-        self._B += np.einsum("knp,nd->kpd", weighted, X)
+        groups = self._groups(batches)
+        R = self.reference.assign(self._after_rounds(X, groups))  # (K, n)
+        self._A[:, 0, 0] += R.sum(axis=1)
+        self._B[:, 0, :] += R @ X
+        for b, rows in groups:
+            size = R[:, rows].sum(axis=1)
+            self._A[:, 0, b + 1] += size
+            self._A[:, b + 1, 0] += size
+            self._A[:, b + 1, b + 1] += size
+            self._B[:, b + 1, :] += R[:, rows] @ X[rows]
         self._W = None
         self._n_added += X.shape[0]
 
@@ -189,10 +198,18 @@ class QueryCorrection:
         self._done.append(self.weights())
         self._reset()
 
-    def _after_rounds(self, X: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    def _after_rounds(self, X: np.ndarray, groups) -> np.ndarray:
         corrected = X
         for W in self._done:
-            corrected = X - np.einsum("kn,np,kpd->nd", self.reference.assign(corrected), phi, W)
+            corrected = self._corrected(X, corrected, groups, W)
+        return corrected
+
+    def _corrected(self, X: np.ndarray, assigned_from: np.ndarray, groups, W: np.ndarray) -> np.ndarray:
+        """``X - Σ_k R_k W_kᵀ φ`` with ``R`` assigned from ``assigned_from`` (intercept rows of ``W`` are 0)."""
+        R = self.reference.assign(assigned_from)
+        corrected = X.copy()
+        for b, rows in groups:
+            corrected[rows] -= R[:, rows].T @ W[:, b + 1, :]
         return corrected
 
     def weights(self) -> np.ndarray:
@@ -212,10 +229,10 @@ class QueryCorrection:
     def apply(self, X: np.ndarray, batches: np.ndarray) -> np.ndarray:
         """Corrected ``(n, d)`` float32 coordinates of query rows already :meth:`add`-ed."""
         X = np.asarray(X, dtype=np.float64)
-        phi = self._design(batches)
-        corrected = self._after_rounds(X, phi)
+        groups = self._groups(batches)
+        corrected = self._after_rounds(X, groups)
         if self._n_added:
-            corrected = X - np.einsum("kn,np,kpd->nd", self.reference.assign(corrected), phi, self.weights())
+            corrected = self._corrected(X, corrected, groups, self.weights())
         return corrected.astype(np.float32)
 
 

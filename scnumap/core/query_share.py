@@ -18,22 +18,28 @@ mix at all (a strong batch effect): the share cannot tell a missing type from th
 and :meth:`QueryShare.mixes` says so (the mapping score then uses distances alone).
 
 The share depends on the rest of the query (as Azimuth's mapping score does): mapping
-the same cell with another query can change it. Both samples hold at most
-:data:`SAMPLE_SIZE` cells, so the pooled index stays small for atlas-sized inputs.
+the same cell with another query can change it. The pool is the whole reference and a
+query sample of at most :data:`SAMPLE_SIZE` cells; a cell's ``k`` nearest pooled cells
+are merged from its nearest reference cells (the search the mapping score and the label
+vote make anyway) and its nearest cells of the query sample (a small index), so the
+pooled index is never built. The null is the shares of at most :data:`NULL_SIZE`
+reference cells.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from .reference_index import ReferenceIndex
 
 #: Pooled neighbours per cell.
 SHARE_NEIGHBORS = 30
 
-#: Largest sample of the reference and of the query in the pooled index.
+#: Largest query sample in the pool.
 SAMPLE_SIZE = 20_000
+
+#: Reference cells whose shares form the null (all of them in a smaller reference).
+NULL_SIZE = 5_000
 
 #: Quantile of the reference's shares that the query's median share may reach and still mix.
 MIXING_QUANTILE = 0.9
@@ -43,20 +49,24 @@ MIN_QUERY_CELLS = 50
 
 
 class QueryShare:
-    """Pooled kNN of a reference sample and a query sample.
+    """The reference and a query sample, pooled.
 
     Parameters
     ----------
     reference
-        ``(m_ref, n_dims)`` reference rows (dense or CSR) in the pool.
+        The reference's :class:`~scnumap.core.reference_index.ReferenceIndex`, or its
+        ``(n_reference, n_dims)`` rows (dense or CSR).
     query_sample
         ``(m_query, n_dims)`` dense query rows in the pool.
     metric
-        Distance of the space.
+        Distance of the space (that of ``reference`` when it is an index).
     n_neighbors
         Pooled neighbours ``k`` per cell.
+    null_size
+        Reference cells whose shares form the null (a random sample when the reference
+        is larger); their rows are :attr:`null_rows`.
     random_state
-        Seed of the (approximate) pooled index.
+        Seed of the null's sample and of the query sample's (approximate) index.
     n_queries
         Query cells whose share will be asked for (chooses exact or approximate search).
     """
@@ -68,28 +78,39 @@ class QueryShare:
         *,
         metric: str = "euclidean",
         n_neighbors: int = SHARE_NEIGHBORS,
+        null_size: int = NULL_SIZE,
         random_state=0,
         n_queries: int | None = None,
     ):
-        m_ref, m_query = reference.shape[0], query_sample.shape[0]
-        pool = (
-            sp.vstack([sp.csr_matrix(reference), sp.csr_matrix(query_sample)]).tocsr()
-            if sp.issparse(reference)
-            else np.vstack([np.asarray(reference, dtype=np.float32), np.asarray(query_sample, dtype=np.float32)])
-        )
-        self.m_ref = m_ref
+        if not isinstance(reference, ReferenceIndex):
+            reference = ReferenceIndex(reference, metric=metric, random_state=random_state)
+        self.reference = reference
+        m_ref, m_query = reference.n_reference, query_sample.shape[0]
         self.k = int(min(n_neighbors, m_ref + m_query - 1))
-        self.index = ReferenceIndex(pool, metric=metric, random_state=random_state)
-        self._n_queries = m_ref + (n_queries if n_queries is not None else m_query)
-        self.null = self._shares(reference, np.arange(m_ref))
+        rng = np.random.default_rng(random_state)
+        self.sample = ReferenceIndex(
+            np.asarray(query_sample, dtype=np.float32),
+            metric=reference.metric,
+            random_state=int(rng.integers(0, 2**31 - 1)),
+        )
+        self._n_queries = n_queries if n_queries is not None else m_query
+        rows = np.arange(m_ref) if m_ref <= null_size else np.sort(rng.choice(m_ref, null_size, replace=False))
+        self.null_rows = rows
+        space = reference.space[rows]
+        distances, indices = reference.own_neighbors(rows, self.k + 1)
+        self.null = self._shares(_without(distances, indices, rows, self.k), space, np.full(rows.size, -1))
 
-    def share(self, Y: np.ndarray, pool_rows: np.ndarray) -> np.ndarray:
+    def share(self, Y: np.ndarray, pool_rows: np.ndarray, reference_distances: np.ndarray | None = None) -> np.ndarray:
         """Query share of each row of ``Y``.
 
         ``pool_rows[i]`` is the row of ``Y[i]`` in the query sample (``-1`` if it is not in
-        it), so that a sampled cell does not count itself.
+        it), so that a sampled cell does not count itself. ``reference_distances`` are the
+        rows' sorted distances to their nearest reference cells (at least ``k`` columns,
+        or all the reference), when a search has found them already.
         """
-        return self._shares(Y, np.where(pool_rows >= 0, self.m_ref + pool_rows, -1))
+        if reference_distances is None or reference_distances.shape[1] < min(self.k, self.reference.n_reference):
+            reference_distances, _ = self.reference.query(Y, self.k, n_queries=self._n_queries)
+        return self._shares(reference_distances[:, : self.k], Y, np.asarray(pool_rows))
 
     def shift(self, shares: np.ndarray) -> float:
         """How far the query's typical share lies above the reference's (``>= 0``)."""
@@ -99,11 +120,31 @@ class QueryShare:
         """Whether the query's median share stays within the reference's :data:`MIXING_QUANTILE`."""
         return bool(np.median(shares) <= np.quantile(self.null, MIXING_QUANTILE))
 
-    def _shares(self, Y, own: np.ndarray) -> np.ndarray:
-        _, indices = self.index.query(Y, self.k + 1, n_queries=self._n_queries)
-        is_own = indices == own[:, None]
-        # drop the cell itself where it is in the pool, else the farthest of the k + 1
-        keep = ~is_own
-        keep[~is_own.any(axis=1), -1] = False
-        from_query = (indices >= self.m_ref) & keep
-        return (from_query.sum(axis=1) / self.k).astype(np.float32)
+    def _shares(self, reference_distances: np.ndarray, Y, own: np.ndarray) -> np.ndarray:
+        """Share of query-sample cells among the ``k`` nearest of the merged neighbours."""
+        distances, indices = self.sample.query(Y, self.k + 1, n_queries=self._n_queries)
+        query_distances = _without(distances, indices, own, self.k)
+        merged = np.concatenate([_padded(reference_distances, self.k), query_distances], axis=1)
+        # ties go to the reference: a query cell must be strictly nearer to count
+        nearest = np.argsort(merged, axis=1, kind="stable")[:, : self.k]
+        return ((nearest >= self.k).sum(axis=1) / self.k).astype(np.float32)
+
+
+def _without(distances: np.ndarray, indices: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` nearest distances of each row without its own entry ``own[i]`` (``-1``: none), ``inf``-padded."""
+    keep = indices != own[:, None]
+    keep &= np.cumsum(keep, axis=1) <= k
+    out = np.full((distances.shape[0], k), np.inf, dtype=np.float32)
+    counts = keep.sum(axis=1)
+    columns = np.arange(k)[None, :] < counts[:, None]
+    out[columns] = distances[keep]
+    return out
+
+
+def _padded(distances: np.ndarray, k: int) -> np.ndarray:
+    """``distances`` with ``k`` columns, ``inf`` where fewer cells exist."""
+    if distances.shape[1] >= k:
+        return distances[:, :k].astype(np.float32, copy=False)
+    out = np.full((distances.shape[0], k), np.inf, dtype=np.float32)
+    out[:, : distances.shape[1]] = distances
+    return out

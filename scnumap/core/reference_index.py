@@ -50,6 +50,7 @@ class ReferenceIndex:
         self.metric = check_metric(metric)
         self.random_state = random_state
         self._approximate = None
+        self._own = {}
 
     @property
     def n_reference(self) -> int:
@@ -79,6 +80,18 @@ class ReferenceIndex:
         index = self._pynndescent()
         indices, distances = index.query(_numba_readable(Y), k=k, epsilon=SEARCH_EPSILON)
         return distances.astype(np.float32), indices.astype(np.int64)
+
+    def own_neighbors(self, rows: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`query` of the reference's own ``rows`` (each finds itself), kept for the next call.
+
+        Every projection onto a reference asks for the same reference cells' neighbours
+        (the query share's null); the last answer is kept with the index.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        key = (int(n_neighbors), hashlib.blake2b(rows.tobytes(), digest_size=16).hexdigest())
+        if key not in self._own:
+            self._own = {key: self.query(self.space[rows], n_neighbors, n_queries=rows.size)}
+        return self._own[key]
 
     def _exact(self, Y, k: int):
         from sklearn.neighbors import NearestNeighbors

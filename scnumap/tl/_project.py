@@ -37,6 +37,10 @@ CORRECTION_ROUNDS = 3
 #: Default rows per projected block.
 CHUNK_SIZE = 50_000
 
+#: Largest query representation (bytes) held in memory between the passes over it
+#: (correction, query sample, projection); a larger one is read again for each pass.
+MAX_HELD_BYTES = 2 * 1024**3
+
 #: Label of cells whose mapping score is below ``unknown_threshold``.
 UNKNOWN = "Unknown"
 
@@ -284,11 +288,11 @@ def project(
     _check_pca_basis(rep, query_pca_in_reference_basis)
     if rep.scaled and rep.from_genes:
         _warn_if_scaled(adata_query)
-    reading = (adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
+    query = _Query(adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
     n_rows = adata_query.n_obs
     correction = None
     if correct and "correction" in entry:
-        correction = _fit_correction(reading, entry, batch_key, f"uns[{ref_key!r}]['model']/correction")
+        correction = _fit_correction(query, entry, batch_key, f"uns[{ref_key!r}]['model']/correction")
     elif batch_key is not None:
         raise ValueError(
             f"`batch_key` corrects the query's batches, and {'`correct=False`' if not correct else 'this model'} "
@@ -308,10 +312,8 @@ def project(
     calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric)
     threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
     index = cached_index(ref_space, metric=calibration.metric)
-    pool, position, pool_ref_rows = _share_pool(
-        reading, correction if score_corrected else None, ref_space, calibration.metric, random_state
-    )
-    k = max(n_neighbors, calibration.n_neighbors)
+    pool, position = _share_pool(query, correction if score_corrected else None, index, random_state)
+    k = max(n_neighbors, calibration.n_neighbors, pool.k if pool is not None else 0)
     labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
     embedding_index = _EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None
@@ -324,13 +326,11 @@ def project(
     probabilities = [np.empty((n_rows, len(cats)), dtype=np.float32) for _, cats in labels]
     corrected = np.empty((n_rows, rep.n_dims), dtype=np.float32) if rep.integrated and correction is not None else None
     n_moved = 0
-    row = 0
-    for raw in _query_blocks(*reading)[0]:
+    for rows, raw in query.blocks():
         if raw.shape[1] != model.n_features_in_:
             raise ValueError(
                 f"A query block has {raw.shape[1]} columns; the reference model takes {model.n_features_in_}."
             )
-        rows = slice(row, row + raw.shape[0])
         block = raw if correction is None else correction.apply(raw, rows)
         if corrected is not None:
             corrected[rows] = block
@@ -340,9 +340,9 @@ def project(
             distances[:, : calibration.n_neighbors], indices[:, : calibration.n_neighbors]
         )
         if pool is not None:
-            share[rows] = pool.share(scored, position[rows])
+            share[rows] = pool.share(scored, position[rows], distances)
         if scored is not block:
-            distances, indices = index.query(block, k, n_queries=n_rows)
+            distances, indices = index.query(block, n_neighbors, n_queries=n_rows)
         d, i = distances[:, :n_neighbors], indices[:, :n_neighbors]
         weights = neighbour_weights(d, i, calibration.radius)
         placed = model.transform_blocks([block], block.shape[0])
@@ -356,7 +356,6 @@ def project(
         for j, (ref_codes, cats) in enumerate(labels):
             probabilities[j][rows] = label_probabilities(i, weights, ref_codes, len(cats))
             codes[j][rows], confidence[j][rows] = vote(probabilities[j][rows], i, ref_codes)
-        row += block.shape[0]
     if pool is not None and not pool.mixes(share):
         logg.info(
             "    query and reference cells do not mix (a batch or technology shift?): mapping score from "
@@ -369,7 +368,7 @@ def project(
         shift = pool.shift(share)
         if shift > 0:
             logg.info(f"    the query's typical query share lies {shift:.2f} above the reference's: discounted")
-        score = calibration.score(statistics, share - shift, pool.null, pool_ref_rows)
+        score = calibration.score(statistics, share - shift, pool.null, pool.null_rows)
     unknown = score < threshold if threshold is not None else np.zeros(n_rows, dtype=bool)
     names = adata_query.obs_names
     results = {f"{suffix}_mapping_score": score}
@@ -417,10 +416,9 @@ class _Correction:
         return self.correction.apply(block, self.codes[rows])
 
 
-def _fit_correction(reading: tuple, entry: dict, batch_key: str | None, where: str) -> _Correction:
+def _fit_correction(query: _Query, entry: dict, batch_key: str | None, where: str) -> _Correction:
     """Symphony's correction of the query, :data:`CORRECTION_ROUNDS` passes over its blocks."""
-    adata = reading[0]
-    rep = reading[1]
+    adata, rep = query.adata, query.rep
     try:
         compression = ReferenceCompression.from_dict(entry["correction"], n_dims=rep.n_dims, where=where)
     except CompressionFormatError as err:
@@ -438,39 +436,74 @@ def _fit_correction(reading: tuple, entry: dict, batch_key: str | None, where: s
     for round_ in range(CORRECTION_ROUNDS):
         if round_:
             correction.next_round()
-        row = 0
-        for block in _query_blocks(*reading)[0]:
-            correction.add(block, codes[row : row + block.shape[0]])
-            row += block.shape[0]
+        for rows, block in query.blocks():
+            correction.add(block, codes[rows])
     return _Correction(correction, codes)
 
 
-def _share_pool(reading: tuple, correction, ref_space, metric: str, random_state):
-    """The pooled index of the query share (``None`` for a small query).
+def _share_pool(query: _Query, correction, index, random_state):
+    """The query share's pool (``None`` for a small query).
 
     Returns
     -------
-    pool, position, reference_rows
-        The :class:`QueryShare`; each query row's place in its query sample (-1: not in
-        it); the reference rows in its reference sample.
+    pool, position
+        The :class:`QueryShare` (the reference ``index`` and a query sample) and each
+        query row's place in the query sample (-1: not in it).
     """
-    adata, n_rows = reading[0], reading[0].n_obs
+    n_rows = query.n_rows
     if n_rows < MIN_QUERY_CELLS:
         logg.info(f"    {n_rows} query cells (< {MIN_QUERY_CELLS}): mapping score from distances alone")
-        return None, None, None
+        return None, None
     rng = np.random.default_rng(random_state)
     query_rows = np.sort(rng.choice(n_rows, SAMPLE_SIZE, replace=False)) if n_rows > SAMPLE_SIZE else np.arange(n_rows)
-    n_ref = ref_space.shape[0]
-    ref_rows = np.sort(rng.choice(n_ref, SAMPLE_SIZE, replace=False)) if n_ref > SAMPLE_SIZE else np.arange(n_ref)
-    sample_reading = (adata if query_rows.size == n_rows else adata[query_rows], *reading[1:])
-    sample = np.concatenate(list(_query_blocks(*sample_reading)[0]), axis=0)
+    sample = query.rows(query_rows)
     if correction is not None:
         sample = correction.apply(sample, query_rows)
     seed = int(rng.integers(0, 2**31 - 1))
-    pool = QueryShare(ref_space[ref_rows], sample, metric=metric, random_state=seed, n_queries=n_rows)
+    pool = QueryShare(index, sample, random_state=seed, n_queries=n_rows)
     position = np.full(n_rows, -1, dtype=np.int64)
     position[query_rows] = np.arange(query_rows.size)
-    return pool, position, ref_rows
+    return pool, position
+
+
+class _Query:
+    """The query's representation, read block by block; held in memory after the first
+    pass when it takes at most :data:`MAX_HELD_BYTES`, else read again for each pass."""
+
+    def __init__(self, adata: AnnData, rep: Representation, missing_genes, max_missing_fraction, chunk_size):
+        self.adata, self.rep = adata, rep
+        self.reading = (missing_genes, max_missing_fraction, chunk_size)
+        self.n_rows = adata.n_obs
+        width = rep.n_dims if not rep.from_genes or rep.has_pca else rep.var_names.shape[0]
+        self.hold = self.n_rows * width * 4 <= MAX_HELD_BYTES
+        self._held = None
+
+    def blocks(self):
+        """``(rows, block)`` pairs: a slice of query rows and their float32 representation."""
+        chunk_size = self.reading[2]
+        if self._held is not None:
+            for start in range(0, self.n_rows, chunk_size):
+                yield slice(start, start + chunk_size), self._held[start : start + chunk_size]
+            return
+        held = [] if self.hold else None
+        start = 0
+        for block in _query_blocks(self.adata, self.rep, *self.reading)[0]:
+            if held is not None:
+                held.append(block)
+            yield slice(start, start + block.shape[0]), block
+            start += block.shape[0]
+        if held is not None:
+            self._held = np.concatenate(held, axis=0) if len(held) > 1 else held[0]
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """The representation of the sorted query ``rows``."""
+        if self._held is None and self.hold:
+            for _ in self.blocks():
+                pass
+        if self._held is not None:
+            return self._held[rows]
+        subset = self.adata if rows.size == self.n_rows else self.adata[rows]
+        return np.concatenate(list(_query_blocks(subset, self.rep, *self.reading)[0]), axis=0)
 
 
 def _warn_if_scaled(adata: AnnData) -> None:
