@@ -456,3 +456,20 @@ def test_a_query_too_large_to_hold_is_read_again_with_the_same_result(ref_query,
     for key in ("X_numap", "bulk_labels_numap_probabilities"):
         np.testing.assert_allclose(np.asarray(again.obsm[key]), np.asarray(held.obsm[key]), atol=1e-5)
     np.testing.assert_allclose(again.obs["numap_mapping_score"], held.obs["numap_mapping_score"], atol=1e-6)
+
+
+def test_sparse_query_with_missing_genes_equals_the_dense_query(ref_query):
+    """Sparse rows go straight onto the PCs (x @ L - mean @ L); missing genes count as 0 either way."""
+    ref, query = ref_query
+    kept = query[:, query.var_names[3:]].copy()  # reference genes missing
+    sparse = kept.copy()
+    sparse.X = sp.csr_matrix(sparse.X)
+    outs = [project(q, ref, obs="bulk_labels", missing_genes="zeros", copy=True, chunk_size=50) for q in (kept, sparse)]
+    np.testing.assert_allclose(outs[1].obsm["X_numap"], outs[0].obsm["X_numap"], atol=1e-4)
+    np.testing.assert_allclose(
+        outs[1].obsm["bulk_labels_numap_probabilities"], outs[0].obsm["bulk_labels_numap_probabilities"], atol=1e-4
+    )
+    bad = sparse.copy()
+    bad.X.data[: bad.X.indptr[1]] = np.nan  # the first cell
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        project(bad, ref, missing_genes="zeros")

@@ -626,9 +626,23 @@ def _query_blocks(adata: AnnData, rep: Representation, missing_genes: str, max_m
         if rep.scaled:
             scale_mean, scale_std = rep.scale_mean[present], rep.scale_std[present]
 
+        if rep.has_pca and not rep.scaled:
+            # sparse rows straight onto the PCs: (x - mean) @ L = x @ L - mean @ L, missing genes 0
+            present_loadings = np.ascontiguousarray(loadings[present])
+            offset = (mean @ loadings).astype(np.float32)
+
         def gene_blocks():
             for start in range(0, n, chunk_size):
-                block = _dense(adata.X[start : start + chunk_size])
+                block = adata.X[start : start + chunk_size]
+                if hasattr(block, "compute"):
+                    block = block.compute()
+                if sp.issparse(block) and rep.has_pca and not rep.scaled:
+                    block = sp.csr_matrix(block)[:, columns[present]]
+                    if not np.all(np.isfinite(block.data)):
+                        raise ValueError("The query contains NaN or infinite values; remove or impute them first.")
+                    yield np.asarray(block.astype(np.float32) @ present_loadings - offset, dtype=np.float32)
+                    continue
+                block = _dense(block)
                 full = np.zeros((block.shape[0], genes.shape[0]), dtype=np.float32)
                 values = block[:, columns[present]]
                 if rep.scaled:
