@@ -52,6 +52,7 @@ from .graph import check_metric
 from .layers import init_parameters, mlp
 from .progress import progress
 from .scaling import Standardizer
+from .threads import limited_threads
 
 #: Up to this many training points, the eigenvector separation uses the whole training
 #: graph (one chunked kNN search) instead of averaging random batches.
@@ -221,10 +222,17 @@ class GrEASE:
         more than ``FULL_SEPARATION_MAX`` (20,000) points; smaller sets use their whole graph.
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or a torch device.
+    n_jobs
+        CPU threads of ``fit`` and ``transform``: torch's, the BLAS/OpenMP pools'
+        (``threadpoolctl``) and numba's are set to ``n_jobs`` during the call and restored
+        afterwards. ``-1``: all cores; ``None``: the default of
+        ``scnumap.core.threads.DEFAULT_N_JOBS`` (torch's current thread count, no pool
+        changed).
     random_state
         Seed of every random choice. The same seed, data, machine, torch version and
-        number of torch threads give the same result; another thread count or device
-        changes the order of floating-point sums, hence the result.
+        number of torch threads (``n_jobs``, or ``torch.get_num_threads()`` with
+        ``n_jobs=None``) give the same result; another thread count or device changes the
+        order of floating-point sums, hence the result.
     verbose
         Show a progress bar (``tqdm.auto``) once training has run a few seconds;
         ``False`` hides it.
@@ -259,6 +267,7 @@ class GrEASE:
         t: float = 0.0,
         n_separation_batches: int = 20,
         device="auto",
+        n_jobs: int | None = None,
         random_state: int | None = 0,
         verbose: bool = False,
     ):
@@ -274,6 +283,7 @@ class GrEASE:
         self.t = t
         self.n_separation_batches = n_separation_batches
         self.device = device
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -299,6 +309,10 @@ class GrEASE:
     # ------------------------------------------------------------------- fit
     def fit(self, X) -> GrEASE:
         """Train on ``X`` of shape ``(n_samples, n_features)``; returns ``self``."""
+        with limited_threads(self.n_jobs):
+            return self._fit(X)
+
+    def _fit(self, X) -> GrEASE:
         X = as_matrix(X)
         self._check_params(X.shape[0])
         device = resolve_device(self.device)
@@ -458,7 +472,7 @@ class GrEASE:
             )
         device = self.output_map_.device
         out = np.empty((X.shape[0], self.output_map_.shape[1]), dtype=np.float32)
-        with torch.no_grad():
+        with limited_threads(getattr(self, "n_jobs", None)), torch.no_grad():
             for start, stop in chunks(X.shape[0], chunk_size):
                 out[start:stop] = as_numpy(self.embed(self.standardizer_.rows(X, start, stop, device)))
         return out

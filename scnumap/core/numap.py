@@ -18,6 +18,7 @@ from .layers import init_parameters
 from .losses import find_ab_params
 from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
+from .threads import limited_threads
 from .train import DensityTerm, train_embedding
 
 #: The automatic training budget: ``AUTO_EPOCHS`` passes over the edges, clipped to
@@ -95,11 +96,19 @@ class NUMAP:
         pass (see docs/method.md).
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or a torch device.
+    n_jobs
+        CPU threads of ``fit`` and ``transform`` (umap-learn's name): torch's, the
+        BLAS/OpenMP pools' (``threadpoolctl``) and numba's are set to ``n_jobs`` during the
+        call and restored afterwards, so global settings are left as they were. ``-1``:
+        all cores; ``None``: the default of ``scnumap.core.threads.DEFAULT_N_JOBS``
+        (torch's current thread count, no pool changed). Small networks often run faster
+        with few threads, especially on a busy machine.
     random_state
         Seed of all randomness. The same seed, data, machine, torch version and number of
-        torch threads (``torch.get_num_threads()``) give the same embedding; another
-        thread count or device changes the order of floating-point sums, and training
-        amplifies that into a visibly different (equally good) layout.
+        torch threads (``n_jobs``, or ``torch.get_num_threads()`` with ``n_jobs=None``)
+        give the same embedding; another thread count or device changes the order of
+        floating-point sums, and training amplifies that into a visibly different
+        (equally good) layout.
     verbose
         Show progress bars (``tqdm.auto``: a widget in notebooks, stderr in a terminal)
         for the GrEASE and NUMAP phases once a phase has run a few seconds, when the
@@ -143,6 +152,7 @@ class NUMAP:
         dens_var_shift: float = 0.1,
         dens_subsample_size: int = 10000,
         device="auto",
+        n_jobs: int | None = None,
         random_state: int | None = 0,
         verbose: bool = True,
     ):
@@ -166,6 +176,7 @@ class NUMAP:
         self.dens_var_shift = dens_var_shift
         self.dens_subsample_size = dens_subsample_size
         self.device = device
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
@@ -219,6 +230,10 @@ class NUMAP:
         -------
         ``self``, with ``embedding_`` set.
         """
+        with limited_threads(self.n_jobs):
+            return self._fit(X, graph, knn_distances)
+
+    def _fit(self, X, graph, knn_distances) -> NUMAP:
         X = as_matrix(X)  # float32 C-contiguous input is shared, not copied
         self._check_params()
         metric = check_metric(self.metric)
@@ -241,6 +256,7 @@ class NUMAP:
             max_steps=self.grease_steps,
             metric=metric,
             device=device,
+            n_jobs=self.n_jobs,
             random_state=grease_seed,
             verbose=self.verbose,
         ).fit(X)
@@ -338,7 +354,7 @@ class NUMAP:
         device = self.output_device
         out = np.empty((n_rows, self.n_components), dtype=np.float32)
         start = 0
-        with torch.no_grad():
+        with limited_threads(getattr(self, "n_jobs", None)), torch.no_grad():
             for block in blocks:
                 x = self.standardizer_.apply(block, device)
                 y = self.encoder_(torch.cat([x, self.grease_.embed(x)], dim=1))

@@ -13,6 +13,7 @@ from ..core.graph import METRIC_ALIASES, SUPPORTED_METRICS, knn_search
 from ..core.grease import min_samples
 from ..core.mapping import CALIBRATION_NEIGHBORS, MappingCalibration, knn_distance_matrix
 from ..core.model_io import model_to_dict
+from ..core.threads import threads_from_n_jobs
 from ._integrate import compress, integrate, integrated_rep
 from ._representation import choose_representation, describe_representation
 
@@ -21,6 +22,7 @@ from ._representation import choose_representation, describe_representation
 MAX_COMPRESSED_DIMS = 200
 
 
+@threads_from_n_jobs
 def numap(
     adata: AnnData,
     *,
@@ -46,6 +48,7 @@ def numap(
     copy: bool = False,
     random_state: int | None = 0,
     device: str = "auto",
+    n_jobs: int | None = None,
     verbose: bool = True,
 ) -> AnnData | None:
     """Embed cells with NUMAP (generalisable UMAP + DensMAP) on the neighbour graph.
@@ -96,10 +99,15 @@ def numap(
         Return a copy instead of writing to ``adata``.
     random_state
         Seed. The same seed, data, machine, torch version and number of torch threads
-        give the same embedding; another thread count or device gives a different (equally
-        good) one.
+        (``n_jobs``) give the same embedding; another thread count or device gives a
+        different (equally good) one.
     device
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    n_jobs
+        CPU threads of the whole call (neighbour search, integration, training): torch's,
+        the BLAS/OpenMP pools' and numba's are set to ``n_jobs`` and restored afterwards
+        (see :class:`scnumap.NUMAP`). ``-1``: all cores; ``None``: torch's current thread
+        count, no pool changed. A runtime setting, not stored in ``uns``.
     verbose
         Progress bars (``tqdm.auto``) for the GrEASE and NUMAP phases, shown once a phase
         has run a few seconds, in a notebook or a terminal (not when stderr goes to a file
@@ -174,6 +182,7 @@ def numap(
         grease_steps=grease_steps,
         metric=metric,
         device=device,
+        n_jobs=n_jobs,
         random_state=random_state,
         verbose=bool(verbose),
     )

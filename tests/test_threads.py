@@ -1,0 +1,187 @@
+"""The thread policy: ``n_jobs`` threads for torch, BLAS/OpenMP and numba inside a call, restored after."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from settings import QUICK
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from scnumap import NUMAP, GrEASE
+from scnumap.core import numap as numap_module
+from scnumap.core import threads
+from scnumap.core.model_io import model_from_dict, model_to_dict
+from scnumap.core.threads import limited_threads, resolve_n_jobs
+
+numba = pytest.importorskip("numba")
+
+
+def pools() -> dict:
+    """Thread count of every BLAS/OpenMP library threadpoolctl sees, by file."""
+    return {info["filepath"]: info["num_threads"] for info in threadpool_info()}
+
+
+def state() -> tuple:
+    return torch.get_num_threads(), numba.get_num_threads(), pools()
+
+
+@pytest.fixture
+def user_threads():
+    """A user's own settings, all 2 threads (numba: at most its maximum); restored after the test."""
+    torch_before, numba_before = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(2)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    with threadpool_limits(limits=2):
+        yield state()
+    numba.set_num_threads(numba_before)
+    torch.set_num_threads(torch_before)
+
+
+def assert_all_one() -> None:
+    assert torch.get_num_threads() == 1
+    assert numba.get_num_threads() == 1
+    counts = pools()
+    assert counts, "threadpoolctl sees no BLAS/OpenMP library"
+    assert set(counts.values()) == {1}, counts
+
+
+def test_limited_threads_sets_every_pool_and_restores_it(user_threads):
+    assert user_threads[0] == 2
+    assert set(user_threads[2].values()) == {2}
+    with limited_threads(1) as n:
+        assert n == 1
+        assert_all_one()
+    assert state() == user_threads
+
+
+def test_limited_threads_restores_after_an_exception(user_threads):
+    def fail():
+        with limited_threads(1):
+            assert_all_one()
+            raise RuntimeError("inside the block")
+
+    with pytest.raises(RuntimeError, match="inside the block"):
+        fail()
+    assert state() == user_threads
+
+
+def test_numba_is_clamped_to_its_maximum_and_restored(user_threads):
+    most = int(numba.config.NUMBA_NUM_THREADS)
+    with limited_threads(most + 3):
+        assert torch.get_num_threads() == most + 3
+        assert numba.get_num_threads() == most
+    assert state() == user_threads
+
+
+def test_none_changes_nothing_unless_the_default_is_set(user_threads, monkeypatch):
+    with limited_threads(None) as n:
+        assert n == 2  # torch's current count
+        assert state() == user_threads
+    monkeypatch.setattr(threads, "DEFAULT_N_JOBS", 1)
+    assert resolve_n_jobs(None) == 1
+    with limited_threads(None):
+        assert_all_one()
+    assert state() == user_threads
+
+
+def test_resolve_n_jobs(user_threads):
+    assert resolve_n_jobs(None) == 2
+    assert resolve_n_jobs(3) == 3
+    assert resolve_n_jobs(np.int64(1)) == 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert resolve_n_jobs(-1) == cores
+    for bad in (0, -2, True, 1.5, "2"):
+        with pytest.raises(ValueError, match=rf"`n_jobs` must be a positive int .* got {bad!r}\. Pass e\.g\. n_jobs=1"):
+            resolve_n_jobs(bad)
+
+
+def test_estimators_refuse_a_bad_n_jobs_before_fitting(blobs, fitted_blobs):
+    with pytest.raises(ValueError, match=r"`n_jobs` must be .* got 0\."):
+        NUMAP(n_jobs=0, **QUICK).fit(blobs)
+    with pytest.raises(ValueError, match=r"`n_jobs` must be .* got 'all'\."):
+        GrEASE(3, n_jobs="all").fit(blobs)
+    model = model_from_dict(model_to_dict(fitted_blobs))
+    model.n_jobs = -3
+    with pytest.raises(ValueError, match=r"`n_jobs` must be .* got -3\."):
+        model.transform(blobs)
+
+
+def test_fit_and_transform_run_with_n_jobs_and_leave_user_settings(blobs, user_threads, monkeypatch):
+    seen = {}
+    train, separate = numap_module.train_embedding, GrEASE._separate
+
+    def spy_train(*args, **kwargs):
+        seen["train"] = state()
+        return train(*args, **kwargs)
+
+    def spy_separate(self, *args, **kwargs):
+        seen["grease"] = state()
+        return separate(self, *args, **kwargs)
+
+    monkeypatch.setattr(numap_module, "train_embedding", spy_train)
+    monkeypatch.setattr(GrEASE, "_separate", spy_separate)
+    model = NUMAP(n_jobs=1, random_state=0, **QUICK).fit(blobs)
+    for phase in ("train", "grease"):
+        assert seen[phase][:2] == (1, 1), phase
+        assert set(seen[phase][2].values()) == {1}, phase
+    assert state() == user_threads
+    assert model.grease_.n_jobs == 1
+
+    embed = model.grease_.embed
+
+    def spy_embed(x):
+        seen["transform"] = state()
+        return embed(x)
+
+    monkeypatch.setattr(model.grease_, "embed", spy_embed)
+    model.transform(blobs[:5])
+    assert seen["transform"][:2] == (1, 1)
+    model.grease_.transform(blobs[:5])  # GrEASE.transform: its own n_jobs
+    assert seen["transform"][:2] == (1, 1)
+    assert state() == user_threads
+
+
+def test_n_jobs_gives_what_the_same_global_thread_count_gives(blobs, user_threads):
+    """The docstring's promise: same seed, data, machine and thread count, same embedding;
+    n_jobs=1 is the same as torch.set_num_threads(1)."""
+    a = NUMAP(n_jobs=1, random_state=3, **QUICK).fit_transform(blobs)
+    b = NUMAP(n_jobs=1, random_state=3, **QUICK).fit_transform(blobs)
+    np.testing.assert_array_equal(a, b)
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    c = NUMAP(random_state=3, **QUICK).fit_transform(blobs)  # n_jobs=None: torch's current count
+    np.testing.assert_array_equal(a, c)
+
+
+def test_loaded_model_has_no_n_jobs_and_transforms(blobs, fitted_blobs):
+    model = model_from_dict(model_to_dict(fitted_blobs))
+    assert model.n_jobs is None
+    np.testing.assert_allclose(model.transform(blobs[:10]), fitted_blobs.transform(blobs[:10]), atol=1e-5)
+
+
+def test_tl_numap_passes_n_jobs_and_restores(pbmc, user_threads, monkeypatch):
+    import scnumap
+    import scnumap.tl._numap as tl_numap
+
+    fitted = []
+
+    class Recording(NUMAP):
+        def fit(self, *args, **kwargs):
+            fitted.append((self, state()))
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setattr(tl_numap, "NUMAP", Recording)
+    ad = pbmc.copy()
+    with pytest.raises(ValueError, match=r"`n_jobs` must be .* got 0\."):
+        scnumap.tl.numap(ad, n_jobs=0, **QUICK)
+    assert "X_numap" not in ad.obsm
+    assert not fitted
+    scnumap.tl.numap(ad, n_jobs=1, **QUICK)
+    model, inside = fitted[0]
+    assert model.n_jobs == 1
+    assert inside[:2] == (1, 1)  # the whole call runs with n_jobs, not only the fit
+    assert "n_jobs" not in ad.uns["numap"]["params"]  # a runtime setting
+    assert state() == user_threads
