@@ -19,6 +19,7 @@ NOTEBOOKS = [
     "02_time_series_transition.ipynb",
     "03_reference_query.ipynb",
     "04_densmap_paul15.ipynb",
+    "05_integrated_reference.ipynb",
 ]
 
 
@@ -56,7 +57,7 @@ def test_notebook_runs(name, monkeypatch):
     # the kernel inherits this environment: quick mode, and the inline backend even where
     # CI sets MPLBACKEND=Agg (which would draw no images into the notebook)
     monkeypatch.setenv("SCNUMAP_QUICK", "1")
-    if SHARED_DATA.exists():  # notebooks 3 and 4 read their public data sets from $SCNUMAP_DATA
+    if SHARED_DATA.exists():  # notebooks 3, 4 and 5 read their public data sets from $SCNUMAP_DATA
         monkeypatch.setenv("SCNUMAP_DATA", str(SHARED_DATA))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     path = NOTEBOOKS_DIR / name
