@@ -6,9 +6,9 @@
 numbers of a shared machine are not those of an idle one); it is printed in the header
 with the load average at the start, the date, the machine and the versions.
 
-Two fits, each timed for every ``--n-jobs`` value (``none``: ``n_jobs=None``, torch's
-current thread count, pools unchanged), in a fresh copy of the data, ``random_state=0``,
-no progress bars:
+Two fits, each timed for every ``--n-jobs`` value (``none``: ``n_jobs=None``, the cores
+other processes leave idle), in a fresh copy of the data, ``random_state=0``, no progress
+bars:
 
 A. ``scnumap.tl.numap`` on scanpy's bundled ``pbmc68k_reduced`` (700 cells) with the
    neighbour graph it ships with (DensMAP on, tl.numap's defaults): the whole call.
@@ -16,7 +16,9 @@ B. ``NUMAP(densmap=True).fit`` on 5,000 synthetic cells (10 Gaussian clusters in
    dimensions, seeded), graph built by the fit (pynndescent).
 
 A short warm-up fit of each kind runs first (numba compilation, imports, first-touch
-allocation), untimed. ``--quick`` runs tiny budgets on 500 synthetic cells, only to check
+allocation), untimed. ``--busy N`` starts N other busy processes (one core each, a
+Python loop) before the timed fits and stops them after: the measurement of a shared
+machine, reproducible. ``--quick`` runs tiny budgets on 500 synthetic cells, only to check
 that the script works: its times mean nothing.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import multiprocessing
 import os
 import platform
 import sys
@@ -91,6 +94,12 @@ def synthetic(n: int, n_dims: int = 50, n_clusters: int = 10, seed: int = 0) -> 
     return (centers[labels] + rng.normal(size=(n, n_dims))).astype(np.float32)
 
 
+def spin() -> None:
+    """One busy core: another job on the machine."""
+    while True:
+        pass
+
+
 def fit_tl_numap(adata, n_jobs, budget: dict) -> float:
     ad = adata.copy()
     start = time.perf_counter()
@@ -110,6 +119,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n-jobs", nargs="+", type=n_jobs_value, default=[1, 2], help="values of n_jobs ('none')")
     parser.add_argument("--repeats", type=int, default=1, help="fits per value (the table shows each)")
     parser.add_argument("--cells", type=int, default=5000, help="synthetic cells of fit B")
+    parser.add_argument("--busy", type=int, default=0, help="other busy processes (one core each) during the fits")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, 500 cells: checks the script only")
     args = parser.parse_args(argv)
     print_header("python -u benchmarks/threads.py", args, argv)
@@ -126,6 +136,9 @@ def main(argv=None) -> None:
     fit_tl_numap(pbmc, 1, warm)
     fit_densmap(X[:500], 1, warm)
 
+    others = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
+    for other in others:
+        other.start()
     rows = []
     for name, run in runs:
         for n_jobs in args.n_jobs:
@@ -133,7 +146,11 @@ def main(argv=None) -> None:
                 seconds = run(n_jobs)
                 log(f"{name}, n_jobs={n_jobs}, repeat {repeat + 1}: {seconds:.1f} s")
                 rows.append((name, n_jobs, seconds))
+    for other in others:
+        other.terminate()
 
+    if args.busy:
+        print(f"{args.busy} other busy process(es), one core each, during the timed fits\n")
     print("| fit | n_jobs | s |")
     print("|---|---:|---:|")
     for name, n_jobs, seconds in rows:

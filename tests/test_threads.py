@@ -76,26 +76,57 @@ def test_numba_is_clamped_to_its_maximum_and_restored(user_threads):
     assert state() == user_threads
 
 
-def test_none_changes_nothing_unless_the_default_is_set(user_threads, monkeypatch):
+def test_none_in_a_fit_takes_the_free_cores_and_nested_calls_keep_them(user_threads, monkeypatch):
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    assert resolve_n_jobs(None) == 1
     with limited_threads(None) as n:
+        assert n == 1
+        assert_all_one()
+        monkeypatch.setattr(threads, "free_cores", lambda: pytest.fail("measured again inside a fit"))
+        with limited_threads(None) as inner:  # e.g. GrEASE inside NUMAP, NUMAP inside tl.numap
+            assert inner == 1
+            assert_all_one()
+        assert resolve_n_jobs(None) == 1
+    assert state() == user_threads
+
+
+def test_none_in_a_transform_or_with_the_default_off_changes_nothing(user_threads, monkeypatch):
+    monkeypatch.setattr(threads, "free_cores", lambda: pytest.fail("a transform must not measure"))
+    with limited_threads(None, fit=False) as n:
         assert n == 2  # torch's current count
         assert state() == user_threads
+    monkeypatch.setattr(threads, "DEFAULT_N_JOBS", None)
+    assert resolve_n_jobs(None) == 2
+    with limited_threads(None) as n:
+        assert n == 2
+        assert state() == user_threads
     monkeypatch.setattr(threads, "DEFAULT_N_JOBS", 1)
-    assert resolve_n_jobs(None) == 1
     with limited_threads(None):
         assert_all_one()
     assert state() == user_threads
 
 
-def test_resolve_n_jobs(user_threads):
-    assert resolve_n_jobs(None) == 2
-    assert resolve_n_jobs(3) == 3
-    assert resolve_n_jobs(np.int64(1)) == 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert resolve_n_jobs(-1) == cores
-    for bad in (0, -2, True, 1.5, "2"):
-        with pytest.raises(ValueError, match=rf"`n_jobs` must be a positive int .* got {bad!r}\. Pass e\.g\. n_jobs=1"):
-            resolve_n_jobs(bad)
+@pytest.mark.parametrize(
+    ("busy", "idle", "expected"),
+    [(0, 200, 2), (100, 100, 1), (60, 140, 1), (190, 10, 1), (0, 0, 2)],
+)
+def test_free_cores_counts_the_idle_share_of_the_machine(monkeypatch, busy, idle, expected):
+    """Two CPUs; jiffies over the sample: all idle → 2, one busy → 1, never below 1."""
+    samples = iter([(1000, 1000, 2), (1000 + busy, 1000 + idle, 2)])
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert threads.free_cores(seconds=0) == expected
+
+
+def test_free_cores_without_proc_stat_is_every_core(monkeypatch):
+    def unreadable():
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(threads, "_cpu_times", unreadable)
+    assert threads.free_cores(seconds=0) == threads.available_cores()
+    if os.path.exists("/proc/stat"):
+        monkeypatch.undo()
+        assert 1 <= threads.free_cores(seconds=0.05) <= threads.available_cores()
 
 
 def test_estimators_refuse_a_bad_n_jobs_before_fitting(blobs, fitted_blobs):
@@ -152,7 +183,11 @@ def test_n_jobs_gives_what_the_same_global_thread_count_gives(blobs, user_thread
     np.testing.assert_array_equal(a, b)
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
-    c = NUMAP(random_state=3, **QUICK).fit_transform(blobs)  # n_jobs=None: torch's current count
+    with limited_threads(None, fit=False):  # nothing set: torch's current count, 1
+        assert torch.get_num_threads() == 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(threads, "DEFAULT_N_JOBS", None)  # n_jobs=None: torch's current count
+        c = NUMAP(random_state=3, **QUICK).fit_transform(blobs)
     np.testing.assert_array_equal(a, c)
 
 

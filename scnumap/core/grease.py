@@ -225,13 +225,13 @@ class GrEASE:
     n_jobs
         CPU threads of ``fit`` and ``transform``: torch's, the BLAS/OpenMP pools'
         (``threadpoolctl``) and numba's are set to ``n_jobs`` during the call and restored
-        afterwards. ``-1``: all cores; ``None``: the default of
-        ``scnumap.core.threads.DEFAULT_N_JOBS`` (torch's current thread count, no pool
-        changed).
+        afterwards. ``-1``: all cores; ``None``: for ``fit``, the cores other processes
+        leave idle (``scnumap.core.threads.free_cores``; the count of an enclosing fit when
+        called from one), for ``transform``, no pool changed.
     random_state
         Seed of every random choice. The same seed, data, machine, torch version and
-        number of torch threads (``n_jobs``, or ``torch.get_num_threads()`` with
-        ``n_jobs=None``) give the same result; another thread count or device changes the
+        number of threads (``n_jobs``; with ``n_jobs=None`` the count depends on the
+        machine's load) give the same result; another thread count or device changes the
         order of floating-point sums, hence the result.
     verbose
         Show a progress bar (``tqdm.auto``) once training has run a few seconds;
@@ -472,7 +472,7 @@ class GrEASE:
             )
         device = self.output_map_.device
         out = np.empty((X.shape[0], self.output_map_.shape[1]), dtype=np.float32)
-        with limited_threads(getattr(self, "n_jobs", None)), torch.no_grad():
+        with limited_threads(getattr(self, "n_jobs", None), fit=False), torch.no_grad():
             for start, stop in chunks(X.shape[0], chunk_size):
                 out[start:stop] = as_numpy(self.embed(self.standardizer_.rows(X, start, stop, device)))
         return out

@@ -100,12 +100,13 @@ class NUMAP:
         CPU threads of ``fit`` and ``transform`` (umap-learn's name): torch's, the
         BLAS/OpenMP pools' (``threadpoolctl``) and numba's are set to ``n_jobs`` during the
         call and restored afterwards, so global settings are left as they were. ``-1``:
-        all cores; ``None``: the default of ``scnumap.core.threads.DEFAULT_N_JOBS``
-        (torch's current thread count, no pool changed). Small networks often run faster
-        with few threads, especially on a busy machine.
+        all cores; ``None``: for ``fit``, the cores other processes leave idle, measured
+        at its start (``scnumap.core.threads.free_cores``, at least 1), for ``transform``,
+        no pool changed. Small networks gain little from many threads and slow down
+        badly when their threads compete with other jobs for the same cores.
     random_state
         Seed of all randomness. The same seed, data, machine, torch version and number of
-        torch threads (``n_jobs``, or ``torch.get_num_threads()`` with ``n_jobs=None``)
+        threads (``n_jobs``; with ``n_jobs=None`` the count depends on the machine's load)
         give the same embedding; another thread count or device changes the order of
         floating-point sums, and training amplifies that into a visibly different
         (equally good) layout.
@@ -354,7 +355,7 @@ class NUMAP:
         device = self.output_device
         out = np.empty((n_rows, self.n_components), dtype=np.float32)
         start = 0
-        with limited_threads(getattr(self, "n_jobs", None)), torch.no_grad():
+        with limited_threads(getattr(self, "n_jobs", None), fit=False), torch.no_grad():
             for block in blocks:
                 x = self.standardizer_.apply(block, device)
                 y = self.encoder_(torch.cat([x, self.grease_.embed(x)], dim=1))

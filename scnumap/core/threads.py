@@ -6,6 +6,13 @@ the BLAS/OpenMP pools and numba's pool compete with each other or with other job
 the same cores. :func:`limited_threads` sets all of them to ``n_jobs`` for the duration
 of one call and restores every previous value afterwards, also when the call raises:
 the user's global settings are never changed.
+
+The default (``n_jobs=None`` in a fit) counts the cores that other processes leave idle
+(:func:`free_cores`, Linux): on an idle 2-core machine a fit ran 1.3–1.5× faster on two
+threads than on one, while next to one other busy process two threads made the same fit
+2.4–3× slower than one (``benchmarks/threads.py``; ``benchmarks/RESULTS.md``). Calls nested in a
+fit (GrEASE inside NUMAP, NUMAP inside ``tl.numap``, transforms during training) keep the
+count chosen by the outermost call instead of measuring again.
 """
 
 from __future__ import annotations
@@ -13,16 +20,23 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-#: What ``n_jobs=None`` means. ``None``: torch's current thread count
-#: (``torch.get_num_threads()``), and :func:`limited_threads` leaves every pool as it is
-#: (the behaviour before ``n_jobs`` existed). An int (a positive count, or ``-1`` for all
-#: cores) makes that the default of every estimator and of ``scnumap.tl.numap``.
-DEFAULT_N_JOBS: int | None = None
+#: What ``n_jobs=None`` means in a fit: ``"auto"`` (:func:`free_cores`), an int (a
+#: positive count, or ``-1`` for all cores), or ``None`` (torch's current thread count,
+#: every pool left as it is: the behaviour before ``n_jobs`` existed). Transforms with
+#: ``n_jobs=None`` never change a pool.
+DEFAULT_N_JOBS: int | str | None = "auto"
+
+#: Seconds over which :func:`free_cores` samples the machine's idle time.
+SAMPLE_SECONDS = 0.1
+
+#: Thread counts in force, outermost first (calls nested in a fit reuse the last one).
+_ACTIVE: list[int] = []
 
 
 def available_cores() -> int:
@@ -32,11 +46,41 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
+    """Cores that other processes leave idle, at least 1.
+
+    The share of idle CPU time over ``seconds`` (``/proc/stat``) times the machine's
+    cores, rounded, at most :func:`available_cores`. Where ``/proc/stat`` cannot be read
+    (not Linux), :func:`available_cores`.
+    """
+    try:
+        before = _cpu_times()
+        time.sleep(seconds)
+        after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return available_cores()
+    busy, idle = after[0] - before[0], after[1] - before[1]
+    if busy + idle <= 0:
+        return available_cores()
+    return max(1, min(available_cores(), round(after[2] * idle / (busy + idle))))
+
+
+def _cpu_times() -> tuple[int, int, int]:
+    """Busy and idle jiffies of all CPUs together, and the number of CPUs (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        lines = f.read().splitlines()
+    values = [int(v) for v in lines[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+    n_cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    idle = values[3] + values[4]
+    return sum(values) - idle, idle, n_cpus
+
+
 def resolve_n_jobs(n_jobs: int | None) -> int:
     """The thread count that ``n_jobs`` asks for.
 
-    ``None`` follows :data:`DEFAULT_N_JOBS` (as shipped: torch's current thread count),
-    ``-1`` means all available cores, a positive int itself.
+    ``None`` inside a :func:`limited_threads` block is the count in force; else it follows
+    :data:`DEFAULT_N_JOBS` (as shipped: :func:`free_cores`). ``-1`` means all available
+    cores, a positive int itself.
 
     Raises
     ------
@@ -44,7 +88,13 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
         For anything else (0, a value below -1, a bool, a float, a string), naming the value.
     """
     if n_jobs is None:
-        return torch.get_num_threads() if DEFAULT_N_JOBS is None else resolve_n_jobs(DEFAULT_N_JOBS)
+        if _ACTIVE:
+            return _ACTIVE[-1]
+        if DEFAULT_N_JOBS is None:
+            return torch.get_num_threads()
+        if isinstance(DEFAULT_N_JOBS, str) and DEFAULT_N_JOBS == "auto":
+            return free_cores()
+        return resolve_n_jobs(DEFAULT_N_JOBS)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or not (n_jobs >= 1 or n_jobs == -1):
         raise ValueError(
             f"`n_jobs` must be a positive int (a number of threads), -1 (all cores) or None "
@@ -54,24 +104,26 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
 
 
 @contextlib.contextmanager
-def limited_threads(n_jobs: int | None) -> Iterator[int]:
+def limited_threads(n_jobs: int | None, *, fit: bool = True) -> Iterator[int]:
     """Run the ``with`` block with ``n_jobs`` threads in torch, BLAS/OpenMP and numba.
 
     Sets ``torch.set_num_threads``, numba's ``set_num_threads`` (when numba is
     installed; clamped to ``numba.config.NUMBA_NUM_THREADS``) and the BLAS and OpenMP
     pools of every loaded library (``threadpoolctl.threadpool_limits``), then restores
-    each previous value on exit, also on an exception. ``n_jobs=None`` with
-    :data:`DEFAULT_N_JOBS` ``None`` changes nothing. Yields the thread count in force.
+    each previous value on exit, also on an exception. ``n_jobs=None`` inside another
+    such block keeps its count; otherwise it follows :data:`DEFAULT_N_JOBS` for a fit and
+    changes nothing for a transform (``fit=False``: milliseconds must not pay for a
+    measurement). Yields the thread count in force.
 
     Raises
     ------
     ValueError
         For an ``n_jobs`` that :func:`resolve_n_jobs` refuses, before anything changes.
     """
-    n = resolve_n_jobs(n_jobs)
-    if n_jobs is None and DEFAULT_N_JOBS is None:
-        yield n
+    if n_jobs is None and (_ACTIVE or not fit or DEFAULT_N_JOBS is None):
+        yield _ACTIVE[-1] if _ACTIVE else torch.get_num_threads()
         return
+    n = resolve_n_jobs(n_jobs)
     with contextlib.ExitStack() as stack:
         before = torch.get_num_threads()
         stack.callback(torch.set_num_threads, before)
@@ -84,6 +136,8 @@ def limited_threads(n_jobs: int | None) -> Iterator[int]:
         from threadpoolctl import threadpool_limits
 
         stack.enter_context(threadpool_limits(limits=n))
+        _ACTIVE.append(n)
+        stack.callback(_ACTIVE.pop)
         yield n
 
 

@@ -106,8 +106,9 @@ def numap(
     n_jobs
         CPU threads of the whole call (neighbour search, integration, training): torch's,
         the BLAS/OpenMP pools' and numba's are set to ``n_jobs`` and restored afterwards
-        (see :class:`scnumap.NUMAP`). ``-1``: all cores; ``None``: torch's current thread
-        count, no pool changed. A runtime setting, not stored in ``uns``.
+        (see :class:`scnumap.NUMAP`). ``-1``: all cores; ``None``: the cores other
+        processes leave idle, measured once at the start (at least 1). A runtime setting,
+        not stored in ``uns``.
     verbose
         Progress bars (``tqdm.auto``) for the GrEASE and NUMAP phases, shown once a phase
         has run a few seconds, in a notebook or a terminal (not when stderr goes to a file
