@@ -96,14 +96,18 @@ class MappingCalibration:
         ----------
         distances
             ``(n_reference, n_reference)`` sparse matrix, row ``j`` holding the distances
-            from cell ``j`` to its neighbours, itself excluded (``obsp['distances']`` of
-            ``sc.pp.neighbors``).
+            from cell ``j`` to its neighbours (``obsp['distances']`` of
+            ``sc.pp.neighbors``). A cell's entry for itself is dropped: Scanpy stores it,
+            as an explicit 0, for graphs of 8,192 cells or more (its approximate search)
+            and leaves it out below, and a 0 in the mean would make every reference cell
+            look closer to its neighbours than a new cell can be.
         """
         D = sp.csr_matrix(distances, dtype=np.float64)
         D.sum_duplicates()
         n = D.shape[0]
         if D.shape != (n, n) or n < 2:
             raise ValueError(f"`distances` must be a square (n_cells, n_cells) matrix, got shape {D.shape}.")
+        D = _without_diagonal(D)
         counts = np.diff(D.indptr)
         if not counts.any():
             raise ValueError("`distances` has no stored neighbour; the reference graph is empty.")
@@ -322,3 +326,14 @@ def knn_distance_matrix(indices: np.ndarray, distances: np.ndarray, *, exclude_s
         keep[np.arange(n), first] = False
     rows = np.repeat(np.arange(n), keep.sum(axis=1))
     return sp.csr_matrix((distances[keep].astype(np.float64), (rows, indices[keep])), shape=(n, n))
+
+
+def _without_diagonal(D: sp.csr_matrix) -> sp.csr_matrix:
+    """``D`` without its stored diagonal entries (explicit zeros between other cells stay)."""
+    rows = np.repeat(np.arange(D.shape[0]), np.diff(D.indptr))
+    keep = D.indices != rows
+    if keep.all():
+        return D
+    counts = np.bincount(rows[keep], minlength=D.shape[0])
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return sp.csr_matrix((D.data[keep], D.indices[keep], indptr), shape=D.shape)
