@@ -54,8 +54,9 @@ class StandIn:
 
     built: ClassVar[list] = []
 
-    def __init__(self, data, *, metric, n_neighbors, random_state, low_memory, verbose):
+    def __init__(self, data, *, metric, n_neighbors, random_state, low_memory, parallel_batch_queries, verbose):
         self.data, self.metric, self.random_state = data, metric, random_state
+        self.parallel = parallel_batch_queries
         self.prepared = False
         self.queries = []
         StandIn.built.append(self)
@@ -147,6 +148,7 @@ def test_above_exact_max_pairs_the_approximate_index_is_built_once_and_kept(data
     built = stand_in.built[0]
     assert built.metric == "euclidean"
     assert built.data is not None
+    assert built.parallel  # a block's rows are searched on every core
     assert built.queries[-1][1:] == (5, reference_index.SEARCH_EPSILON)
     expected_d, expected_i = brute(ref, query, 5)
     np.testing.assert_array_equal(indices, expected_i)  # not swapped with the distances

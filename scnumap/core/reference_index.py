@@ -116,6 +116,7 @@ class ReferenceIndex:
                 n_neighbors=30,
                 random_state=np.random.RandomState(seed),
                 low_memory=True,
+                parallel_batch_queries=True,  # a query block's rows searched on every core
                 verbose=False,
             )
             index.prepare()
