@@ -78,9 +78,15 @@ class ReferenceCompression:
         R = np.asarray(R, dtype=np.float64)
         if R.shape[1] != Z.shape[0]:
             raise ValueError(f"`R` must be (K, {Z.shape[0]}) to match `Z_corr` {Z.shape}, got {R.shape}.")
-        sums = R @ Z
-        sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64).ravel(), (R.shape[0],)).copy()
-        return cls(_unit_rows(sums), R.sum(axis=1), sums, sigma)
+        return cls.from_sums(R @ Z, R.sum(axis=1), sigma)
+
+    @classmethod
+    def from_sums(cls, sums: np.ndarray, sizes: np.ndarray, sigma) -> ReferenceCompression:
+        """From the soft sums ``C`` ``(K, d)`` and sizes ``N`` ``(K,)`` of a soft assignment
+        (accumulated block by block for a large reference) and ``sigma``."""
+        sums = np.asarray(sums, dtype=np.float64)
+        sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64).ravel(), (sums.shape[0],)).copy()
+        return cls(_unit_rows(sums), np.asarray(sizes, dtype=np.float64), sums, sigma)
 
     def assign(self, X: np.ndarray) -> np.ndarray:
         """Soft cluster assignment ``(K, n)`` of query rows ``X`` (columns sum to 1)."""

@@ -110,7 +110,7 @@ class QueryShare:
         """
         if reference_distances is None or reference_distances.shape[1] < min(self.k, self.reference.n_reference):
             reference_distances, _ = self.reference.query(Y, self.k, n_queries=self._n_queries)
-        return self._shares(reference_distances[:, : self.k], Y, np.asarray(pool_rows))
+        return self._shares(reference_distances, Y, np.asarray(pool_rows))
 
     def shift(self, shares: np.ndarray) -> float:
         """How far the query's typical share lies above the reference's (``>= 0``)."""
@@ -121,7 +121,8 @@ class QueryShare:
         return bool(np.median(shares) <= np.quantile(self.null, MIXING_QUANTILE))
 
     def _shares(self, reference_distances: np.ndarray, Y, own: np.ndarray) -> np.ndarray:
-        """Share of query-sample cells among the ``k`` nearest of the merged neighbours."""
+        """Share of query-sample cells among the ``k`` nearest of the merged neighbours
+        (``reference_distances``: sorted, any number of columns)."""
         distances, indices = self.sample.query(Y, self.k + 1, n_queries=self._n_queries)
         query_distances = _without(distances, indices, own, self.k)
         merged = np.concatenate([_padded(reference_distances, self.k), query_distances], axis=1)

@@ -119,8 +119,7 @@ def compress(Z: np.ndarray, random_state) -> ReferenceCompression:
         R = start.assign(block)
         sizes += R.sum(axis=1)
         sums += R @ block
-    centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return ReferenceCompression(centroids, sizes, sums, np.full(k, HARMONY_SIGMA))
+    return ReferenceCompression.from_sums(sums, sizes, HARMONY_SIGMA)
 
 
 def _graph(adata: AnnData, Z: np.ndarray, params: dict, random_state) -> AnnData:

@@ -638,8 +638,7 @@ def _query_blocks(adata: AnnData, rep: Representation, missing_genes: str, max_m
                     block = block.compute()
                 if sp.issparse(block) and rep.has_pca and not rep.scaled:
                     block = sp.csr_matrix(block)[:, columns[present]]
-                    if not np.all(np.isfinite(block.data)):
-                        raise ValueError("The query contains NaN or infinite values; remove or impute them first.")
+                    _check_finite(block.data)
                     yield np.asarray(block.astype(np.float32) @ present_loadings - offset, dtype=np.float32)
                     continue
                 block = _dense(block)
@@ -732,6 +731,10 @@ def _match_genes(adata: AnnData, genes: np.ndarray, missing_genes: str, max_miss
 
 def _dense(block) -> np.ndarray:
     block = dense_block(block, np.float32)
-    if not np.all(np.isfinite(block)):
-        raise ValueError("The query contains NaN or infinite values; remove or impute them first.")
+    _check_finite(block)
     return block
+
+
+def _check_finite(values: np.ndarray) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError("The query contains NaN or infinite values; remove or impute them first.")
