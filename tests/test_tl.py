@@ -51,7 +51,7 @@ def test_numap_writes_documented_keys_only(pbmc, pbmc_numap):
     assert params["densmap"] is True
     assert params["neighbors_key"] == "neighbors"
     assert params["use_rep"] == "X_pca"
-    assert int(ad.uns["numap"]["model"]["format_version"]) == 3
+    assert int(ad.uns["numap"]["model"]["format_version"]) == 4
 
 
 def test_copy_and_key_added(pbmc):

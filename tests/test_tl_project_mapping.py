@@ -91,7 +91,7 @@ def unknown(out, col="bulk_labels", suffix="numap") -> np.ndarray:
 
 def test_numap_stores_the_calibration_of_its_graph(ref_query):
     ref, _ = ref_query
-    assert int(ref.uns["numap"]["model"]["format_version"]) == 3
+    assert int(ref.uns["numap"]["model"]["format_version"]) == 4
     cal = stored(ref)
     expected = MappingCalibration.from_distances(ref.obsp["distances"])
     assert (cal.n_neighbors, cal.metric, cal.unknown_threshold) == (14, "euclidean", pytest.approx(0.015))
@@ -429,6 +429,27 @@ def test_format_2_calibration_is_recomputed_when_projecting(ref_query, projected
     score = out.obs["numap_mapping_score"].to_numpy()
     np.testing.assert_allclose(score, projected.obs["numap_mapping_score"].to_numpy(), atol=1e-3)
     np.testing.assert_array_equal(unknown(out), score < 0.015)
+
+
+def test_format_3_calibration_of_a_large_reference_is_recomputed_when_projecting(ref_query, projected, monkeypatch):
+    """Format 3 could count each cell's own graph entry (Scanpy, >= 4,096 cells): such a model is
+    recalibrated at projection; a format-4 model's stored calibration is used as is."""
+    from scnumap.tl import _project
+
+    ref, query = ref_query
+    monkeypatch.setattr(_project, "SELF_ENTRY_MIN_CELLS", 100)  # the fixture has 490 reference cells
+    biased = ref.copy()
+    entry = biased.uns["numap"]["model"]["mapping"]
+    entry["radius"] = entry["radius"] * np.float32(14 / 15)  # what averaging in a 0 does
+    biased.uns["numap"]["model"]["format_version"] = np.int64(3)
+    out = project(query, biased, obs="bulk_labels", copy=True)
+    np.testing.assert_allclose(
+        out.obs["numap_mapping_score"].to_numpy(), projected.obs["numap_mapping_score"].to_numpy(), atol=1e-3
+    )
+    biased.uns["numap"]["model"]["format_version"] = np.int64(4)
+    kept = project(query, biased, obs="bulk_labels", copy=True)
+    moved = kept.obs["numap_mapping_score"].to_numpy() - projected.obs["numap_mapping_score"].to_numpy()
+    assert np.abs(moved).max() > 0.01
 
 
 def test_sparse_query_matrix_gives_the_same_mapping(ref_query, projected):

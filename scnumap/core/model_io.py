@@ -20,8 +20,9 @@ from .grease import GrEASE, SpectralNetwork
 from .numap import NUMAP
 from .scaling import Standardizer
 
-#: Version of the stored layout; bump on any incompatible change.
-FORMAT_VERSION = 3
+#: Version of the stored layout; bump on any incompatible change. 4: the mapping
+#: calibration leaves out each cell's own entry of a Scanpy graph (format 3 could count it).
+FORMAT_VERSION = 4
 
 
 class ModelFormatError(ValueError):

@@ -41,6 +41,11 @@ CHUNK_SIZE = 50_000
 #: (correction, query sample, projection); a larger one is read again for each pass.
 MAX_HELD_BYTES = 2 * 1024**3
 
+#: Smallest graph for which ``sc.pp.neighbors`` searches with pynndescent (Euclidean: 8,192)
+#: and stores each cell's own entry as an explicit distance 0, which format-3 calibrations
+#: counted as a neighbour (radii too small: 9.6 % false Unknown instead of 1.1 % at atlas scale).
+SELF_ENTRY_MIN_CELLS = 4096
+
 #: Label of cells whose mapping score is below ``unknown_threshold``.
 UNKNOWN = "Unknown"
 
@@ -526,13 +531,20 @@ def _check_threshold(value) -> None:
 
 
 def _calibration(entry: dict, ref_space, where: str, metric: str) -> MappingCalibration:
-    """The stored calibration, or (models from scnumap before format 3) one computed now."""
-    if "mapping" in entry and "null_quantiles" not in entry["mapping"]:
+    """The stored calibration, or one computed now: for models from scnumap before format 3,
+    and for format-3 models of :data:`SELF_ENTRY_MIN_CELLS` cells or more, whose calibration
+    may count each cell's own entry of a Scanpy graph (distance 0) as a neighbour."""
+    n_reference = ref_space.shape[0]
+    stale = int(entry["format_version"]) < 4 and n_reference >= SELF_ENTRY_MIN_CELLS
+    if "mapping" in entry and "null_quantiles" not in entry["mapping"] and not stale:
         try:
-            return MappingCalibration.from_dict(entry["mapping"], n_reference=ref_space.shape[0], where=where)
+            return MappingCalibration.from_dict(entry["mapping"], n_reference=n_reference, where=where)
         except CalibrationFormatError as err:
             raise ModelFormatError(str(err)) from None
-    logg.info("    the model's mapping calibration is from an older scnumap: calibrating on the reference now")
+    logg.info(
+        "    the model's mapping calibration is from an older scnumap: calibrating on the reference now "
+        "(re-run `scnumap.tl.numap` and save the reference to store a current one)"
+    )
     return calibrate(cached_index(ref_space, metric=metric), CALIBRATION_NEIGHBORS)
 
 
