@@ -282,3 +282,8 @@ def test_own_neighbors_find_each_row_itself_and_are_kept(data, monkeypatch):
     assert not calls
     index.own_neighbors(rows, 6)
     assert len(calls) == 1  # another k is another question
+    index.own_neighbors(rows, 5)
+    assert len(calls) == 1  # both answers are kept (the share's null and a calibration)
+    index.own_neighbors(rows[:2], 5)
+    index.own_neighbors(rows, 6)
+    assert len(calls) == 3  # only the last two

@@ -24,6 +24,10 @@ EXACT_MAX_PAIRS = 4_000_000_000
 #: Indexes kept by :func:`cached_index`.
 CACHE_SIZE = 2
 
+#: Answers kept by :meth:`ReferenceIndex.own_neighbors`: the query share's null and, for a
+#: model from an older scnumap, the mapping calibration's search of every reference cell.
+OWN_CACHE_SIZE = 2
+
 #: Query rows per exact search block.
 EXACT_BLOCK_ROWS = 4096
 
@@ -50,7 +54,7 @@ class ReferenceIndex:
         self.metric = check_metric(metric)
         self.random_state = random_state
         self._approximate = None
-        self._own = {}
+        self._own = OrderedDict()
 
     @property
     def n_reference(self) -> int:
@@ -85,12 +89,17 @@ class ReferenceIndex:
         """:meth:`query` of the reference's own ``rows`` (each finds itself), kept for the next call.
 
         Every projection onto a reference asks for the same reference cells' neighbours
-        (the query share's null); the last answer is kept with the index.
+        (the query share's null, an older model's calibration); the last
+        :data:`OWN_CACHE_SIZE` answers are kept with the index.
         """
         rows = np.asarray(rows, dtype=np.int64)
         key = (int(n_neighbors), hashlib.blake2b(rows.tobytes(), digest_size=16).hexdigest())
-        if key not in self._own:
-            self._own = {key: self.query(self.space[rows], n_neighbors, n_queries=rows.size)}
+        if key in self._own:
+            self._own.move_to_end(key)
+        else:
+            self._own[key] = self.query(self.space[rows], n_neighbors, n_queries=rows.size)
+            while len(self._own) > OWN_CACHE_SIZE:
+                self._own.popitem(last=False)
         return self._own[key]
 
     def _exact(self, Y, k: int):

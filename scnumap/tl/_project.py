@@ -549,8 +549,9 @@ def _calibration(entry: dict, ref_space, where: str, metric: str) -> MappingCali
 
 
 def calibrate(index, n_neighbors: int) -> MappingCalibration:
-    """Calibration from the reference's own neighbours, found with ``index`` (self excluded)."""
-    distances, indices = index.query(index.space, n_neighbors + 1)
+    """Calibration from the reference's own neighbours, found with ``index`` (self excluded;
+    the search is kept with the index for the next projection)."""
+    distances, indices = index.own_neighbors(np.arange(index.n_reference), n_neighbors + 1)
     return MappingCalibration.from_distances(
         knn_distance_matrix(indices, distances, exclude_self=True), metric=index.metric
     )
