@@ -18,6 +18,7 @@ from unittest import mock
 import numpy as np
 import torch
 from datasets import LABELLED
+from scaling import warm_up
 
 import scnumap.core.numap as numap_module
 from scnumap import NUMAP
@@ -79,9 +80,7 @@ def main() -> None:
     parser.add_argument("sets", nargs="*", default=["pbmc68k_reduced", "pbmc4k"])
     parser.add_argument("--profile-steps", type=int, default=300)
     args = parser.parse_args()
-    NUMAP(device="cpu", verbose=False, grease_steps=5, epochs=1).fit(
-        np.random.default_rng(0).normal(size=(5000, 20)).astype(np.float32)
-    )  # compile numba (pynndescent's search from 4,096 cells on), warm torch
+    warm_up(peers=False)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| data | cells | graph s | GrEASE s | training s (steps, ms/step) | rest s | total s |")
     print("|---|---|---|---|---|---|---|")
