@@ -248,3 +248,56 @@ def test_standardizer_statistics_in_chunks_without_a_full_copy(monkeypatch):
     dense = S.toarray().astype(np.float64)
     np.testing.assert_allclose(st_sparse.mean, dense.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(st_sparse.scale, np.sqrt(dense.var(axis=0).sum() / 40), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def blobs_and_new_cluster(blobs):
+    """The three blobs followed by 60 points of a fourth cluster far from them."""
+    rng = np.random.default_rng(1)
+    far = blobs.mean(axis=0) + 25.0 + rng.normal(size=(60, blobs.shape[1]))
+    return np.concatenate([blobs, far.astype(np.float32)])
+
+
+def test_extend_keeps_old_rows_and_gives_a_new_cluster_its_own_place(blobs, fitted_blobs, blobs_and_new_cluster):
+    import copy
+
+    model = copy.deepcopy(fitted_blobs)
+    before = fitted_blobs.embedding_.copy()
+    X = blobs_and_new_cluster
+    model.extend(X, before)
+    Y = model.embedding_
+    assert Y.shape == (360, 2)
+    extent = np.ptp(before, axis=0).max()
+    moved = np.linalg.norm(Y[:300] - before, axis=1)
+    assert np.median(moved) <= 0.01 * extent
+    assert np.quantile(moved, 0.95) <= 0.05 * extent
+    np.testing.assert_allclose(model.transform(X), Y, atol=1e-5)
+    # the fourth cluster's nearest embedded points are its own
+    labels = np.repeat([0, 1, 2, 3], [100, 100, 100, 60])
+    assert metrics.label_transfer_accuracy(Y[:300], labels[:300], Y[300:], labels[300:]) == 0.0
+    assert (
+        metrics.label_transfer_accuracy(np.delete(Y, [300], 0), np.delete(labels, [300]), Y[300:301], labels[300:301])
+        == 1.0
+    )
+    assert np.isfinite(model.loss_history_).all()
+    assert model.n_steps_ >= 1
+    np.testing.assert_array_equal(fitted_blobs.embedding_, before)  # the copy was trained, not the original
+
+
+def test_extend_errors_name_value_and_fix(blobs, fitted_blobs, blobs_and_new_cluster):
+    import copy
+
+    model = copy.deepcopy(fitted_blobs)
+    before = fitted_blobs.embedding_
+    with pytest.raises(RuntimeError, match="not fitted"):
+        NUMAP().extend(blobs, before)
+    with pytest.raises(ValueError, match=r"shape \(n_old, 2\)"):
+        model.extend(blobs_and_new_cluster, before[:, :1])
+    with pytest.raises(ValueError, match="nothing new to add"):
+        model.extend(blobs, before)
+    with pytest.raises(ValueError, match="features"):
+        model.extend(blobs_and_new_cluster[:, :5], before)
+    with pytest.raises(ValueError, match="NaN"):
+        model.extend(blobs_and_new_cluster, np.full_like(before, np.nan))
+    with pytest.raises(ValueError, match="hold"):
+        model.extend(blobs_and_new_cluster, before, hold=-1.0)

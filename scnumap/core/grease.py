@@ -149,7 +149,7 @@ def lazy_walk(A: torch.Tensor, degree: torch.Tensor, Z: torch.Tensor, n_steps: i
     """
     crow, col = A.crow_indices(), A.col_indices()
     rows = torch.repeat_interleave(torch.arange(A.shape[0], device=A.device), crow.diff())
-    walk = torch.sparse_csr_tensor(crow, col, A.values() / degree[rows], A.shape)
+    walk = torch.sparse_csr_tensor(crow, col, A.values() / degree[rows], A.shape, check_invariants=False)
     for _ in range(n_steps):
         Z = torch.sparse.addmm(Z, walk, Z, beta=0.5, alpha=0.5)
     return Z

@@ -19,7 +19,7 @@ from .losses import find_ab_params
 from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
 from .threads import limited_threads
-from .train import DensityTerm, train_embedding
+from .train import DensityTerm, HoldTerm, train_embedding
 
 #: The automatic training budget: ``AUTO_EPOCHS`` passes over the edges, clipped to
 #: ``AUTO_MIN_STEPS`` and a cap of steps (of ``batch_size`` edges) that, as umap-learn's
@@ -29,6 +29,12 @@ AUTO_MIN_STEPS = 1000
 AUTO_MAX_STEPS_SMALL = 8000
 AUTO_MAX_STEPS = 4000
 SMALL_GRAPH = 10_000
+
+#: :meth:`NUMAP.extend` trains this fraction of the steps a fit on the union would take.
+EXTEND_FRACTION = 0.25
+
+#: Default weight of the term that keeps the fixed cells in place during :meth:`NUMAP.extend`.
+HOLD = 1.0
 
 
 class NUMAP:
@@ -276,6 +282,128 @@ class NUMAP:
         sampler = EdgeSampler(heads, tails, weights, device)
         n_steps = self.n_steps(sampler.n_edges, n)
         gen = torch_generator(train_seed, device)
+        noise, density = self._regularisers(X, knn, (heads, tails, weights), n_steps, device)
+        self.density_loss_history_ = []
+        self.loss_history_ = train_embedding(
+            self.encoder_,
+            table,
+            sampler,
+            a=a,
+            b=b,
+            n_steps=n_steps,
+            batch_size=self.batch_size,
+            negative_sample_rate=self.negative_sample_rate,
+            lr=self.lr,
+            generator=gen,
+            noise=noise,
+            density=density,
+            verbose=self.verbose,
+            density_history=self.density_loss_history_,
+        )
+        self.n_steps_ = n_steps
+        self.n_features_in_ = X.shape[1]
+        self.device_ = device
+        self.embedding_ = self.transform(X)
+        return self
+
+    def extend(self, X, positions, graph=None, knn_distances=None, *, hold: float = HOLD) -> NUMAP:
+        """Train the fitted map further on ``X``, keeping its first rows where they are.
+
+        Grows a trained map without moving the cells already on it: the first
+        ``len(positions)`` rows of ``X`` are those cells (``positions`` are their
+        coordinates, e.g. ``embedding_``), the rest are new. The network is fine-tuned
+        from its current weights with the UMAP (+ DensMAP) loss on the graph of all rows
+        plus ``hold`` × the mean squared distance of the old rows to ``positions``; GrEASE
+        and the input standardisation stay as fitted, so ``transform`` keeps its input
+        space. The training budget is :data:`EXTEND_FRACTION` of the steps a fit on ``X``
+        would take (``epochs`` scales both).
+
+        Parameters
+        ----------
+        X
+            ``(n_old + n_new, n_features)``: the old rows first, in the order of ``positions``.
+        positions
+            ``(n_old, n_components)`` coordinates the old rows keep.
+        graph, knn_distances
+            Optional neighbour graph of all rows of ``X``, as in :meth:`fit`.
+        hold
+            Weight of the term that keeps the old rows in place (typically 0.1–100; larger
+            moves them less and gives the new rows less room).
+
+        Returns
+        -------
+        ``self``, with ``embedding_`` of every row of ``X``.
+        """
+        self._check_fitted()
+        with limited_threads(self.n_jobs):
+            return self._extend(X, positions, graph, knn_distances, hold)
+
+    def _extend(self, X, positions, graph, knn_distances, hold) -> NUMAP:
+        X = as_matrix(X)
+        self._check_params()
+        check_float(hold, "hold", minimum=0.0)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"`X` has {X.shape[1]} features but NUMAP was fitted on {self.n_features_in_}; "
+                "pass data with the same features, in the same order."
+            )
+        positions = np.asarray(positions, dtype=np.float32)
+        if positions.ndim != 2 or positions.shape[1] != self.n_components:
+            raise ValueError(f"`positions` must have shape (n_old, {self.n_components}), got {positions.shape}.")
+        if not np.all(np.isfinite(positions)):
+            raise ValueError("`positions` contains NaN or infinite values; pass the old rows' embedding.")
+        n, n_fixed = X.shape[0], positions.shape[0]
+        if n_fixed >= n:
+            raise ValueError(
+                f"`X` has {n} rows and `positions` {n_fixed}: nothing new to add. Pass the old rows "
+                "followed by at least one new row."
+            )
+        metric = check_metric(self.metric)
+        if graph is None:
+            check_n_neighbors(self.n_neighbors, n)
+        device = self.output_device
+        rng = np_rng(self.random_state)
+        graph_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 2))
+        if graph is None:
+            knn = build_graph(X, self.n_neighbors, metric=metric, random_state=graph_seed)
+        else:
+            knn = graph_from_matrices(graph, knn_distances, n_obs=n)
+        self.graph_ = knn.connectivities
+        if not hasattr(self, "ab_"):
+            self.ab_ = find_ab_params(self.spread, self.min_dist)
+        a, b = self.ab_
+        table = RowTable(X, self.standardizer_, device, extra=self._spectral_rows(X, device))
+        heads, tails, weights = knn.edges()
+        sampler = EdgeSampler(heads, tails, weights, device)
+        n_steps = max(1, round(EXTEND_FRACTION * self.n_steps(sampler.n_edges, n)))
+        noise, density = self._regularisers(X, knn, (heads, tails, weights), n_steps, device)
+        self.density_loss_history_ = []
+        self.loss_history_ = train_embedding(
+            self.encoder_,
+            table,
+            sampler,
+            a=a,
+            b=b,
+            n_steps=n_steps,
+            batch_size=self.batch_size,
+            negative_sample_rate=self.negative_sample_rate,
+            lr=self.lr,
+            generator=torch_generator(train_seed, device),
+            noise=noise,
+            density=density,
+            verbose=self.verbose,
+            density_history=self.density_loss_history_,
+            hold=HoldTerm(torch.as_tensor(positions, device=device), float(hold)),
+        )
+        self.n_steps_ = n_steps
+        self.embedding_ = self.transform(X)
+        return self
+
+    def _regularisers(self, X, knn, edges, n_steps: int, device) -> tuple[HeadNoise | None, DensityTerm | None]:
+        """The input noise and the DensMAP term of a training run on ``X`` and its graph."""
+        heads, tails, weights = edges
+        n = X.shape[0]
+        metric = check_metric(self.metric)
         # input-space length of every edge (aligned with CSR order), once per metric: the
         # noise needs Euclidean lengths (it is Gaussian in the input space), DensMAP the
         # graph's metric (its radii are umap-learn's), often the same
@@ -301,28 +429,7 @@ class NUMAP:
                 subsample_size=int(self.dens_subsample_size),
                 start_step=round(n_steps * (1.0 - self.dens_frac)),
             )
-        self.density_loss_history_ = []
-        self.loss_history_ = train_embedding(
-            self.encoder_,
-            table,
-            sampler,
-            a=a,
-            b=b,
-            n_steps=n_steps,
-            batch_size=self.batch_size,
-            negative_sample_rate=self.negative_sample_rate,
-            lr=self.lr,
-            generator=gen,
-            noise=noise,
-            density=density,
-            verbose=self.verbose,
-            density_history=self.density_loss_history_,
-        )
-        self.n_steps_ = n_steps
-        self.n_features_in_ = X.shape[1]
-        self.device_ = device
-        self.embedding_ = self.transform(X)
-        return self
+        return noise, density
 
     def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:
         out = torch.empty(X.shape[0], self.n_spectral_components, device=device)

@@ -54,6 +54,25 @@ class DensityTerm:
     positions_step: int = -1  # the step whose parameters computed ``positions``
 
 
+@dataclass
+class HoldTerm:
+    """Keep rows ``0 .. n_fixed - 1`` at ``positions`` (extending a trained map).
+
+    Adds ``weight`` × the mean squared distance between those rows' embedding and
+    ``positions``, over the rows of each step's tails and negatives (the edge heads carry
+    the input noise) or over every row in a whole-graph step.
+    """
+
+    positions: torch.Tensor  # (n_fixed, n_components) coordinates to keep
+    weight: float
+
+    def loss(self, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        held = rows < self.positions.shape[0]
+        if not bool(held.any()):
+            return y.sum() * 0.0
+        return self.weight * ((y[held] - self.positions[rows[held]]) ** 2).sum(dim=1).mean()
+
+
 def train_embedding(
     encoder: Encoder,
     table: RowTable,
@@ -70,6 +89,7 @@ def train_embedding(
     density: DensityTerm | None = None,
     verbose: bool = False,
     density_history: list[float] | None = None,
+    hold: HoldTerm | None = None,
 ) -> list[float]:
     """Minimise the UMAP cross-entropy (+ density term) by Adam; returns the history of the
     UMAP cross-entropy (mean every ``LOG_EVERY`` steps, density term excluded); the mean
@@ -84,6 +104,7 @@ def train_embedding(
     DensMAP asks). When the density term takes every vertex, each step embeds all of them
     once and reads ``WHOLE_GRAPH_EDGE_FACTOR * batch_size`` edges and their negatives
     (uniform over all vertices) from there. The learning rate follows :func:`lr_factor`.
+    ``hold`` (:class:`HoldTerm`) keeps the first rows where they are.
     """
     device = table.device
     n_obs = table.n_obs
@@ -101,13 +122,17 @@ def train_embedding(
         whole = densmap_phase and density.subsample_size >= n_obs
         if whole:
             n_edges = batch_size * WHOLE_GRAPH_EDGE_FACTOR
-            y, sq_pos, sq_neg = _whole_graph_distances(encoder, table, sampler, n_edges, r, generator)
+            y, rows, sq_pos, sq_neg = _whole_graph_distances(encoder, table, sampler, n_edges, r, generator)
+            clean = 0
         else:
-            y, sq_pos, sq_neg = _batch_distances(
+            y, rows, sq_pos, sq_neg = _batch_distances(
                 encoder, table, sampler, batch_size, r, generator, None if densmap_phase else noise
             )
+            clean = batch_size  # the heads may carry noise
         loss = umap_cross_entropy(sq_pos, sq_neg, a, b)
         running = running + loss.detach()
+        if hold is not None:
+            loss = loss + hold.loss(y[clean:], rows[clean:])
         if densmap_phase:
             if whole:
                 dens = _whole_density_loss(y, density, a, b)
@@ -141,8 +166,8 @@ def train_embedding(
 def _batch_distances(encoder, table, sampler, batch_size, r, generator, noise):
     """Embed ``batch_size`` edges and a pool of as many uniform vertices, the negatives.
 
-    Returns the embedded rows and the squared distances of the edges ``(B,)`` and of each
-    head to its ``r`` negatives ``(B, r)``.
+    Returns the embedded rows, their indices (heads, tails, pool) and the squared distances
+    of the edges ``(B,)`` and of each head to its ``r`` negatives ``(B, r)``.
     """
     device = table.device
     heads, tails = sampler.sample(batch_size, generator)
@@ -153,16 +178,18 @@ def _batch_distances(encoder, table, sampler, batch_size, r, generator, noise):
     y = encoder(torch.cat([x_heads, table[tails], table[pool]]))
     y_heads, y_tails, y_pool = y[:batch_size], y[batch_size : 2 * batch_size], y[2 * batch_size :]
     neg = torch.randint(0, batch_size, (batch_size, r), generator=generator, device=generator.device)
-    return y, *_squared_distances(y_heads, y_tails, y_pool[neg.to(device)])
+    rows = torch.cat([heads, tails, pool])
+    return y, rows, *_squared_distances(y_heads, y_tails, y_pool[neg.to(device)])
 
 
 def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator):
     """Embed every vertex once; ``n_edges`` edges and uniform negatives are read from it."""
     device = table.device
-    y = encoder(table[torch.arange(table.n_obs, device=device)])
+    rows = torch.arange(table.n_obs, device=device)
+    y = encoder(table[rows])
     heads, tails = sampler.sample(n_edges, generator)
     neg = sample_vertices(table.n_obs, n_edges * r, generator, device).view(n_edges, r)
-    return y, *_squared_distances(y[heads], y[tails], y[neg])
+    return y, rows, *_squared_distances(y[heads], y[tails], y[neg])
 
 
 def _squared_distances(y_heads, y_tails, y_neg):

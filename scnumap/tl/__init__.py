@@ -1,6 +1,7 @@
-"""Tools: AnnData adapters over the core (``tl.numap``, ``tl.project``)."""
+"""Tools: AnnData adapters over the core (``tl.numap``, ``tl.project``, ``tl.extend``)."""
 
+from ._extend import extend
 from ._numap import numap
 from ._project import project
 
-__all__ = ["numap", "project"]
+__all__ = ["extend", "numap", "project"]

@@ -1,0 +1,141 @@
+"""Growing a reference: ``scnumap.tl.extend`` next to a full refit on the union, in one run.
+
+    .venv/bin/python benchmarks/extend.py [pbmc68k_reduced paul15 pbmc4k bladder kidney ...]
+
+For each labelled set: one cell type (the median-sized of those with at least 30 cells)
+and 30 % of the other cells are held out of the first fit (``sc.pp.pca`` on the first
+cells, ``sc.pp.neighbors``, ``tl.numap`` with its defaults, DensMAP on); they are then
+added with ``tl.extend`` (which puts them in the first cells' PCs and builds the graph of
+the union), and the union is refitted from scratch (``sc.pp.neighbors`` + ``tl.numap`` on
+the same PCs) for comparison. Prints one markdown table:
+
+- displacement of the old cells: median and 95th percentile of the distance between
+  their coordinates before and after, as a fraction of the map's extent (the longer side
+  of the first embedding's bounding box);
+- on the union, in its PCA: trustworthiness@15, kNN preservation@15, density correlation
+  (local radii at 15 neighbours);
+- kNN accuracy (15 neighbours, majority vote) of the added cells' labels among all other
+  cells in 2-D, for all added cells and for the held-out type alone;
+- time: ``tl.extend`` (graph of the union included) and the refit (graph + fit).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import scanpy as sc
+from datasets import LABELLED, available
+from scaling import warm_up
+from sklearn.neighbors import NearestNeighbors
+
+import scnumap
+from scnumap.core import metrics
+
+warnings.filterwarnings("ignore")
+
+NEW_FRACTION = 0.3
+MIN_TYPE_CELLS = 30
+K = 15
+
+
+def held_out_type(labels: np.ndarray) -> str:
+    types, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(counts)
+    eligible = [types[i] for i in order if counts[i] >= MIN_TYPE_CELLS]
+    return eligible[len(eligible) // 2]
+
+
+def split(ad, seed: int = 0):
+    labels = ad.obs["label"].astype(str).to_numpy()
+    new_type = held_out_type(labels)
+    new = (labels == new_type) | (np.random.default_rng(seed).random(ad.n_obs) < NEW_FRACTION)
+    ref, add = ad[~new].copy(), ad[new].copy()
+    for part in (ref, add):
+        for key in list(part.obsm):
+            del part.obsm[key]
+        part.uns.pop("neighbors", None)
+        for key in list(part.obsp):
+            del part.obsp[key]
+    sc.pp.pca(ref, n_comps=min(50, ref.n_vars - 1), random_state=seed)
+    sc.pp.neighbors(ref, n_neighbors=K, random_state=seed)
+    return ref, add, new_type
+
+
+def knn_accuracy(Y: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> float:
+    """Majority label of each row's ``K`` nearest other points equals its own."""
+    if rows.size == 0:
+        return float("nan")
+    neighbours = NearestNeighbors(n_neighbors=K + 1).fit(Y).kneighbors(Y[rows], return_distance=False)[:, 1:]
+    hits = []
+    for row, nbrs in zip(rows, neighbours, strict=True):
+        values, counts = np.unique(labels[nbrs], return_counts=True)
+        hits.append(values[np.argmax(counts)] == labels[row])
+    return float(np.mean(hits))
+
+
+def scores(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, new_rows: np.ndarray, new_type: str) -> list[float]:
+    return [
+        metrics.trustworthiness(X, Y, K),
+        metrics.knn_preservation(X, Y, K),
+        metrics.density_correlation(X, Y, K),
+        knn_accuracy(Y, labels, new_rows),
+        knn_accuracy(Y, labels, new_rows[labels[new_rows] == new_type]),
+    ]
+
+
+def run(name: str) -> list[str]:
+    ad = LABELLED[name]()
+    ref, add, new_type = split(ad)
+    scnumap.tl.numap(ref, random_state=0, verbose=False)
+    before = ref.obsm["X_numap"].copy()
+    extent = float(np.ptp(before, axis=0).max())
+
+    t = time.perf_counter()
+    union = scnumap.tl.extend(ref, add, random_state=0, verbose=False)
+    t_extend = time.perf_counter() - t
+    moved = np.linalg.norm(union.obsm["X_numap"][: ref.n_obs] - before, axis=1) / extent
+
+    refit = union.copy()
+    del refit.uns["numap"], refit.obsm["X_numap"]
+    t = time.perf_counter()
+    sc.pp.neighbors(refit, n_neighbors=K, use_rep="X_pca", random_state=0)
+    scnumap.tl.numap(refit, random_state=0, verbose=False)
+    t_refit = time.perf_counter() - t
+
+    X = np.asarray(union.obsm["X_pca"], dtype=np.float32)
+    labels = union.obs["label"].astype(str).to_numpy()
+    new_rows = np.arange(ref.n_obs, union.n_obs)
+    size = f"{ref.n_obs} + {add.n_obs} ({new_type}: {int((labels == new_type).sum())})"
+    rows = []
+    for method, Y, secs, disp in (
+        ("tl.extend", union.obsm["X_numap"], t_extend, f"{np.median(moved):.2%} / {np.quantile(moved, 0.95):.2%}"),
+        ("refit on union", refit.obsm["X_numap"], t_refit, "–"),
+    ):
+        values = scores(X, Y, labels, new_rows, new_type)
+        rows.append(
+            f"| {name} | {size} | {method} | {disp} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {secs:.1f} |"
+        )
+    rows.append(f"| {name} | | extend / refit time | | | | | | | {t_extend / t_refit:.0%} |")
+    return rows
+
+
+def main(names: list[str]) -> None:
+    warm_up(False)
+    print(
+        "| data | cells (first + added; new type) | method | old cells moved (median / 95th, of extent) "
+        "| trust@15 | kNN@15 | density r | added cells kNN acc | new type kNN acc | time (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        if not available(name):
+            print(f"| {name} | (data absent) | | | | | | | | |")
+            continue
+        for row in run(name):
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or ["pbmc68k_reduced", "paul15", "pbmc4k", "bladder", "kidney"])
