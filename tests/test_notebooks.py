@@ -20,6 +20,7 @@ NOTEBOOKS = [
     "03_reference_query.ipynb",
     "04_densmap_paul15.ipynb",
     "05_integrated_reference.ipynb",
+    "06_extend_reference.ipynb",
 ]
 
 

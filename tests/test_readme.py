@@ -56,5 +56,8 @@ def test_blocks_run_as_written(name, tmp_path, monkeypatch):
     accuracy = np.mean(query.obs["bulk_labels_numap"].astype(str) == query.obs["bulk_labels"].astype(str))
     assert accuracy > 0.6, f"label transfer of the quick start: {accuracy:.3f}"
     assert ref.obsm["X_numap"].shape == (ref.n_obs, 2)
+    union = namespace["union"]
+    assert union.n_obs == ref.n_obs + query.n_obs
+    assert np.abs(union.obsm["X_numap"][: ref.n_obs] - ref.obsm["X_numap"]).mean() < 0.1
     assert namespace["Y_reduced"].shape == (namespace["Y"].shape[0], 2)
     assert np.isfinite(namespace["Y_reduced"]).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -114,8 +115,28 @@ def test_free_cores_counts_the_idle_share_of_the_machine(monkeypatch, busy, idle
     """Two CPUs; jiffies over the sample: all idle → 2, one busy → 1, never below 1."""
     samples = iter([(1000, 1000, 2), (1000 + busy, 1000 + idle, 2)])
     monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads, "_own_ticks", lambda: 50.0)  # this process idle
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     assert threads.free_cores(seconds=0) == expected
+
+
+@pytest.mark.parametrize(("busy", "own", "expected"), [(100, 100, 2), (100, 60, 2), (200, 100, 1), (100, 0, 1)])
+def test_free_cores_counts_this_processes_own_load_as_free(monkeypatch, busy, own, expected):
+    """Two CPUs, 200 jiffies: the busy time of this process's own (spinning) threads is not another job's."""
+    samples = iter([(1000, 1000, 2), (1000 + busy, 1000 + 200 - busy, 2)])
+    ticks = iter([500.0, 500.0 + own])
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads, "_own_ticks", lambda: next(ticks))
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    assert threads.free_cores(seconds=0) == expected
+
+
+def test_own_ticks_grow_with_this_processes_work():
+    start = threads._own_ticks()
+    deadline = time.perf_counter() + 0.2
+    while time.perf_counter() < deadline:
+        pass
+    assert threads._own_ticks() - start >= 0.1 * os.sysconf("SC_CLK_TCK")
 
 
 def test_free_cores_without_proc_stat_is_every_core(monkeypatch):

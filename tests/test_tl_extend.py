@@ -79,7 +79,14 @@ def test_old_cells_stay_put_and_reference_is_untouched(ref_new, union):
 
 def test_a_weaker_hold_moves_old_cells_more(ref_new, union):
     ref, add = ref_new
+    ref_before, add_before = ref.copy(), add.copy()
     loose = scnumap.tl.extend(ref, add, hold=0.01, verbose=False)
+    for before, after in ((ref_before, ref), (add_before, add)):  # inputs untouched
+        np.testing.assert_array_equal(after.X, before.X)
+        assert after.obs.equals(before.obs)
+        assert set(after.obsm) == set(before.obsm)
+        for key in before.obsm:
+            np.testing.assert_array_equal(after.obsm[key], before.obsm[key])
     strict = np.abs(union.obsm["X_numap"][: ref.n_obs] - ref.obsm["X_numap"]).mean()
     assert np.abs(loose.obsm["X_numap"][: ref.n_obs] - ref.obsm["X_numap"]).mean() > 2 * strict
 
@@ -109,7 +116,7 @@ def test_model_round_trips_and_projects_further_queries(ref_new, union, tmp_path
     scnumap.tl.project(same, again, obs="bulk_labels", anchor=None, correct=False)
     np.testing.assert_allclose(same.obsm["X_numap"], union.obsm["X_numap"][-add.n_obs :][:60], atol=1e-4)
     # and the union grows again: a second release with its history
-    twice = scnumap.tl.extend(again, query, verbose=False)
+    twice = scnumap.tl.extend(tmp_path / "union.h5ad", query, verbose=False)
     assert twice.obs["numap_release"].max() == 2
     np.testing.assert_array_equal(twice.uns["numap"]["params"]["extensions"]["n_obs_added"], [add.n_obs, 60])
 
@@ -155,3 +162,22 @@ def test_new_type_gets_room_and_old_cells_stay(pbmc):
     assert accuracy >= 0.6  # new cells of old types land among their type (B cells count as misses here)
     assert b_accuracy >= 0.9  # the new type forms its own group
     assert metrics.trustworthiness(union.obsm["X_pca"], Y) >= 0.9
+
+
+def test_integrated_reference_extends_through_its_correction(pbmc):
+    ref, add = _split(pbmc, "CD19+ B", 0.3)
+    ref.obs["donor"] = np.where(np.arange(ref.n_obs) % 2 == 0, "d1", "d2")
+    scnumap.tl.numap(ref, batch_key="donor", random_state=0, **TL_QUICK)
+    add.obs["donor"] = "d3"
+    union = scnumap.tl.extend(ref, add, batch_key="donor", verbose=False)
+    n = ref.n_obs
+    assert union.obsm["X_pca_harmony"].shape == (union.n_obs, ref.obsm["X_pca_harmony"].shape[1])
+    np.testing.assert_allclose(union.obsm["X_pca_harmony"][:n], ref.obsm["X_pca_harmony"], atol=1e-6)
+    # the new cells: reference PCs (uncorrected in X_pca), then the stored correction
+    corrected = scnumap.tl.project(add, ref, batch_key="donor", copy=True).obsm["X_pca_harmony"]
+    np.testing.assert_allclose(union.obsm["X_pca_harmony"][n:], corrected, atol=1e-4)
+    mean = np.asarray(ref.X.mean(axis=0))
+    np.testing.assert_allclose(union.obsm["X_pca"][n:], (add[:, ref.var_names].X - mean) @ ref.varm["PCs"], atol=1e-3)
+    assert union.uns["neighbors"]["params"]["use_rep"] == "X_pca_harmony"
+    for name, value in ref.uns["numap"]["model"]["correction"].items():
+        np.testing.assert_array_equal(union.uns["numap"]["model"]["correction"][name], value)

@@ -49,20 +49,30 @@ def available_cores() -> int:
 def free_cores(seconds: float = SAMPLE_SECONDS) -> int:
     """Cores that other processes leave idle, at least 1.
 
-    The share of idle CPU time over ``seconds`` (``/proc/stat``) times the machine's
-    cores, rounded, at most :func:`available_cores`. Where ``/proc/stat`` cannot be read
+    The share of CPU time over ``seconds`` (``/proc/stat``) that was idle or used by this
+    process itself, times the machine's cores, rounded, at most :func:`available_cores`.
+    This process's own time counts as free: right after a torch call its OpenMP threads
+    spin for a moment, which is no other job's load (measured: a fit just after another
+    one was given 1 thread of 2 on an idle machine). Where ``/proc/stat`` cannot be read
     (not Linux), :func:`available_cores`.
     """
     try:
-        before = _cpu_times()
+        before, own_before = _cpu_times(), _own_ticks()
         time.sleep(seconds)
-        after = _cpu_times()
+        after, own_after = _cpu_times(), _own_ticks()
     except (OSError, ValueError, IndexError):
         return available_cores()
     busy, idle = after[0] - before[0], after[1] - before[1]
     if busy + idle <= 0:
         return available_cores()
-    return max(1, min(available_cores(), round(after[2] * idle / (busy + idle))))
+    own = min(max(0.0, own_after - own_before), busy)
+    return max(1, min(available_cores(), round(after[2] * (idle + own) / (busy + idle))))
+
+
+def _own_ticks() -> float:
+    """CPU time of this process (all its threads) so far, in ``/proc/stat`` ticks."""
+    times = os.times()
+    return (times.user + times.system) * os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_times() -> tuple[int, int, int]:

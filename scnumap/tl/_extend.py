@@ -107,8 +107,9 @@ def extend(
         has ``X``; genes filled by ``missing_genes="zeros"`` are 0). ``var``, ``varm`` and
         the ``uns['pca']`` summary are the reference's; layers are not carried.
     ``obs``
-        Both ``obs`` tables (columns outer-joined) and ``obs['numap_release']``: 0 for the
-        cells of the first fit, ``n`` for those added by the ``n``-th extension.
+        Both ``obs`` tables (columns outer-joined) and ``obs['numap_release']``, an ordered
+        categorical of integers: 0 for the cells of the first fit, ``n`` for those added by
+        the ``n``-th extension (colour by it to see the releases).
     ``obsm['X_numap' | key]``
         The embedding of all cells; the old cells' coordinates move by at most a small
         tolerance (``RESULTS.md`` measures it).
@@ -270,7 +271,8 @@ def _union(adata_ref, adata_new, rep, missing_genes, max_missing_fraction, union
         else np.zeros(adata_ref.n_obs, dtype=np.int64)
     )
     release = int(before.max(initial=0)) + 1
-    union.obs[RELEASE_KEY] = np.concatenate([before, np.full(adata_new.n_obs, release, dtype=np.int64)])
+    values = np.concatenate([before, np.full(adata_new.n_obs, release, dtype=np.int64)])
+    union.obs[RELEASE_KEY] = pd.Categorical(values, categories=np.arange(release + 1), ordered=True)
     if not rep.from_genes or rep.has_pca:
         union.obsm[rep.use_rep] = np.asarray(union_space, dtype=np.float32)
     if rep.integrated and "X_pca" in adata_ref.obsm:
