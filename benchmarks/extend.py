@@ -1,6 +1,6 @@
 """Growing a reference: ``scnumap.tl.extend`` next to a full refit on the union, in one run.
 
-    .venv/bin/python benchmarks/extend.py [pbmc68k_reduced paul15 pbmc4k bladder kidney ...]
+    .venv/bin/python benchmarks/extend.py [--seeds N] [pbmc68k_reduced paul15 pbmc4k bladder kidney ...]
 
 For each labelled set: one cell type (the median-sized of those with at least 30 cells)
 and 30 % of the other cells are held out of the first fit (``sc.pp.pca`` on the first
@@ -17,6 +17,9 @@ the same PCs) for comparison. Prints one markdown table:
 - kNN accuracy (15 neighbours, majority vote) of the added cells' labels among all other
   cells in 2-D, for all added cells and for the held-out type alone;
 - time: ``tl.extend`` (graph of the union included) and the refit (graph + fit).
+
+With ``--seeds N`` (default 2) each set runs N times (seed s: the held-out 30 %, the PCA,
+the graphs and the fits); the table gives the mean over seeds, and min–max where it varies.
 """
 
 from __future__ import annotations
@@ -86,46 +89,48 @@ def scores(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, new_rows: np.ndarra
     ]
 
 
-def run(name: str) -> list[str]:
+def run(name: str, seed: int) -> dict:
+    """One seed on one set: the numbers of both methods."""
     ad = LABELLED[name]()
-    ref, add, new_type = split(ad)
-    scnumap.tl.numap(ref, random_state=0, verbose=False)
+    ref, add, new_type = split(ad, seed)
+    scnumap.tl.numap(ref, random_state=seed, verbose=False)
     before = ref.obsm["X_numap"].copy()
     extent = float(np.ptp(before, axis=0).max())
 
     t = time.perf_counter()
-    union = scnumap.tl.extend(ref, add, random_state=0, verbose=False)
+    union = scnumap.tl.extend(ref, add, random_state=seed, verbose=False)
     t_extend = time.perf_counter() - t
     moved = np.linalg.norm(union.obsm["X_numap"][: ref.n_obs] - before, axis=1) / extent
 
     refit = union.copy()
     del refit.uns["numap"], refit.obsm["X_numap"]
     t = time.perf_counter()
-    sc.pp.neighbors(refit, n_neighbors=K, use_rep="X_pca", random_state=0)
-    scnumap.tl.numap(refit, random_state=0, verbose=False)
+    sc.pp.neighbors(refit, n_neighbors=K, use_rep="X_pca", random_state=seed)
+    scnumap.tl.numap(refit, random_state=seed, verbose=False)
     t_refit = time.perf_counter() - t
 
     X = np.asarray(union.obsm["X_pca"], dtype=np.float32)
     labels = union.obs["label"].astype(str).to_numpy()
     new_rows = np.arange(ref.n_obs, union.n_obs)
-    size = f"{ref.n_obs} + {add.n_obs} ({new_type}: {int((labels == new_type).sum())})"
-    rows = []
-    for method, Y, secs, disp in (
-        ("tl.extend", union.obsm["X_numap"], t_extend, f"{np.median(moved):.2%} / {np.quantile(moved, 0.95):.2%}"),
-        ("refit on union", refit.obsm["X_numap"], t_refit, "–"),
-    ):
-        values = scores(X, Y, labels, new_rows, new_type)
-        rows.append(
-            f"| {name} | {size} | {method} | {disp} | " + " | ".join(f"{v:.3f}" for v in values) + f" | {secs:.1f} |"
-        )
-    rows.append(f"| {name} | | extend / refit time | | | | | | | {t_extend / t_refit:.0%} |")
-    return rows
+    return {
+        "size": f"{ref.n_obs} + {add.n_obs} ({new_type}: {int((labels == new_type).sum())})",
+        "moved": (float(np.median(moved)), float(np.quantile(moved, 0.95))),
+        "extend": [*scores(X, union.obsm["X_numap"], labels, new_rows, new_type), t_extend],
+        "refit": [*scores(X, refit.obsm["X_numap"], labels, new_rows, new_type), t_refit],
+    }
 
 
-def main(names: list[str]) -> None:
+def spread(values: list[float], digits: int) -> str:
+    mean = f"{np.mean(values):.{digits}f}"
+    if len(values) == 1 or round(min(values), digits) == round(max(values), digits):
+        return mean
+    return f"{mean} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def main(names: list[str], seeds: int) -> None:
     warm_up(False)
     print(
-        "| data | cells (first + added; new type) | method | old cells moved (median / 95th, of extent) "
+        "| data | cells (first + added; new type), seed 0 | method | old cells moved (median / 95th, of extent) "
         "| trust@15 | kNN@15 | density r | added cells kNN acc | new type kNN acc | time (s) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -133,9 +138,30 @@ def main(names: list[str]) -> None:
         if not available(name):
             print(f"| {name} | (data absent) | | | | | | | | |")
             continue
-        for row in run(name):
-            print(row, flush=True)
+        runs = [run(name, seed) for seed in range(seeds)]
+        moved = "–"
+        for method in ("extend", "refit"):
+            if method == "extend":
+                median, p95 = (spread([100 * r["moved"][j] for r in runs], 2) for j in (0, 1))
+                moved = f"{median} % / {p95} %"
+            cells = [spread([r[method][j] for r in runs], 3) for j in range(5)]
+            secs = spread([r[method][5] for r in runs], 1)
+            label = "tl.extend" if method == "extend" else "refit on union"
+            print(
+                f"| {name} | {runs[0]['size']} | {label} | {moved if method == 'extend' else '–'} | "
+                + " | ".join(cells)
+                + f" | {secs} |",
+                flush=True,
+            )
+        ratio = spread([r["extend"][5] / r["refit"][5] for r in runs], 2)
+        print(f"| {name} | | extend ÷ refit time | | | | | | | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["pbmc68k_reduced", "paul15", "pbmc4k", "bladder", "kidney"])
+    args = sys.argv[1:]
+    n_seeds = 2
+    if "--seeds" in args:
+        at = args.index("--seeds")
+        n_seeds = int(args[at + 1])
+        del args[at : at + 2]
+    main(args or ["pbmc68k_reduced", "paul15", "pbmc4k", "bladder", "kidney"], n_seeds)

@@ -150,17 +150,19 @@ def test_new_type_gets_room_and_old_cells_stay(pbmc):
     assert np.median(moved) <= 0.01
     assert np.quantile(moved, 0.95) <= 0.05
     new = np.arange(ref.n_obs, union.n_obs)
-    accuracy = metrics.label_transfer_accuracy(np.delete(Y, new, 0), np.delete(labels, new), Y[new], labels[new])
+    known = new[labels[new] != "CD19+ B"]
     b_cells = new[labels[new] == "CD19+ B"]
+    # new cells of the first release's types land among the old cells of their type
+    accuracy = metrics.label_transfer_accuracy(Y[: ref.n_obs], labels[: ref.n_obs], Y[known], labels[known])
     others = np.setdiff1d(np.arange(union.n_obs), b_cells)
-    b_accuracy = metrics.label_transfer_accuracy(
+    b_accuracy = metrics.label_transfer_accuracy(  # the new type forms its own group
         np.concatenate([Y[others], Y[b_cells[::2]]]),
         np.concatenate([labels[others], labels[b_cells[::2]]]),
         Y[b_cells[1::2]],
         labels[b_cells[1::2]],
     )
-    assert accuracy >= 0.6  # new cells of old types land among their type (B cells count as misses here)
-    assert b_accuracy >= 0.9  # the new type forms its own group
+    assert accuracy >= 0.65  # bulk_labels are noisy: the CD4+ and CD8+ subtypes mix (measured 0.77)
+    assert b_accuracy >= 0.9
     assert metrics.trustworthiness(union.obsm["X_pca"], Y) >= 0.9
 
 
