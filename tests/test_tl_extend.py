@@ -60,6 +60,10 @@ def test_union_holds_every_cell_and_the_documented_keys(ref_new, union):
     np.testing.assert_array_equal(history["n_obs_added"], [add.n_obs])
     assert history["n_steps"][0] >= 1
     assert history["hold"][0] == 1.0
+    # the union shares no array with the reference: editing one leaves the other as it was
+    rep_new, rep_old = union.uns["numap"]["model"]["representation"], ref.uns["numap"]["model"]["representation"]
+    assert not np.shares_memory(rep_new["pca_loadings"], rep_old["pca_loadings"])
+    assert not np.shares_memory(union.uns["numap"]["params"]["hidden"], ref.uns["numap"]["params"]["hidden"])
 
 
 def test_old_cells_stay_put_and_reference_is_untouched(ref_new, union):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from pathlib import Path
 
@@ -147,7 +148,7 @@ def extend(
             f"{len(shared)} cell names of `adata_new` are already in the reference (e.g. {list(shared[:3])}); "
             "give the new cells unique names, e.g. `adata_new.obs_names = adata_new.obs_names + '-new'`."
         )
-    params = dict(adata_ref.uns[key].get("params", {}))
+    params = copy.deepcopy(dict(adata_ref.uns[key].get("params", {})))  # the union shares no array with the reference
     embedding_key = _default_key(key)
     if embedding_key not in adata_ref.obsm:
         raise KeyError(f"The reference has no `obsm[{embedding_key!r}]`; re-run `scnumap.tl.numap` on it.")
@@ -193,14 +194,14 @@ def extend(
     model.extend(union_space, positions, graph.obsp["connectivities"], graph.obsp["distances"], hold=float(hold))
 
     new_entry = model_to_dict(model)
-    new_entry["representation"] = entry["representation"]
+    new_entry["representation"] = copy.deepcopy(entry["representation"])
     new_entry["mapping"] = _calibration(graph.obsp["distances"], union_space, metric, random_state).to_dict()
     if rep.integrated:
-        new_entry["correction"] = entry["correction"]
+        new_entry["correction"] = copy.deepcopy(entry["correction"])
     elif "correction" in entry and not sp.issparse(union_space) and union_space.shape[1] <= MAX_COMPRESSED_DIMS:
         new_entry["correction"] = compress(np.asarray(union_space, dtype=np.float64), random_state).to_dict()
     params["extensions"] = _history(params.get("extensions"), positions.shape[0], adata_new.n_obs, model, hold)
-    union = _union(adata_ref, adata_new, rep, missing_genes, max_missing_fraction, union_space, raw)
+    union = _union(adata_ref, adata_new, rep, union_space, raw)
     union.obsm[embedding_key] = model.embedding_
     prefix = "" if neighbors_key == "neighbors" else f"{neighbors_key}_"
     union.obsp[f"{prefix}connectivities"] = graph.obsp["connectivities"]
@@ -252,7 +253,7 @@ def _history(previous, n_before: int, n_added: int, model, hold: float) -> dict:
     return history
 
 
-def _union(adata_ref, adata_new, rep, missing_genes, max_missing_fraction, union_space, raw) -> AnnData:
+def _union(adata_ref, adata_new, rep, union_space, raw) -> AnnData:
     """The AnnData of the reference's cells followed by the new ones (no embedding, no graph yet)."""
     new_X = _aligned_X(adata_ref, adata_new, rep)
     var = adata_ref.var.copy()
@@ -265,7 +266,7 @@ def _union(adata_ref, adata_new, rep, missing_genes, max_missing_fraction, union
     for name, value in adata_ref.varm.items():
         union.varm[name] = value.copy()
     if "pca" in adata_ref.uns:
-        union.uns["pca"] = adata_ref.uns["pca"]
+        union.uns["pca"] = copy.deepcopy(adata_ref.uns["pca"])
     before = (
         np.asarray(adata_ref.obs[RELEASE_KEY], dtype=np.int64)
         if RELEASE_KEY in adata_ref.obs
