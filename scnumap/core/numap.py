@@ -250,13 +250,8 @@ class NUMAP:
         device = resolve_device(self.device)
         rng = np_rng(self.random_state)
         graph_seed, grease_seed, net_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 4))
-        if graph is None:
-            knn = build_graph(X, self.n_neighbors, metric=metric, random_state=graph_seed)
-        else:
-            knn = graph_from_matrices(graph, knn_distances, n_obs=n)
-        self.graph_ = knn.connectivities
-        a, b = find_ab_params(self.spread, self.min_dist)
-        self.ab_ = (a, b)
+        knn = self._knn_graph(X, graph, knn_distances, graph_seed)
+        self.ab_ = find_ab_params(self.spread, self.min_dist)
 
         self.grease_ = GrEASE(
             self.n_spectral_components,
@@ -278,29 +273,7 @@ class NUMAP:
         self.encoder_.zero_last_layer()
         self.encoder_.to(device)
 
-        heads, tails, weights = knn.edges()
-        sampler = EdgeSampler(heads, tails, weights, device)
-        n_steps = self.n_steps(sampler.n_edges, n)
-        gen = torch_generator(train_seed, device)
-        noise, density = self._regularisers(X, knn, (heads, tails, weights), n_steps, device)
-        self.density_loss_history_ = []
-        self.loss_history_ = train_embedding(
-            self.encoder_,
-            table,
-            sampler,
-            a=a,
-            b=b,
-            n_steps=n_steps,
-            batch_size=self.batch_size,
-            negative_sample_rate=self.negative_sample_rate,
-            lr=self.lr,
-            generator=gen,
-            noise=noise,
-            density=density,
-            verbose=self.verbose,
-            density_history=self.density_loss_history_,
-        )
-        self.n_steps_ = n_steps
+        self._train(X, knn, table, train_seed)
         self.n_features_in_ = X.shape[1]
         self.device_ = device
         self.embedding_ = self.transform(X)
@@ -342,11 +315,7 @@ class NUMAP:
         X = as_matrix(X)
         self._check_params()
         check_float(hold, "hold", minimum=0.0)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"`X` has {X.shape[1]} features but NUMAP was fitted on {self.n_features_in_}; "
-                "pass data with the same features, in the same order."
-            )
+        self._check_features(X)
         positions = np.asarray(positions, dtype=np.float32)
         if positions.ndim != 2 or positions.shape[1] != self.n_components:
             raise ValueError(f"`positions` must have shape (n_old, {self.n_components}), got {positions.shape}.")
@@ -358,25 +327,37 @@ class NUMAP:
                 f"`X` has {n} rows and `positions` {n_fixed}: nothing new to add. Pass the old rows "
                 "followed by at least one new row."
             )
-        metric = check_metric(self.metric)
         if graph is None:
             check_n_neighbors(self.n_neighbors, n)
         device = self.output_device
         rng = np_rng(self.random_state)
         graph_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 2))
-        if graph is None:
-            knn = build_graph(X, self.n_neighbors, metric=metric, random_state=graph_seed)
-        else:
-            knn = graph_from_matrices(graph, knn_distances, n_obs=n)
-        self.graph_ = knn.connectivities
+        knn = self._knn_graph(X, graph, knn_distances, graph_seed)
         if not hasattr(self, "ab_"):
             self.ab_ = find_ab_params(self.spread, self.min_dist)
-        a, b = self.ab_
         table = RowTable(X, self.standardizer_, device, extra=self._spectral_rows(X, device))
+        hold_term = HoldTerm(torch.as_tensor(positions, device=device), float(hold))
+        self._train(X, knn, table, train_seed, fraction=EXTEND_FRACTION, hold=hold_term)
+        self.embedding_ = self.transform(X)
+        return self
+
+    def _knn_graph(self, X, graph, knn_distances, seed: int):
+        """The graph of ``X``: built in ``metric`` when ``graph`` is None, else read from it."""
+        if graph is None:
+            knn = build_graph(X, self.n_neighbors, metric=check_metric(self.metric), random_state=seed)
+        else:
+            knn = graph_from_matrices(graph, knn_distances, n_obs=X.shape[0])
+        self.graph_ = knn.connectivities
+        return knn
+
+    def _train(self, X, knn, table: RowTable, seed: int, *, fraction: float = 1.0, hold=None) -> None:
+        """Train ``encoder_`` on the graph for ``fraction`` of :meth:`n_steps` (fit: all of it)."""
+        device = table.device
         heads, tails, weights = knn.edges()
         sampler = EdgeSampler(heads, tails, weights, device)
-        n_steps = max(1, round(EXTEND_FRACTION * self.n_steps(sampler.n_edges, n)))
+        n_steps = max(1, round(fraction * self.n_steps(sampler.n_edges, X.shape[0])))
         noise, density = self._regularisers(X, knn, (heads, tails, weights), n_steps, device)
+        a, b = self.ab_
         self.density_loss_history_ = []
         self.loss_history_ = train_embedding(
             self.encoder_,
@@ -388,16 +369,21 @@ class NUMAP:
             batch_size=self.batch_size,
             negative_sample_rate=self.negative_sample_rate,
             lr=self.lr,
-            generator=torch_generator(train_seed, device),
+            generator=torch_generator(seed, device),
             noise=noise,
             density=density,
             verbose=self.verbose,
             density_history=self.density_loss_history_,
-            hold=HoldTerm(torch.as_tensor(positions, device=device), float(hold)),
+            hold=hold,
         )
         self.n_steps_ = n_steps
-        self.embedding_ = self.transform(X)
-        return self
+
+    def _check_features(self, X) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"`X` has {X.shape[1]} features but NUMAP was fitted on {self.n_features_in_}; "
+                "pass data with the same features, in the same order."
+            )
 
     def _regularisers(self, X, knn, edges, n_steps: int, device) -> tuple[HeadNoise | None, DensityTerm | None]:
         """The input noise and the DensMAP term of a training run on ``X`` and its graph."""
@@ -450,11 +436,7 @@ class NUMAP:
         """
         self._check_fitted()
         X = as_matrix(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"`X` has {X.shape[1]} features but NUMAP was fitted on {self.n_features_in_}; "
-                "pass data with the same features, in the same order."
-            )
+        self._check_features(X)
         return self.transform_blocks((X[s:e] for s, e in chunks(X.shape[0], chunk_size)), X.shape[0])
 
     def transform_blocks(self, blocks, n_rows: int) -> np.ndarray:

@@ -14,12 +14,13 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from ..core.device import resolve_device
-from ..core.model_io import model_from_dict, model_to_dict
+from ..core.model_io import model_to_dict
 from ..core.numap import HOLD
 from ..core.threads import threads_from_n_jobs
 from ._integrate import compress
 from ._numap import MAX_COMPRESSED_DIMS, _calibration
 from ._project import CHUNK_SIZE, _default_key, _fit_correction, _load, _Query, _reference_space
+from ._representation import neighbour_graph
 
 #: ``obs`` column of the union that says in which release each cell joined the map
 #: (0: the first fit, 1: the first extension, ...).
@@ -141,7 +142,7 @@ def extend(
         raise ValueError(f"`hold` must be a number > 0, got {hold!r}.")
     if missing_genes not in ("error", "zeros"):
         raise ValueError(f"`missing_genes` must be 'error' or 'zeros', got {missing_genes!r}.")
-    _, entry, _, rep = _load(adata_ref, key, True)
+    _, entry, model, rep = _load(adata_ref, key, True, device=resolve_device(device))
     shared = adata_ref.obs_names.intersection(adata_new.obs_names)
     if len(shared):
         raise ValueError(
@@ -179,10 +180,10 @@ def extend(
     graph_params = adata_ref.uns.get(neighbors_key, {}).get("params", {}) if neighbors_key in adata_ref.uns else {}
     n_neighbors = int(np.ravel(graph_params.get("n_neighbors", 15))[0])
     metric = str(params.get("metric", "euclidean"))
-    graph = _graph(union_space, rep.use_rep, n_neighbors, metric, random_state)
+    logg.info(f"    building the neighbour graph of the union ({n_neighbors} neighbours, {metric})")
+    graph = neighbour_graph(union_space, rep.use_rep, n_neighbors, metric, random_state)
 
     # fine-tune the stored network on the union
-    model = model_from_dict(entry, device=resolve_device(device), where=f"uns[{key!r}]['model']")
     for name in TRAINING_PARAMS:
         if name in params:
             setattr(model, name, np.asarray(params[name]).item())
@@ -218,28 +219,6 @@ def extend(
     )
     logg.info("    finished", time=start, deep=f"returned an AnnData of {union.n_obs} cells")
     return union
-
-
-def _graph(space, use_rep: str, n_neighbors: int, metric: str, random_state) -> AnnData:
-    """``sc.pp.neighbors`` of the union in its representation, in a light AnnData."""
-    import scanpy as sc
-
-    if sp.issparse(space):
-        light = AnnData(X=space)
-    else:
-        light = AnnData(obs=pd.DataFrame(index=np.arange(space.shape[0]).astype(str)))
-        light.obsm["space"] = space
-    logg.info(f"    building the neighbour graph of the union ({n_neighbors} neighbours, {metric})")
-    sc.pp.neighbors(
-        light,
-        n_neighbors=n_neighbors,
-        use_rep="X" if sp.issparse(space) else "space",
-        metric=metric,
-        random_state=random_state,
-    )
-    light.uns["neighbors"]["params"]["use_rep"] = use_rep
-    light.uns["neighbors"]["params"].pop("n_pcs", None)
-    return light
 
 
 def _history(previous, n_before: int, n_added: int, model, hold: float) -> dict:

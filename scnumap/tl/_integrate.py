@@ -19,6 +19,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from ..core.correction import ReferenceCompression
+from ._representation import neighbour_graph
 
 #: ``obsm`` key of the integrated PCA (scanpy's ``harmony_integrate`` default).
 HARMONY_KEY = "X_pca_harmony"
@@ -124,12 +125,7 @@ def compress(Z: np.ndarray, random_state) -> ReferenceCompression:
 
 def _graph(adata: AnnData, Z: np.ndarray, params: dict, random_state) -> AnnData:
     """The neighbour graph on the integrated PCA, with the reference graph's settings."""
-    import scanpy as sc
-
-    light = AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
-    light.obsm[HARMONY_KEY] = Z.astype(np.float32)
     n_neighbors = int(np.ravel(params.get("n_neighbors", 15))[0])
     metric = str(params.get("metric", "euclidean"))
     logg.info(f"    building the neighbour graph on `obsm[{HARMONY_KEY!r}]` ({n_neighbors} neighbours, {metric})")
-    sc.pp.neighbors(light, use_rep=HARMONY_KEY, n_neighbors=n_neighbors, metric=metric, random_state=random_state)
-    return light
+    return neighbour_graph(Z.astype(np.float32), HARMONY_KEY, n_neighbors, metric, random_state)

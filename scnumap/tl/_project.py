@@ -70,7 +70,7 @@ def load_reference(
     return adata_ref, entry, model
 
 
-def _load(adata_ref, key: str, load_X: bool) -> tuple[AnnData, dict, NUMAP, Representation]:
+def _load(adata_ref, key: str, load_X: bool, device="cpu") -> tuple[AnnData, dict, NUMAP, Representation]:
     if isinstance(adata_ref, str | Path):
         adata_ref = _read_reference(Path(adata_ref), key, load_X)
     if not isinstance(adata_ref, AnnData):
@@ -82,7 +82,7 @@ def _load(adata_ref, key: str, load_X: bool) -> tuple[AnnData, dict, NUMAP, Repr
         )
     entry = adata_ref.uns[key]["model"]
     where = f"uns[{key!r}]['model']"
-    model = model_from_dict(entry, where=where)
+    model = model_from_dict(entry, device=device, where=where)
     if "representation" not in entry:
         raise ModelFormatError(f"`{where}` has no `representation` entry; the model is incomplete.")
     rep = Representation.from_dict(

@@ -277,3 +277,21 @@ def dense_block(block, dtype=np.float64) -> np.ndarray:
     if sp.issparse(block):
         block = block.toarray()
     return np.asarray(block, dtype=dtype)
+
+
+def neighbour_graph(space, use_rep: str, n_neighbors: int, metric: str, random_state) -> AnnData:
+    """``sc.pp.neighbors`` of the rows of ``space`` in a light AnnData (``uns['neighbors']``, ``obsp``).
+
+    ``space`` is stored as ``X`` when ``use_rep`` is ``"X"``, else as ``obsm[use_rep]``, so
+    the graph's parameters name the representation it was built on.
+    """
+    import pandas as pd
+    import scanpy as sc
+
+    light = AnnData(obs=pd.DataFrame(index=np.arange(space.shape[0]).astype(str)))
+    if use_rep == "X":
+        light = AnnData(X=space, obs=light.obs)
+    else:
+        light.obsm[use_rep] = space
+    sc.pp.neighbors(light, use_rep=use_rep, n_neighbors=n_neighbors, metric=metric, random_state=random_state)
+    return light
