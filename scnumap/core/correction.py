@@ -181,19 +181,35 @@ class QueryCorrection:
         design ``φ = (1, one-hot batch)``, ``Σ R φ φᵀ`` and ``Σ R φ xᵀ`` are sums over
         each batch's rows (no ``(K, n, B + 1)`` product is formed).
         """
+        self.add_statistics(self.statistics(X, batches))
+
+    def statistics(self, X: np.ndarray, batches: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """What :meth:`add` adds for rows ``X``: ``(Σ R φ φᵀ, Σ R φ xᵀ, n)``; changes nothing.
+
+        Blocks of the query can be summarised apart (e.g. on dask workers) and their sums
+        added with :meth:`add_statistics`.
+        """
         X = np.asarray(X, dtype=np.float64)
         groups = self._groups(batches)
         R = self.reference.assign(self._after_rounds(X, groups))  # (K, n)
-        self._A[:, 0, 0] += R.sum(axis=1)
-        self._B[:, 0, :] += R @ X
+        A, B = np.zeros_like(self._A), np.zeros_like(self._B)
+        A[:, 0, 0] = R.sum(axis=1)
+        B[:, 0, :] = R @ X
         for b, rows in groups:
             size = R[:, rows].sum(axis=1)
-            self._A[:, 0, b + 1] += size
-            self._A[:, b + 1, 0] += size
-            self._A[:, b + 1, b + 1] += size
-            self._B[:, b + 1, :] += R[:, rows] @ X[rows]
+            A[:, 0, b + 1] += size
+            A[:, b + 1, 0] += size
+            A[:, b + 1, b + 1] += size
+            B[:, b + 1, :] += R[:, rows] @ X[rows]
+        return A, B, X.shape[0]
+
+    def add_statistics(self, statistics: tuple[np.ndarray, np.ndarray, int]) -> None:
+        """Add the sums of :meth:`statistics` (of one block, or summed over blocks)."""
+        A, B, n = statistics
+        self._A += A
+        self._B += B
         self._W = None
-        self._n_added += X.shape[0]
+        self._n_added += int(n)
 
     def next_round(self) -> None:
         """Freeze this round's batch terms and start another: the query's rows are

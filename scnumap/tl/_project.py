@@ -13,18 +13,10 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from ..core.correction import CompressionFormatError, QueryCorrection, ReferenceCompression
-from ..core.mapping import (
-    CALIBRATION_NEIGHBORS,
-    CalibrationFormatError,
-    MappingCalibration,
-    anchored_placement,
-    knn_distance_matrix,
-    label_probabilities,
-    neighbour_weights,
-    vote,
-)
+from ..core.mapping import CALIBRATION_NEIGHBORS, CalibrationFormatError, MappingCalibration, knn_distance_matrix
 from ..core.model_io import ModelFormatError, model_from_dict
 from ..core.numap import NUMAP
+from ..core.projection import BlockProjector, EmbeddingIndex, SampleSearch, correction_statistics, project_dask
 from ..core.query_share import MIN_QUERY_CELLS, SAMPLE_SIZE, QueryShare
 from ..core.reference_index import cached_index
 from ..core.representation import Representation
@@ -317,63 +309,51 @@ def project(
     calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric)
     threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
     index = cached_index(ref_space, metric=calibration.metric)
-    pool, position = _share_pool(query, correction if score_corrected else None, index, random_state)
-    k = max(n_neighbors, calibration.n_neighbors, pool.k if pool is not None else 0)
     labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
-    embedding_index = _EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None
-
-    embedding = np.empty((n_rows, model.n_components), dtype=np.float32)
-    statistics = np.empty((n_rows, 2), dtype=np.float32)
-    share = np.empty(n_rows, dtype=np.float32) if pool is not None else None
-    codes = [np.empty(n_rows, dtype=np.int64) for _ in columns]
-    confidence = [np.empty(n_rows, dtype=np.float32) for _ in columns]
-    probabilities = [np.empty((n_rows, len(cats)), dtype=np.float32) for _, cats in labels]
-    corrected = np.empty((n_rows, rep.n_dims), dtype=np.float32) if rep.integrated and correction is not None else None
-    n_moved = 0
-    for rows, raw in query.blocks():
-        if raw.shape[1] != model.n_features_in_:
-            raise ValueError(
-                f"A query block has {raw.shape[1]} columns; the reference model takes {model.n_features_in_}."
-            )
-        block = raw if correction is None else correction.apply(raw, rows)
-        if corrected is not None:
-            corrected[rows] = block
-        scored = block if score_corrected or correction is None else raw
-        distances, indices = index.query(scored, k, n_queries=n_rows)
-        statistics[rows] = calibration.statistics(
-            distances[:, : calibration.n_neighbors], indices[:, : calibration.n_neighbors]
-        )
-        if pool is not None:
-            share[rows] = pool.share(scored, position[rows], distances)
-        if scored is not block:
-            distances, indices = index.query(block, n_neighbors, n_queries=n_rows)
-        d, i = distances[:, :n_neighbors], indices[:, :n_neighbors]
-        weights = neighbour_weights(d, i, calibration.radius)
-        placed = model.transform_blocks([block], block.shape[0])
-        if anchor is not None:
-            placed, moved = anchored_placement(placed, i, weights, ref_embedding, float(anchor))
-            n_moved += int(moved.sum())
-        embedding[rows] = placed
-        if embedding_index is not None:
-            d, i = embedding_index.query(placed, n_neighbors)
-            weights = neighbour_weights(d, i, embedding_index.radius)
-        for j, (ref_codes, cats) in enumerate(labels):
-            probabilities[j][rows] = label_probabilities(i, weights, ref_codes, len(cats))
-            codes[j][rows], confidence[j][rows] = vote(probabilities[j][rows], i, ref_codes)
-    if pool is not None and not pool.mixes(share):
-        logg.info(
-            "    query and reference cells do not mix (a batch or technology shift?): mapping score from "
-            "distances alone; an integrated reference (`tl.numap(batch_key=...)`) can correct the query"
-        )
-        pool = None
-    if pool is None:
-        score = calibration.score(statistics)
+    pool, position, sample, shift = _share_pool(
+        query, correction if score_corrected else None, index, max(n_neighbors, calibration.n_neighbors), random_state
+    )
+    projector = BlockProjector(
+        model,
+        index,
+        calibration,
+        ref_embedding,
+        n_neighbors=n_neighbors,
+        n_queries=n_rows,
+        correction=None if correction is None else correction.correction,
+        score_corrected=score_corrected,
+        keep_corrected=rep.integrated,
+        pool=pool,
+        sample=sample,
+        shift=shift,
+        labels=tuple(codes for codes, _ in labels),
+        n_categories=tuple(len(cats) for _, cats in labels),
+        anchor=anchor,
+        embedding_index=EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None,
+    )
+    layout = projector.layout
+    batches = correction.codes if correction is not None else np.zeros(n_rows, dtype=np.int64)
+    if query.dask:
+        # one task per chunk, on the worker holding it; the results stay there (persisted)
+        packed = project_dask(query.dask_blocks(), projector, batches, position).persist()
     else:
-        shift = pool.shift(share)
-        if shift > 0:
-            logg.info(f"    the query's typical query share lies {shift:.2f} above the reference's: discounted")
-        score = calibration.score(statistics, share - shift, pool.null, pool.null_rows)
+        packed = np.empty((n_rows, layout.width), dtype=np.float32)
+        for rows, raw in query.blocks():
+            if raw.shape[1] != model.n_features_in_:
+                raise ValueError(
+                    f"A query block has {raw.shape[1]} columns; the reference model takes {model.n_features_in_}."
+                )
+            packed[rows] = projector(raw, batches[rows], position[rows])
+    # per-cell columns of obs are gathered; the wide results stay dask arrays for a dask query
+    narrow = [layout.score, layout.moved] + [c for j in range(len(columns)) for c in layout.label(j)[:2]]
+    narrow = _gathered([packed[:, c] for c in narrow])
+    score, n_moved = narrow[0], int(narrow[1].sum())
+    codes = [np.rint(narrow[2 + 2 * j]).astype(np.int64) for j in range(len(columns))]
+    confidence = [narrow[3 + 2 * j] for j in range(len(columns))]
+    embedding = _columns(packed, layout.embedding)
+    corrected = _columns(packed, layout.corrected) if layout.n_corrected else None
+    probabilities = [_columns(packed, layout.label(j)[2]) for j in range(len(columns))]
     unknown = score < threshold if threshold is not None else np.zeros(n_rows, dtype=bool)
     names = adata_query.obs_names
     results = {f"{suffix}_mapping_score": score}
@@ -381,8 +361,10 @@ def project(
     for j, (col, (_, cats)) in enumerate(zip(columns, labels, strict=True)):
         results[f"{col}_{suffix}"] = _with_unknown(codes[j], cats, unknown if threshold is not None else None)
         results[f"{col}_{suffix}_confidence"] = confidence[j]
-        frames[f"{col}_{suffix}_probabilities"] = pd.DataFrame(
-            probabilities[j], index=names, columns=pd.Index([str(c) for c in cats])
+        frames[f"{col}_{suffix}_probabilities"] = (
+            probabilities[j]  # a dask array: its columns are the categories, in order
+            if query.dask
+            else pd.DataFrame(probabilities[j], index=names, columns=pd.Index([str(c) for c in cats]))
         )
     # everything is computed and validated: only now write to the query
     adata_query = adata_query.copy() if copy else adata_query
@@ -411,6 +393,20 @@ def project(
     return adata_query if copy else None
 
 
+def _gathered(columns: list) -> list[np.ndarray]:
+    """NumPy copies of result columns (computed together for a dask query)."""
+    if columns and _is_dask(columns[0]):
+        import dask
+
+        columns = dask.compute(*columns)
+    return [np.array(c, dtype=np.float32) for c in columns]
+
+
+def _columns(packed, columns: slice):
+    """Contiguous columns of the results (a lazy slice for a dask query)."""
+    return packed[:, columns] if _is_dask(packed) else np.ascontiguousarray(packed[:, columns])
+
+
 class _Correction:
     """The query's correction onto the reference, with each row's batch code."""
 
@@ -422,43 +418,58 @@ class _Correction:
 
 
 def _fit_correction(query: _Query, entry: dict, batch_key: str | None, where: str) -> _Correction:
-    """Symphony's correction of the query, :data:`CORRECTION_ROUNDS` passes over its blocks."""
+    """Symphony's correction of the query, :data:`CORRECTION_ROUNDS` passes over its blocks
+    (on the dask workers for a dask query: each block's sums, added here)."""
     adata, rep = query.adata, query.rep
     try:
         compression = ReferenceCompression.from_dict(entry["correction"], n_dims=rep.n_dims, where=where)
     except CompressionFormatError as err:
         raise ModelFormatError(str(err)) from None
-    if batch_key is None:
-        codes, n_batches = np.zeros(adata.n_obs, dtype=np.int64), 1
-    else:
-        if batch_key not in adata.obs:
-            raise KeyError(f"`batch_key={batch_key!r}` is not a column of the query's obs ({list(adata.obs.columns)}).")
-        batches = pd.Categorical(adata.obs[batch_key])
-        if np.any(batches.codes < 0):
-            raise ValueError(f"`adata_query.obs[{batch_key!r}]` has missing values; give every cell a batch.")
-        codes, n_batches = np.asarray(batches.codes, dtype=np.int64), len(batches.categories)
+    codes, n_batches = _batch_codes(adata, batch_key)
     correction = QueryCorrection(compression, n_batches)
     for round_ in range(CORRECTION_ROUNDS):
         if round_:
             correction.next_round()
+        if query.dask:
+            correction.add_statistics(correction_statistics(query.dask_blocks(), correction, codes))
+            continue
         for rows, block in query.blocks():
             correction.add(block, codes[rows])
     return _Correction(correction, codes)
 
 
-def _share_pool(query: _Query, correction, index, random_state):
-    """The query share's pool (``None`` for a small query).
+def _batch_codes(adata: AnnData, batch_key: str | None) -> tuple[np.ndarray, int]:
+    """Each query cell's batch code and the number of batches."""
+    if batch_key is None:
+        return np.zeros(adata.n_obs, dtype=np.int64), 1
+    if batch_key not in adata.obs:
+        raise KeyError(f"`batch_key={batch_key!r}` is not a column of the query's obs ({list(adata.obs.columns)}).")
+    batches = pd.Categorical(adata.obs[batch_key])
+    if np.any(batches.codes < 0):
+        raise ValueError(f"`adata_query.obs[{batch_key!r}]` has missing values; give every cell a batch.")
+    return np.asarray(batches.codes, dtype=np.int64), len(batches.categories)
+
+
+def _share_pool(query: _Query, correction, index, k: int, random_state):
+    """The query share's pool (``None`` for a small query) and its sample's own search.
+
+    The query's typical share, which decides whether query and reference mix and by how
+    much the shares are shifted, is measured on the query sample (the whole query up to
+    :data:`SAMPLE_SIZE` cells), so that every block can be scored on its own.
 
     Returns
     -------
-    pool, position
-        The :class:`QueryShare` (the reference ``index`` and a query sample) and each
-        query row's place in the query sample (-1: not in it).
+    pool, position, sample, shift
+        The :class:`QueryShare` (the reference ``index`` and a query sample, ``None`` when
+        the query is small or does not mix with the reference), each query row's place in
+        the query sample (-1: not in it), the sample's :class:`SampleSearch` (its ``k``
+        nearest reference cells and shares) and the shift of the shares.
     """
     n_rows = query.n_rows
+    position = np.full(n_rows, -1, dtype=np.int64)
     if n_rows < MIN_QUERY_CELLS:
         logg.info(f"    {n_rows} query cells (< {MIN_QUERY_CELLS}): mapping score from distances alone")
-        return None, None
+        return None, position, None, 0.0
     rng = np.random.default_rng(random_state)
     query_rows = np.sort(rng.choice(n_rows, SAMPLE_SIZE, replace=False)) if n_rows > SAMPLE_SIZE else np.arange(n_rows)
     sample = query.rows(query_rows)
@@ -466,22 +477,36 @@ def _share_pool(query: _Query, correction, index, random_state):
         sample = correction.apply(sample, query_rows)
     seed = int(rng.integers(0, 2**31 - 1))
     pool = QueryShare(index, sample, random_state=seed, n_queries=n_rows)
-    position = np.full(n_rows, -1, dtype=np.int64)
     position[query_rows] = np.arange(query_rows.size)
-    return pool, position
+    distances, indices = index.query(sample, max(k, pool.k), n_queries=n_rows)
+    shares = pool.share(sample, np.arange(query_rows.size), distances)
+    if not pool.mixes(shares):
+        logg.info(
+            "    query and reference cells do not mix (a batch or technology shift?): mapping score from "
+            "distances alone; an integrated reference (`tl.numap(batch_key=...)`) can correct the query"
+        )
+        return None, position, SampleSearch(distances, indices, None), 0.0
+    shift = pool.shift(shares)
+    if shift > 0:
+        logg.info(f"    the query's typical query share lies {shift:.2f} above the reference's: discounted")
+    return pool, position, SampleSearch(distances, indices, shares), shift
 
 
 class _Query:
     """The query's representation, read block by block; held in memory after the first
-    pass when it takes at most :data:`MAX_HELD_BYTES`, else read again for each pass."""
+    pass when it takes at most :data:`MAX_HELD_BYTES`, else read again for each pass.
+    A query whose ``X`` (or representation ``obsm`` entry) is a dask array is not read
+    here: :meth:`dask_blocks` is its representation as a dask array."""
 
     def __init__(self, adata: AnnData, rep: Representation, missing_genes, max_missing_fraction, chunk_size):
         self.adata, self.rep = adata, rep
         self.reading = (missing_genes, max_missing_fraction, chunk_size)
         self.n_rows = adata.n_obs
-        width = rep.n_dims if not rep.from_genes or rep.has_pca else rep.var_names.shape[0]
-        self.hold = self.n_rows * width * 4 <= MAX_HELD_BYTES
+        self.source, self.reader = _source(adata, rep, missing_genes, max_missing_fraction)
+        self.dask = _is_dask(self.source)
+        self.hold = self.n_rows * rep.n_dims * 4 <= MAX_HELD_BYTES
         self._held = None
+        self._dask_blocks = None
 
     def blocks(self):
         """``(rows, block)`` pairs: a slice of query rows and their float32 representation."""
@@ -500,8 +525,28 @@ class _Query:
         if held is not None:
             self._held = np.concatenate(held, axis=0) if len(held) > 1 else held[0]
 
+    def dask_blocks(self):
+        """The representation of a dask query: a lazy dask array chunked along rows (the
+        source's row chunks), persisted (on the workers) when it takes at most
+        :data:`MAX_HELD_BYTES`."""
+        if self._dask_blocks is None:
+            source = self.source
+            if source.numblocks[1] > 1:
+                source = source.rechunk({1: -1})
+            blocks = source.map_blocks(
+                self.reader,
+                dtype=np.float32,
+                chunks=(source.chunks[0], (self.rep.n_dims,)),
+                meta=np.empty((0, 0), dtype=np.float32),
+                token="scnumap-representation",
+            )
+            self._dask_blocks = blocks.persist() if self.hold else blocks
+        return self._dask_blocks
+
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The representation of the sorted query ``rows``."""
+        if self.dask:
+            return np.asarray(self.dask_blocks()[rows].compute(), dtype=np.float32)
         if self._held is None and self.hold:
             for _ in self.blocks():
                 pass
@@ -509,6 +554,10 @@ class _Query:
             return self._held[rows]
         subset = self.adata if rows.size == self.n_rows else self.adata[rows]
         return np.concatenate(list(_query_blocks(subset, self.rep, *self.reading)[0]), axis=0)
+
+
+def _is_dask(X) -> bool:
+    return type(X).__module__.split(".")[0] == "dask"
 
 
 def _warn_if_scaled(adata: AnnData) -> None:
@@ -555,22 +604,6 @@ def calibrate(index, n_neighbors: int) -> MappingCalibration:
     return MappingCalibration.from_distances(
         knn_distance_matrix(indices, distances, exclude_self=True), metric=index.metric
     )
-
-
-class _EmbeddingIndex:
-    """Exact kNN among the reference's 2-D coordinates, with their local radii."""
-
-    def __init__(self, ref_embedding: np.ndarray, n_neighbors: int):
-        from sklearn.neighbors import NearestNeighbors
-
-        k = min(n_neighbors + 1, ref_embedding.shape[0])
-        self.nn = NearestNeighbors(n_neighbors=k).fit(ref_embedding)
-        d, _ = self.nn.kneighbors(ref_embedding)
-        self.radius = np.maximum(d[:, 1:].mean(axis=1), 1e-12).astype(np.float32) if k > 1 else np.ones(1, np.float32)
-
-    def query(self, Y, n_neighbors):
-        d, i = self.nn.kneighbors(Y, n_neighbors=min(n_neighbors, self.nn.n_samples_fit_))
-        return d.astype(np.float32), i
 
 
 def _labels(values: pd.Series, col: str) -> tuple[np.ndarray, pd.Index]:
@@ -620,53 +653,24 @@ def _check_pca_basis(rep: Representation, query_pca_in_reference_basis: bool) ->
 
 
 def _query_blocks(adata: AnnData, rep: Representation, missing_genes: str, max_missing_fraction: float, chunk_size):
-    """An iterator of dense float32 representation blocks of the query, and the row count.
+    """An iterator of dense float32 representation blocks of the query, and the row count
+    (the query read in the calling process; see :class:`_Reader`)."""
+    source, reader = _source(adata, rep, missing_genes, max_missing_fraction)
 
-    Gene blocks follow the reference's preprocessing: for a reference scaled by
-    ``sc.pp.scale``, ``clip((x - scale_mean) / scale_std, -scale_max, scale_max)`` as
-    Scanpy computes it (both signs clipped, as with its default ``zero_center=True``),
-    then ``(x - pca_mean) @ pca_loadings`` when the model is on the PCA. Missing genes
-    (``missing_genes="zeros"``) are 0 in the space the reference's ``X`` is in: 0
-    expression for an unscaled reference (as before), the reference mean (scaled value
-    0) for a scaled one.
-    """
-    n = adata.n_obs
+    def blocks():
+        for start in range(0, adata.n_obs, chunk_size):
+            block = source[start : start + chunk_size]
+            yield reader(block.compute() if hasattr(block, "compute") else block)
+
+    return blocks(), adata.n_obs
+
+
+def _source(adata: AnnData, rep: Representation, missing_genes: str, max_missing_fraction: float):
+    """The query matrix the model's input is read from (``X`` or an ``obsm`` entry) and
+    the :class:`_Reader` that turns its row blocks into the representation."""
     if rep.from_genes:
-        genes = rep.var_names
-        columns, missing = _match_genes(adata, genes, missing_genes, max_missing_fraction)
-        loadings, mean = rep.pca_loadings, rep.pca_mean
-        present = ~missing
-        if rep.scaled:
-            scale_mean, scale_std = rep.scale_mean[present], rep.scale_std[present]
-
-        if rep.has_pca and not rep.scaled:
-            # sparse rows straight onto the PCs: (x - mean) @ L = x @ L - mean @ L, missing genes 0
-            present_loadings = np.ascontiguousarray(loadings[present])
-            offset = (mean @ loadings).astype(np.float32)
-
-        def gene_blocks():
-            for start in range(0, n, chunk_size):
-                block = adata.X[start : start + chunk_size]
-                if hasattr(block, "compute"):
-                    block = block.compute()
-                if sp.issparse(block) and rep.has_pca and not rep.scaled:
-                    block = sp.csr_matrix(block)[:, columns[present]]
-                    _check_finite(block.data)
-                    yield np.asarray(block.astype(np.float32) @ present_loadings - offset, dtype=np.float32)
-                    continue
-                block = _dense(block)
-                full = np.zeros((block.shape[0], genes.shape[0]), dtype=np.float32)
-                values = block[:, columns[present]]
-                if rep.scaled:
-                    values = (values - scale_mean) / scale_std
-                    if rep.scale_max is not None:
-                        np.clip(values, -rep.scale_max, rep.scale_max, out=values)
-                full[:, present] = values
-                if rep.has_pca:
-                    full = (full - mean) @ loadings
-                yield full
-
-        return gene_blocks(), n
+        columns, missing = _match_genes(adata, rep.var_names, missing_genes, max_missing_fraction)
+        return adata.X, _Reader(rep, columns=columns, missing=missing)
     use_rep = rep.use_rep
     if use_rep not in adata.obsm:
         raise ValueError(
@@ -683,12 +687,56 @@ def _query_blocks(adata: AnnData, rep: Representation, missing_genes: str, max_m
             f"The query's `obsm[{use_rep!r}]` has {X.shape[1]} columns; the reference model expects {width}"
             f"{' (or more: it uses the first ones)' if prefix_ok else ''}."
         )
+    return X, _Reader(rep)
 
-    def obsm_blocks():
-        for start in range(0, n, chunk_size):
-            yield _dense(X[start : start + chunk_size, :width])
 
-    return obsm_blocks(), n
+class _Reader:
+    """Query row blocks → dense float32 blocks of the model's input space.
+
+    Gene blocks follow the reference's preprocessing: for a reference scaled by
+    ``sc.pp.scale``, ``clip((x - scale_mean) / scale_std, -scale_max, scale_max)`` as
+    Scanpy computes it (both signs clipped, as with its default ``zero_center=True``),
+    then ``(x - pca_mean) @ pca_loadings`` when the model is on the PCA. Missing genes
+    (``missing_genes="zeros"``) are 0 in the space the reference's ``X`` is in: 0
+    expression for an unscaled reference (as before), the reference mean (scaled value
+    0) for a scaled one. An ``obsm`` block keeps its first ``n_dims`` columns. Holds
+    plain arrays only, so that it can run on dask workers.
+    """
+
+    def __init__(self, rep: Representation, *, columns: np.ndarray | None = None, missing: np.ndarray | None = None):
+        self.width = rep.n_dims
+        self.from_genes = rep.from_genes
+        if not self.from_genes:
+            return
+        present = ~missing
+        self.columns, self.present, self.n_genes = columns[present], present, rep.var_names.shape[0]
+        self.has_pca, self.scaled, self.scale_max = rep.has_pca, rep.scaled, rep.scale_max
+        self.loadings, self.mean = rep.pca_loadings, rep.pca_mean
+        if rep.scaled:
+            self.scale_mean, self.scale_std = rep.scale_mean[present], rep.scale_std[present]
+        if rep.has_pca and not rep.scaled:
+            # sparse rows straight onto the PCs: (x - mean) @ L = x @ L - mean @ L, missing genes 0
+            self.present_loadings = np.ascontiguousarray(self.loadings[present])
+            self.offset = (self.mean @ self.loadings).astype(np.float32)
+
+    def __call__(self, block) -> np.ndarray:
+        if not self.from_genes:
+            return _dense(block[:, : self.width])
+        if sp.issparse(block) and self.has_pca and not self.scaled:
+            block = sp.csr_matrix(block)[:, self.columns]
+            _check_finite(block.data)
+            return np.asarray(block.astype(np.float32) @ self.present_loadings - self.offset, dtype=np.float32)
+        block = _dense(block)
+        full = np.zeros((block.shape[0], self.n_genes), dtype=np.float32)
+        values = block[:, self.columns]
+        if self.scaled:
+            values = (values - self.scale_mean) / self.scale_std
+            if self.scale_max is not None:
+                np.clip(values, -self.scale_max, self.scale_max, out=values)
+        full[:, self.present] = values
+        if self.has_pca:
+            full = (full - self.mean) @ self.loadings
+        return np.asarray(full, dtype=np.float32)
 
 
 def _reference_space(adata_ref: AnnData, rep: Representation):

@@ -1,0 +1,254 @@
+"""A block of query cells through the whole projection, in one picklable object.
+
+:class:`BlockProjector` holds what any block of query rows needs — the model, the
+reference index and 2-D positions, the mapping calibration, the query-share pool, the
+query correction and the reference labels — and turns a block of the query's
+representation into one float32 array whose columns :class:`Layout` names (coordinates,
+mapping score, labels). Nothing in it depends on the rest of the query: every global
+quantity (the correction's weights, the query share's shift) is fixed before it is built.
+``tl.project`` runs it block after block in the calling process, or ships it once to
+each dask worker and runs it there on the chunks that worker holds
+(:func:`project_dask`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .mapping import MappingCalibration, anchored_placement, label_probabilities, neighbour_weights, vote
+from .query_share import QueryShare
+from .reference_index import ReferenceIndex
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Columns of a projected block: ``n_components`` coordinates, ``n_corrected``
+    corrected representation columns (0 unless they are kept), the mapping score, a 0/1
+    flag of the cells the anchor moved, then for each transferred label its code (-1:
+    no labelled neighbour), its probability and one probability per category."""
+
+    n_components: int
+    n_corrected: int
+    n_categories: tuple[int, ...]
+
+    @property
+    def embedding(self) -> slice:
+        return slice(0, self.n_components)
+
+    @property
+    def corrected(self) -> slice:
+        return slice(self.n_components, self.n_components + self.n_corrected)
+
+    @property
+    def score(self) -> int:
+        return self.n_components + self.n_corrected
+
+    @property
+    def moved(self) -> int:
+        return self.score + 1
+
+    def label(self, j: int) -> tuple[int, int, slice]:
+        """Columns of label ``j``: code, confidence, probabilities."""
+        start = self.moved + 1 + sum(2 + n for n in self.n_categories[:j])
+        return start, start + 1, slice(start + 2, start + 2 + self.n_categories[j])
+
+    @property
+    def width(self) -> int:
+        return self.moved + 1 + sum(2 + n for n in self.n_categories)
+
+
+class SampleSearch:
+    """The query sample's own search, made when the pool is built: its ``k`` nearest
+    reference cells and its query shares (``None`` when the pool is not used), reused for
+    blocks made of sampled rows only (a query no larger than the sample is never searched
+    twice)."""
+
+    def __init__(self, distances: np.ndarray, indices: np.ndarray, shares: np.ndarray | None):
+        self.distances, self.indices, self.shares = distances, indices, shares
+
+
+class EmbeddingIndex:
+    """Exact kNN among the reference's 2-D coordinates, with their local radii."""
+
+    def __init__(self, ref_embedding: np.ndarray, n_neighbors: int):
+        from sklearn.neighbors import NearestNeighbors
+
+        k = min(n_neighbors + 1, ref_embedding.shape[0])
+        self.nn = NearestNeighbors(n_neighbors=k).fit(ref_embedding)
+        d, _ = self.nn.kneighbors(ref_embedding)
+        self.radius = np.maximum(d[:, 1:].mean(axis=1), 1e-12).astype(np.float32) if k > 1 else np.ones(1, np.float32)
+
+    def query(self, Y, n_neighbors):
+        d, i = self.nn.kneighbors(Y, n_neighbors=min(n_neighbors, self.nn.n_samples_fit_))
+        return d.astype(np.float32), i
+
+
+class BlockProjector:
+    """Project, score and label blocks of query rows (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        The fitted :class:`~scnumap.core.numap.NUMAP` (on the CPU).
+    index
+        The reference's :class:`~scnumap.core.reference_index.ReferenceIndex`.
+    calibration
+        The reference's mapping calibration.
+    ref_embedding
+        ``(n_reference, n_components)`` reference coordinates (anchor, 2-D vote).
+    n_neighbors
+        Reference cells voting for a label and anchoring the placement.
+    n_queries
+        Rows of the whole query (chooses exact or approximate search).
+    correction
+        ``None``, or an object with ``apply(block, batches)`` giving the corrected block.
+    score_corrected
+        Score the corrected block (integrated reference) rather than the measured one.
+    keep_corrected
+        Return the corrected block's columns (:attr:`Layout.corrected`).
+    pool, sample, shift
+        The :class:`QueryShare` (``None``: score from distances alone), the sample's
+        :class:`SampleSearch` and the shift subtracted from the query shares.
+    labels
+        Reference code arrays (``-1``: no label), one per transferred column, with
+        ``n_categories`` categories each.
+    anchor
+        See ``tl.project`` (``None``: the network's placement).
+    embedding_index
+        Vote among the 2-D neighbours (``label_space="embedding"``) instead.
+    """
+
+    def __init__(
+        self,
+        model,
+        index: ReferenceIndex,
+        calibration: MappingCalibration,
+        ref_embedding: np.ndarray,
+        *,
+        n_neighbors: int,
+        n_queries: int,
+        correction=None,
+        score_corrected: bool = False,
+        keep_corrected: bool = False,
+        pool: QueryShare | None = None,
+        sample: SampleSearch | None = None,
+        shift: float = 0.0,
+        labels: tuple[np.ndarray, ...] = (),
+        n_categories: tuple[int, ...] = (),
+        anchor: float | None = None,
+        embedding_index: EmbeddingIndex | None = None,
+    ):
+        self.model, self.index, self.calibration = model, index, calibration
+        self.ref_embedding = ref_embedding
+        self.n_neighbors, self.n_queries = int(n_neighbors), int(n_queries)
+        self.correction, self.score_corrected = correction, score_corrected
+        self.pool, self.sample, self.shift = pool, sample, float(shift)
+        self.labels, self.anchor, self.embedding_index = labels, anchor, embedding_index
+        self.k = max(self.n_neighbors, calibration.n_neighbors, pool.k if pool is not None else 0)
+        n_corrected = index.space.shape[1] if keep_corrected and correction is not None else 0
+        self.layout = Layout(model.n_components, n_corrected, tuple(int(n) for n in n_categories))
+
+    def __call__(self, raw: np.ndarray, batches: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """``(n, layout.width)`` float32 results of the query rows ``raw`` (their representation
+        as measured), with their batch codes and their rows in the query sample (-1: none)."""
+        layout = self.layout
+        out = np.zeros((raw.shape[0], layout.width), dtype=np.float32)
+        if raw.shape[0] == 0:
+            return out
+        block = raw if self.correction is None else self.correction.apply(raw, batches)
+        scored = block if self.score_corrected or self.correction is None else raw
+        distances, indices, share = self._search(scored, np.asarray(positions))
+        c = self.calibration
+        statistics = c.statistics(distances[:, : c.n_neighbors], indices[:, : c.n_neighbors])
+        if self.pool is None:
+            out[:, layout.score] = c.score(statistics)
+        else:
+            out[:, layout.score] = c.score(statistics, share - self.shift, self.pool.null, self.pool.null_rows)
+        if scored is not block:
+            distances, indices = self.index.query(block, self.n_neighbors, n_queries=self.n_queries)
+        d, i = distances[:, : self.n_neighbors], indices[:, : self.n_neighbors]
+        weights = neighbour_weights(d, i, c.radius)
+        placed = self.model.transform_blocks([block], block.shape[0])
+        if self.anchor is not None:
+            placed, moved = anchored_placement(placed, i, weights, self.ref_embedding, float(self.anchor))
+            out[:, layout.moved] = moved
+        out[:, layout.embedding] = placed
+        out[:, layout.corrected] = block[:, : layout.n_corrected]
+        if self.embedding_index is not None:
+            d, i = self.embedding_index.query(placed, self.n_neighbors)
+            weights = neighbour_weights(d, i, self.embedding_index.radius)
+        for j, (codes, n) in enumerate(zip(self.labels, layout.n_categories, strict=True)):
+            code, confidence, probabilities = layout.label(j)
+            P = label_probabilities(i, weights, codes, n)
+            out[:, probabilities] = P[:, :n]
+            out[:, code], out[:, confidence] = vote(P, i, codes)
+        return out
+
+    def _search(self, scored: np.ndarray, positions: np.ndarray):
+        """The ``k`` nearest reference cells of the scored rows and their query shares."""
+        sample = self.sample
+        if sample is not None and positions.size and positions.min() >= 0:
+            shares = sample.shares[positions] if sample.shares is not None else None
+            return sample.distances[positions], sample.indices[positions], shares
+        distances, indices = self.index.query(scored, self.k, n_queries=self.n_queries)
+        share = self.pool.share(scored, positions, distances) if self.pool is not None else None
+        return distances, indices, share
+
+
+def project_dask(blocks, projector: BlockProjector, batches: np.ndarray, positions: np.ndarray):
+    """Run ``projector`` as one dask task per row chunk of ``blocks``.
+
+    ``blocks`` is a dask array of the query's representation, chunked along rows only;
+    ``batches`` and ``positions`` are the rows' batch codes and sample rows. The
+    projector becomes one key of the graph: a distributed scheduler sends it once to each
+    worker that runs a chunk, and each chunk runs where it lies.
+
+    Returns
+    -------
+    A lazy ``(n, projector.layout.width)`` float32 dask array, chunked like ``blocks``.
+    """
+    import dask
+    import dask.array as da
+
+    shipped = dask.delayed(projector, pure=False)
+    parts, start = [], 0
+    for block, rows in zip(blocks.to_delayed().ravel(), blocks.chunks[0], strict=True):
+        stop = start + rows
+        task = dask.delayed(_project_block)(shipped, block, batches[start:stop], positions[start:stop])
+        parts.append(da.from_delayed(task, shape=(rows, projector.layout.width), dtype=np.float32))
+        start = stop
+    return da.concatenate(parts, axis=0)
+
+
+def correction_statistics(blocks, correction, batches: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The sums of ``correction.statistics`` over the row chunks of the dask array
+    ``blocks``, each chunk summarised where it lies (one round of the query correction)."""
+    import dask
+
+    shipped = dask.delayed(correction, pure=False)
+    parts, start = [], 0
+    for block, rows in zip(blocks.to_delayed().ravel(), blocks.chunks[0], strict=True):
+        parts.append(dask.delayed(_block_statistics)(shipped, block, batches[start : start + rows]))
+        start += rows
+    sums = dask.delayed(_summed)(parts)
+    return sums.compute()
+
+
+def _block_statistics(correction, block, batches):
+    return correction.statistics(block, batches)
+
+
+def _summed(parts):
+    A, B, n = parts[0]
+    A, B = A.copy(), B.copy()
+    for a, b, m in parts[1:]:
+        A += a
+        B += b
+        n += m
+    return A, B, n
+
+
+def _project_block(projector: BlockProjector, block, batches, positions) -> np.ndarray:
+    return projector(block, batches, positions)
