@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
+
 import scnumap
 from scnumap.tl import _project
 
@@ -127,3 +128,14 @@ def test_local_cluster_runs_every_chunk_on_the_workers(references, tmp_path):
         assert_same(lazy, eager, ("X_numap", "X_pca_harmony"))
     workers = {t["worker"] for t in stream.data if "project_block" in str(t["key"])}
     assert len(workers) == 2  # the chunks ran on both workers
+
+
+def test_without_a_cluster_the_chunks_run_one_after_the_other():
+    """dask's thread pool would run chunks at once, each with every core's threads: not by default."""
+    import dask
+
+    from scnumap.core.projection import dask_scheduler
+
+    assert dask_scheduler() == "synchronous"
+    with dask.config.set(scheduler="threads"):
+        assert dask_scheduler() is None  # the user's choice is kept

@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .mapping import MappingCalibration, anchored_placement, label_probabilities, neighbour_weights, vote
 from .query_share import QueryShare
 from .reference_index import ReferenceIndex
+from .threads import limited_threads
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,15 @@ class BlockProjector:
 
     def __call__(self, raw: np.ndarray, batches: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """``(n, layout.width)`` float32 results of the query rows ``raw`` (their representation
-        as measured), with their batch codes and their rows in the query sample (-1: none)."""
+        as measured), with their batch codes and their rows in the query sample (-1: none).
+
+        numba (pynndescent's search) and the BLAS pools use as many threads as torch: one
+        on a dask worker process, whose torch starts with one thread, instead of one per core.
+        """
+        with limited_threads(torch.get_num_threads(), fit=False):
+            return self._project(raw, batches, positions)
+
+    def _project(self, raw: np.ndarray, batches: np.ndarray, positions: np.ndarray) -> np.ndarray:
         layout = self.layout
         out = np.zeros((raw.shape[0], layout.width), dtype=np.float32)
         if raw.shape[0] == 0:
@@ -222,9 +232,12 @@ def project_dask(blocks, projector: BlockProjector, batches: np.ndarray, positio
     return da.concatenate(parts, axis=0)
 
 
-def correction_statistics(blocks, correction, batches: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def correction_statistics(
+    blocks, correction, batches: np.ndarray, *, scheduler: str | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """The sums of ``correction.statistics`` over the row chunks of the dask array
-    ``blocks``, each chunk summarised where it lies (one round of the query correction)."""
+    ``blocks``, each chunk summarised where it lies (one round of the query correction),
+    computed with ``scheduler`` (see :func:`dask_scheduler`)."""
     import dask
 
     shipped = dask.delayed(correction, pure=False)
@@ -233,7 +246,30 @@ def correction_statistics(blocks, correction, batches: np.ndarray) -> tuple[np.n
         parts.append(dask.delayed(_block_statistics)(shipped, block, batches[start : start + rows]))
         start += rows
     sums = dask.delayed(_summed)(parts)
-    return sums.compute()
+    return sums.compute(scheduler=scheduler)
+
+
+def dask_scheduler() -> str | None:
+    """The scheduler for a dask query: ``None`` (dask's choice) when a ``dask.distributed``
+    client is active or ``dask.config`` names one, else ``"synchronous"``.
+
+    Without a cluster the chunks run one after the other in the calling thread, each on
+    every core (torch, BLAS and pynndescent's parallel search), as a query read in chunks
+    always did: dask's default thread pool would run several chunks at once, each with
+    all cores' worth of threads, and numba's default threading layer refuses parallel
+    calls from several threads.
+    """
+    import dask
+
+    if dask.config.get("scheduler", None) is not None:
+        return None
+    try:
+        from distributed import default_client
+
+        default_client()
+    except (ImportError, ValueError):
+        return "synchronous"
+    return None
 
 
 def _block_statistics(correction, block, batches):

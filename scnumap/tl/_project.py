@@ -16,7 +16,14 @@ from ..core.correction import CompressionFormatError, QueryCorrection, Reference
 from ..core.mapping import CALIBRATION_NEIGHBORS, CalibrationFormatError, MappingCalibration, knn_distance_matrix
 from ..core.model_io import ModelFormatError, model_from_dict
 from ..core.numap import NUMAP
-from ..core.projection import BlockProjector, EmbeddingIndex, SampleSearch, correction_statistics, project_dask
+from ..core.projection import (
+    BlockProjector,
+    EmbeddingIndex,
+    SampleSearch,
+    correction_statistics,
+    dask_scheduler,
+    project_dask,
+)
 from ..core.query_share import MIN_QUERY_CELLS, SAMPLE_SIZE, QueryShare
 from ..core.reference_index import cached_index
 from ..core.representation import Representation
@@ -175,8 +182,13 @@ def project(
     Parameters
     ----------
     adata_query
-        Query cells (in memory, backed, or with a dask ``X``; read in chunks). Not
-        modified except for the keys listed under Returns.
+        Query cells, in memory or backed (read in chunks of ``chunk_size`` rows), or with a
+        dask array as ``X`` (or as the representation's ``obsm`` entry): then the
+        projection runs as dask tasks, one per row chunk of that array, on the worker that
+        holds it (a ``dask.distributed`` cluster when a client is active, else one chunk
+        after the other in this process); see the documentation's method page
+        ("Projecting atlases with dask"). Not modified except for the keys listed under
+        Returns.
     adata_ref
         Reference AnnData after :func:`scnumap.tl.numap`, or the path of its ``.h5ad``
         (read selectively: ``uns``, ``obs``, the embedding and the representation; ``X``
@@ -259,6 +271,17 @@ def project(
     ``adata_query.obsm[f'{col}_{name}_probabilities']``
         ``pandas.DataFrame`` (query cells × reference categories) of class probabilities;
         rows sum to 1 (0 for a cell with no labelled neighbour).
+
+    For a dask query the ``obsm`` entries are dask arrays, computed and held by the
+    workers (``persist``) until written, e.g. with ``dask.array.to_zarr`` (keep the client
+    open until then); the probabilities are then a dask array whose columns are the
+    categories of ``obs[f'{col}_{name}']`` in order (without ``"Unknown"``). The ``obs``
+    columns are gathered into this process.
+
+    The query share of the mapping score is measured against a sample of at most
+    20,000 query cells; whether the query mixes with the reference and the shift of its
+    shares are read off that sample's own shares (for a query of up to 20,000 cells, the
+    whole query), so that each chunk is scored on its own.
     """
     start = logg.info("projecting onto the NUMAP reference")
     if not isinstance(adata_query, AnnData):
@@ -336,7 +359,7 @@ def project(
     batches = correction.codes if correction is not None else np.zeros(n_rows, dtype=np.int64)
     if query.dask:
         # one task per chunk, on the worker holding it; the results stay there (persisted)
-        packed = project_dask(query.dask_blocks(), projector, batches, position).persist()
+        packed = project_dask(query.dask_blocks(), projector, batches, position).persist(scheduler=query.scheduler)
     else:
         packed = np.empty((n_rows, layout.width), dtype=np.float32)
         for rows, raw in query.blocks():
@@ -347,7 +370,7 @@ def project(
             packed[rows] = projector(raw, batches[rows], position[rows])
     # per-cell columns of obs are gathered; the wide results stay dask arrays for a dask query
     narrow = [layout.score, layout.moved] + [c for j in range(len(columns)) for c in layout.label(j)[:2]]
-    narrow = _gathered([packed[:, c] for c in narrow])
+    narrow = _gathered([packed[:, c] for c in narrow], query.scheduler)
     score, n_moved = narrow[0], int(narrow[1].sum())
     codes = [np.rint(narrow[2 + 2 * j]).astype(np.int64) for j in range(len(columns))]
     confidence = [narrow[3 + 2 * j] for j in range(len(columns))]
@@ -393,12 +416,12 @@ def project(
     return adata_query if copy else None
 
 
-def _gathered(columns: list) -> list[np.ndarray]:
+def _gathered(columns: list, scheduler: str | None) -> list[np.ndarray]:
     """NumPy copies of result columns (computed together for a dask query)."""
     if columns and _is_dask(columns[0]):
         import dask
 
-        columns = dask.compute(*columns)
+        columns = dask.compute(*columns, scheduler=scheduler)
     return [np.array(c, dtype=np.float32) for c in columns]
 
 
@@ -431,7 +454,9 @@ def _fit_correction(query: _Query, entry: dict, batch_key: str | None, where: st
         if round_:
             correction.next_round()
         if query.dask:
-            correction.add_statistics(correction_statistics(query.dask_blocks(), correction, codes))
+            correction.add_statistics(
+                correction_statistics(query.dask_blocks(), correction, codes, scheduler=query.scheduler)
+            )
             continue
         for rows, block in query.blocks():
             correction.add(block, codes[rows])
@@ -504,6 +529,7 @@ class _Query:
         self.n_rows = adata.n_obs
         self.source, self.reader = _source(adata, rep, missing_genes, max_missing_fraction)
         self.dask = _is_dask(self.source)
+        self.scheduler = dask_scheduler() if self.dask else None
         self.hold = self.n_rows * rep.n_dims * 4 <= MAX_HELD_BYTES
         self._held = None
         self._dask_blocks = None
@@ -540,13 +566,13 @@ class _Query:
                 meta=np.empty((0, 0), dtype=np.float32),
                 token="scnumap-representation",
             )
-            self._dask_blocks = blocks.persist() if self.hold else blocks
+            self._dask_blocks = blocks.persist(scheduler=self.scheduler) if self.hold else blocks
         return self._dask_blocks
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The representation of the sorted query ``rows``."""
         if self.dask:
-            return np.asarray(self.dask_blocks()[rows].compute(), dtype=np.float32)
+            return np.asarray(self.dask_blocks()[rows].compute(scheduler=self.scheduler), dtype=np.float32)
         if self._held is None and self.hold:
             for _ in self.blocks():
                 pass
