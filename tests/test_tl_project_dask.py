@@ -139,3 +139,11 @@ def test_without_a_cluster_the_chunks_run_one_after_the_other():
     assert dask_scheduler() == "synchronous"
     with dask.config.set(scheduler="threads"):
         assert dask_scheduler() is None  # the user's choice is kept
+
+
+def test_dask_query_with_missing_genes_equals_the_in_memory_query(references):
+    refs, query = references
+    kept = query[:, query.var_names[3:]].copy()  # three reference genes missing
+    eager = scnumap.tl.project(kept, refs["plain"], obs="bulk_labels", missing_genes="zeros", copy=True)
+    lazy = scnumap.tl.project(as_dask(kept), refs["plain"], obs="bulk_labels", missing_genes="zeros", copy=True)
+    assert_same(lazy, eager)

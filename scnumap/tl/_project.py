@@ -527,8 +527,7 @@ class _Query:
         self.adata, self.rep = adata, rep
         self.reading = (missing_genes, max_missing_fraction, chunk_size)
         self.n_rows = adata.n_obs
-        self.source, self.reader = _source(adata, rep, missing_genes, max_missing_fraction)
-        self.dask = _is_dask(self.source)
+        self.dask = _is_dask(adata.X if rep.from_genes else adata.obsm.get(rep.use_rep))
         self.scheduler = dask_scheduler() if self.dask else None
         self.hold = self.n_rows * rep.n_dims * 4 <= MAX_HELD_BYTES
         self._held = None
@@ -556,11 +555,11 @@ class _Query:
         source's row chunks), persisted (on the workers) when it takes at most
         :data:`MAX_HELD_BYTES`."""
         if self._dask_blocks is None:
-            source = self.source
+            source, reader = _source(self.adata, self.rep, *self.reading[:2])
             if source.numblocks[1] > 1:
                 source = source.rechunk({1: -1})
             blocks = source.map_blocks(
-                self.reader,
+                reader,
                 dtype=np.float32,
                 chunks=(source.chunks[0], (self.rep.n_dims,)),
                 meta=np.empty((0, 0), dtype=np.float32),
