@@ -87,11 +87,11 @@ def numap(
         ``obs`` column of the reference's batches (donors, labs, technologies). The PCA
         (``obsm['X_pca']``, from ``sc.pp.pca``) is integrated with Harmony into
         ``obsm['X_pca_harmony']``, the neighbour graph is rebuilt there with the
-        graph's settings, and the model keeps Harmony's soft clusters so that
-        :func:`scnumap.tl.project` corrects queries into the integrated space
-        (Symphony's correction). A graph already built on ``obsm['X_pca_harmony']``
-        (e.g. after ``sc.external.pp.harmony_integrate``) is used as is, with or without
-        ``batch_key``; its soft clusters are then recomputed by k-means.
+        graph's settings, and the model keeps soft clusters of the integrated space so
+        that :func:`scnumap.tl.project` corrects queries into it (Symphony's
+        correction). A graph already built on ``obsm['X_pca_harmony']`` (e.g. after
+        ``sc.external.pp.harmony_integrate``) is used as is, with or without
+        ``batch_key``.
     key_added
         Store the embedding in ``obsm[key_added]`` and the model in ``uns[key_added]``
         instead of ``obsm['X_numap']`` and ``uns['numap']``.
