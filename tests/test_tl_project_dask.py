@@ -2,7 +2,7 @@
 
 A plain and a Harmony-integrated reference (pbmc68k_reduced, quick fits). The dask path runs
 the correction's rounds, the projection, the mapping score and the label vote in tasks;
-these tests compare every output with the in-memory path, on the threaded scheduler and on
+these tests compare every output with the in-memory path, in the calling process and on
 a two-worker ``dask.distributed.LocalCluster`` (worker processes: everything is pickled).
 """
 
