@@ -147,3 +147,20 @@ def test_dask_query_with_missing_genes_equals_the_in_memory_query(references):
     eager = scnumap.tl.project(kept, refs["plain"], obs="bulk_labels", missing_genes="zeros", copy=True)
     lazy = scnumap.tl.project(as_dask(kept), refs["plain"], obs="bulk_labels", missing_genes="zeros", copy=True)
     assert_same(lazy, eager)
+
+
+def test_a_dask_projected_query_plots_over_the_reference(references):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    refs, query = references
+    lazy = as_dask(query)
+    scnumap.tl.project(lazy, refs["plain"], obs="bulk_labels")
+    ax = scnumap.pl.project(lazy, refs["plain"], color="numap_mapping_score", show=False)
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections if len(c.get_offsets())])
+    # the query's points are drawn where tl.project put them
+    placed = lazy.obsm["X_numap"].compute()
+    assert np.isin(placed[:, 0], offsets[:, 0]).all()
+    plt.close("all")
