@@ -219,16 +219,13 @@ def project_dask(blocks, projector: BlockProjector, batches: np.ndarray, positio
     -------
     A lazy ``(n, projector.layout.width)`` float32 dask array, chunked like ``blocks``.
     """
-    import dask
     import dask.array as da
 
-    shipped = dask.delayed(projector, pure=False)
-    parts, start = [], 0
-    for block, rows in zip(blocks.to_delayed().ravel(), blocks.chunks[0], strict=True):
-        stop = start + rows
-        task = dask.delayed(_project_block)(shipped, block, batches[start:stop], positions[start:stop])
-        parts.append(da.from_delayed(task, shape=(rows, projector.layout.width), dtype=np.float32))
-        start = stop
+    width = projector.layout.width
+    parts = [
+        da.from_delayed(task, shape=(rows, width), dtype=np.float32)
+        for task, rows in _chunk_tasks(_project_block, projector, blocks, batches, positions)
+    ]
     return da.concatenate(parts, axis=0)
 
 
@@ -240,11 +237,7 @@ def correction_statistics(
     computed with ``scheduler`` (see :func:`dask_scheduler`)."""
     import dask
 
-    shipped = dask.delayed(correction, pure=False)
-    parts, start = [], 0
-    for block, rows in zip(blocks.to_delayed().ravel(), blocks.chunks[0], strict=True):
-        parts.append(dask.delayed(_block_statistics)(shipped, block, batches[start : start + rows]))
-        start += rows
+    parts = [task for task, _ in _chunk_tasks(_block_statistics, correction, blocks, batches)]
     sums = dask.delayed(_summed)(parts)
     return sums.compute(scheduler=scheduler)
 
@@ -272,18 +265,26 @@ def dask_scheduler() -> str | None:
     return None
 
 
+def _chunk_tasks(function, shared, blocks, *per_row: np.ndarray):
+    """``(task, rows)`` for each row chunk of the dask array ``blocks``: the delayed
+    ``function(shared, chunk, *rows_of_each_per_row_array)`` and the chunk's row count.
+    ``shared`` becomes one key of the graph (sent once to each worker that needs it)."""
+    import dask
+
+    shipped = dask.delayed(shared, pure=False)
+    start = 0
+    for block, rows in zip(blocks.to_delayed().ravel(), blocks.chunks[0], strict=True):
+        yield dask.delayed(function)(shipped, block, *(a[start : start + rows] for a in per_row)), rows
+        start += rows
+
+
 def _block_statistics(correction, block, batches):
     return correction.statistics(block, batches)
 
 
 def _summed(parts):
-    A, B, n = parts[0]
-    A, B = A.copy(), B.copy()
-    for a, b, m in parts[1:]:
-        A += a
-        B += b
-        n += m
-    return A, B, n
+    """Element-wise sums of the blocks' ``(A, B, n)``."""
+    return tuple(sum(part[i] for part in parts) for i in range(3))
 
 
 def _project_block(projector: BlockProjector, block, batches, positions) -> np.ndarray:

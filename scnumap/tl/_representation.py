@@ -288,10 +288,7 @@ def neighbour_graph(space, use_rep: str, n_neighbors: int, metric: str, random_s
     import pandas as pd
     import scanpy as sc
 
-    light = AnnData(obs=pd.DataFrame(index=np.arange(space.shape[0]).astype(str)))
-    if use_rep == "X":
-        light = AnnData(X=space, obs=light.obs)
-    else:
-        light.obsm[use_rep] = space
+    obs = pd.DataFrame(index=np.arange(space.shape[0]).astype(str))
+    light = AnnData(X=space, obs=obs) if use_rep == "X" else AnnData(obs=obs, obsm={use_rep: space})
     sc.pp.neighbors(light, use_rep=use_rep, n_neighbors=n_neighbors, metric=metric, random_state=random_state)
     return light
