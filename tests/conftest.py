@@ -44,3 +44,32 @@ def fitted_blobs(blobs):
     from scnumap import NUMAP
 
     return NUMAP(random_state=0, **QUICK).fit(blobs)
+
+
+@pytest.fixture(scope="session")
+def batched(pbmc):
+    """pbmc68k_reduced with two reference batches (a gene-wise offset on one) and a query of two
+    technologies (an offset on one): a function returning fresh copies of ``(ref, query, clean)``,
+    ``clean`` being the query without its offset; the reference has a 20-component PCA."""
+    import scanpy as sc
+
+    ad = pbmc.copy()
+    ad.X = np.nan_to_num(ad.X)
+    rng = np.random.default_rng(0)
+    ad.obs["batch"] = rng.choice(["a", "b"], ad.n_obs)
+    offset = rng.normal(scale=0.5, size=ad.n_vars).astype(np.float32)
+    ad.X = ad.X + offset * (ad.obs["batch"] == "b").to_numpy()[:, None]
+    ref, query = ad[:500].copy(), ad[500:].copy()
+    query.obs["tech"] = rng.choice(["x", "y"], query.n_obs)
+    tech_offset = rng.normal(scale=0.6, size=ad.n_vars).astype(np.float32)
+    clean = query.copy()
+    query.X = query.X + tech_offset * (query.obs["tech"] == "y").to_numpy()[:, None]
+    for a in (ref, query, clean):
+        for key in ("X_pca", "X_umap"):
+            a.obsm.pop(key, None)
+        a.uns.pop("neighbors", None)
+        for key in list(a.obsp):
+            del a.obsp[key]
+    sc.pp.pca(ref, n_comps=20, random_state=0)
+    data = (ref, query, clean)
+    return lambda: tuple(a.copy() for a in data)

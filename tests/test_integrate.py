@@ -15,32 +15,9 @@ from scnumap.core.model_io import ModelFormatError
 FAST = {k: v for k, v in QUICK.items() if k != "hidden"} | {"densmap": False, "verbose": False}
 
 
-def _batched(pbmc):
-    """pbmc68k_reduced with two reference batches (a gene-wise offset on one) and a shifted query."""
-    ad = pbmc.copy()
-    ad.X = np.nan_to_num(ad.X)
-    rng = np.random.default_rng(0)
-    ad.obs["batch"] = rng.choice(["a", "b"], ad.n_obs)
-    offset = rng.normal(scale=0.5, size=ad.n_vars).astype(np.float32)
-    ad.X = ad.X + offset * (ad.obs["batch"] == "b").to_numpy()[:, None]
-    ref, query = ad[:500].copy(), ad[500:].copy()
-    query.obs["tech"] = rng.choice(["x", "y"], query.n_obs)
-    tech_offset = rng.normal(scale=0.6, size=ad.n_vars).astype(np.float32)
-    clean = query.copy()
-    query.X = query.X + tech_offset * (query.obs["tech"] == "y").to_numpy()[:, None]
-    for a in (ref, query, clean):
-        for key in ("X_pca", "X_umap"):
-            a.obsm.pop(key, None)
-        a.uns.pop("neighbors", None)
-        for key in list(a.obsp):
-            del a.obsp[key]
-    sc.pp.pca(ref, n_comps=20, random_state=0)
-    return ref, query, clean
-
-
 @pytest.fixture(scope="module")
-def harmony_ref(pbmc):
-    ref, query, clean = _batched(pbmc)
+def harmony_ref(batched):
+    ref, query, clean = batched()
     scnumap.tl.numap(ref, batch_key="batch", random_state=0, **FAST)
     return ref, query, clean
 
@@ -89,10 +66,10 @@ def test_round_trip_equals_in_memory(harmony_ref, tmp_path):
     np.testing.assert_array_equal(a.obsm["X_pca_harmony"], b.obsm["X_pca_harmony"])
 
 
-def test_user_harmony_graph_is_used_and_compressed(pbmc):
+def test_user_harmony_graph_is_used_and_compressed(batched):
     import harmonypy
 
-    ref, query, _ = _batched(pbmc)
+    ref, query, _ = batched()
     # what `sc.external.pp.harmony_integrate(ref, "batch")` stores (scanpy 1.11 transposes harmonypy 2's
     # (cells, PCs) output into the wrong shape, so the test writes it the way a working pair does)
     ref.obsm["X_pca_harmony"] = np.asarray(

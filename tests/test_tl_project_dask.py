@@ -13,38 +13,21 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
+from settings import TINY
 
 import scnumap
 from scnumap.tl import _project
 
 da = pytest.importorskip("dask.array")
 
-#: The smallest budget that trains: both paths run the same model, whatever its quality.
-FAST = {"epochs": 2, "grease_steps": 20, "hidden": (16,), "batch_size": 512, "densmap": False, "verbose": False}
+#: Both paths run the same model, whatever its quality.
+FAST = TINY | {"verbose": False}
 
 
 @pytest.fixture(scope="module")
-def references(pbmc):
+def references(batched):
     """A plain and an integrated reference (two batches, one offset), and a query with two technologies."""
-    ad = pbmc.copy()
-    ad.X = np.nan_to_num(ad.X)
-    for key in ("X_pca", "X_umap"):
-        ad.obsm.pop(key, None)
-    ad.uns.pop("neighbors", None)
-    for key in list(ad.obsp):
-        del ad.obsp[key]
-    rng = np.random.default_rng(0)
-    ad.obs["batch"] = rng.choice(["a", "b"], ad.n_obs)
-    ad.X = (
-        ad.X + rng.normal(scale=0.5, size=ad.n_vars).astype(np.float32) * (ad.obs["batch"] == "b").to_numpy()[:, None]
-    )
-    ref, query = ad[:500].copy(), ad[500:].copy()
-    query.obs["tech"] = rng.choice(["x", "y"], query.n_obs)
-    query.X = (
-        query.X
-        + rng.normal(scale=0.6, size=ad.n_vars).astype(np.float32) * (query.obs["tech"] == "y").to_numpy()[:, None]
-    )
-    sc.pp.pca(ref, n_comps=20, random_state=0)
+    ref, query, _ = batched()
     plain = ref.copy()
     sc.pp.neighbors(plain, n_neighbors=15, random_state=0, method="gauss")
     scnumap.tl.numap(plain, random_state=0, **FAST)
