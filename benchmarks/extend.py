@@ -1,6 +1,7 @@
 """Growing a reference: ``scnumap.tl.extend`` next to a full refit on the union, in one run.
 
     .venv/bin/python benchmarks/extend.py [--seeds N] [pbmc68k_reduced paul15 pbmc4k bladder kidney ...]
+    .venv/bin/python benchmarks/extend.py --hold 1 0.3 0.1 [--seeds N] [paul15 kidney ...]
 
 For each labelled set: one cell type (the median-sized of those with at least 30 cells)
 and 30 % of the other cells are held out of the first fit (``sc.pp.pca`` on the first
@@ -20,6 +21,10 @@ the same PCs) for comparison. Prints one markdown table:
 
 With ``--seeds N`` (default 2) each set runs N times (seed s: the held-out 30 %, the PCA,
 the graphs and the fits); the table gives the mean over seeds, and min–max where it varies.
+
+With ``--hold H ...`` no refit is made: the same first map is extended once per value of
+``hold`` (the weight that keeps the old cells in place), which prints the trade-off between
+how far the old cells move and how well the added cells are placed.
 """
 
 from __future__ import annotations
@@ -120,6 +125,52 @@ def run(name: str, seed: int) -> dict:
     }
 
 
+def hold_sweep(name: str, seed: int, holds: list[float]) -> list[list[float]]:
+    """One first map of ``name`` extended once per ``hold``: displacement, scores, time."""
+    ad = LABELLED[name]()
+    ref, add, new_type = split(ad, seed)
+    scnumap.tl.numap(ref, random_state=seed, verbose=False)
+    before = ref.obsm["X_numap"].copy()
+    extent = float(np.ptp(before, axis=0).max())
+    rows = []
+    for hold in holds:
+        t = time.perf_counter()
+        union = scnumap.tl.extend(ref, add, hold=hold, random_state=seed, verbose=False)
+        seconds = time.perf_counter() - t
+        moved = np.linalg.norm(union.obsm["X_numap"][: ref.n_obs] - before, axis=1) / extent
+        X = np.asarray(union.obsm["X_pca"], dtype=np.float32)
+        labels = union.obs["label"].astype(str).to_numpy()
+        new_rows = np.arange(ref.n_obs, union.n_obs)
+        rows.append(
+            [
+                100 * np.median(moved),
+                100 * np.quantile(moved, 0.95),
+                *scores(X, union.obsm["X_numap"], labels, new_rows, new_type),
+                seconds,
+            ]
+        )
+    return rows
+
+
+def main_holds(names: list[str], seeds: int, holds: list[float]) -> None:
+    warm_up(False)
+    print(
+        "| data | hold | old cells moved, median % | 95th % | trust@15 | kNN@15 | density r "
+        "| added cells kNN acc | new type kNN acc | time (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        if not available(name):
+            print(f"| {name} | (data absent) | | | | | | | | |")
+            continue
+        runs = [hold_sweep(name, seed, holds) for seed in range(seeds)]
+        for i, hold in enumerate(holds):
+            cells = [spread([r[i][j] for r in runs], 2 if j < 2 else 3) for j in range(7)]
+            print(
+                f"| {name} | {hold:g} | " + " | ".join(cells) + f" | {spread([r[i][7] for r in runs], 1)} |", flush=True
+            )
+
+
 def spread(values: list[float], digits: int) -> str:
     mean = f"{np.mean(values):.{digits}f}"
     if len(values) == 1 or round(min(values), digits) == round(max(values), digits):
@@ -164,4 +215,16 @@ if __name__ == "__main__":
         at = args.index("--seeds")
         n_seeds = int(args[at + 1])
         del args[at : at + 2]
-    main(args or ["pbmc68k_reduced", "paul15", "pbmc4k", "bladder", "kidney"], n_seeds)
+    holds = []
+    if "--hold" in args:
+        at = args.index("--hold")
+        end = at + 1
+        while end < len(args) and args[end].replace(".", "", 1).isdigit():
+            end += 1
+        holds = [float(h) for h in args[at + 1 : end]]
+        del args[at:end]
+    names = args or ["pbmc68k_reduced", "paul15", "pbmc4k", "bladder", "kidney"]
+    if holds:
+        main_holds(names, n_seeds, holds)
+    else:
+        main(names, n_seeds)
