@@ -94,18 +94,36 @@ def scores(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, new_rows: np.ndarra
     ]
 
 
+def first_map(name: str, seed: int):
+    """The split of ``name`` and the first map: reference, added cells, new type, coordinates."""
+    ref, add, new_type = split(LABELLED[name](), seed)
+    scnumap.tl.numap(ref, random_state=seed, verbose=False)
+    return ref, add, new_type, ref.obsm["X_numap"].copy()
+
+
+def timed_extend(ref, add, seed: int, **kwargs):
+    t = time.perf_counter()
+    union = scnumap.tl.extend(ref, add, random_state=seed, verbose=False, **kwargs)
+    return union, time.perf_counter() - t
+
+
+def moved(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Distance each old cell moved ÷ the longer side of the first map's bounding box."""
+    return np.linalg.norm(after[: before.shape[0]] - before, axis=1) / float(np.ptp(before, axis=0).max())
+
+
+def union_scores(union, Y: np.ndarray, n_old: int, new_type: str) -> list[float]:
+    """:func:`scores` of the embedding ``Y`` of ``union``, whose rows from ``n_old`` on were added."""
+    X = np.asarray(union.obsm["X_pca"], dtype=np.float32)
+    labels = union.obs["label"].astype(str).to_numpy()
+    return scores(X, Y, labels, np.arange(n_old, union.n_obs), new_type)
+
+
 def run(name: str, seed: int) -> dict:
     """One seed on one set: the numbers of both methods."""
-    ad = LABELLED[name]()
-    ref, add, new_type = split(ad, seed)
-    scnumap.tl.numap(ref, random_state=seed, verbose=False)
-    before = ref.obsm["X_numap"].copy()
-    extent = float(np.ptp(before, axis=0).max())
-
-    t = time.perf_counter()
-    union = scnumap.tl.extend(ref, add, random_state=seed, verbose=False)
-    t_extend = time.perf_counter() - t
-    moved = np.linalg.norm(union.obsm["X_numap"][: ref.n_obs] - before, axis=1) / extent
+    ref, add, new_type, before = first_map(name, seed)
+    union, t_extend = timed_extend(ref, add, seed)
+    distance = moved(before, union.obsm["X_numap"])
 
     refit = union.copy()
     del refit.uns["numap"], refit.obsm["X_numap"]
@@ -114,41 +132,24 @@ def run(name: str, seed: int) -> dict:
     scnumap.tl.numap(refit, random_state=seed, verbose=False)
     t_refit = time.perf_counter() - t
 
-    X = np.asarray(union.obsm["X_pca"], dtype=np.float32)
-    labels = union.obs["label"].astype(str).to_numpy()
-    new_rows = np.arange(ref.n_obs, union.n_obs)
+    n_new_type = int((union.obs["label"].astype(str) == new_type).sum())
     return {
-        "size": f"{ref.n_obs} + {add.n_obs} ({new_type}: {int((labels == new_type).sum())})",
-        "moved": (float(np.median(moved)), float(np.quantile(moved, 0.95))),
-        "extend": [*scores(X, union.obsm["X_numap"], labels, new_rows, new_type), t_extend],
-        "refit": [*scores(X, refit.obsm["X_numap"], labels, new_rows, new_type), t_refit],
+        "size": f"{ref.n_obs} + {add.n_obs} ({new_type}: {n_new_type})",
+        "moved": (float(np.median(distance)), float(np.quantile(distance, 0.95))),
+        "extend": [*union_scores(union, union.obsm["X_numap"], ref.n_obs, new_type), t_extend],
+        "refit": [*union_scores(union, refit.obsm["X_numap"], ref.n_obs, new_type), t_refit],
     }
 
 
 def hold_sweep(name: str, seed: int, holds: list[float]) -> list[list[float]]:
     """One first map of ``name`` extended once per ``hold``: displacement, scores, time."""
-    ad = LABELLED[name]()
-    ref, add, new_type = split(ad, seed)
-    scnumap.tl.numap(ref, random_state=seed, verbose=False)
-    before = ref.obsm["X_numap"].copy()
-    extent = float(np.ptp(before, axis=0).max())
+    ref, add, new_type, before = first_map(name, seed)
     rows = []
     for hold in holds:
-        t = time.perf_counter()
-        union = scnumap.tl.extend(ref, add, hold=hold, random_state=seed, verbose=False)
-        seconds = time.perf_counter() - t
-        moved = np.linalg.norm(union.obsm["X_numap"][: ref.n_obs] - before, axis=1) / extent
-        X = np.asarray(union.obsm["X_pca"], dtype=np.float32)
-        labels = union.obs["label"].astype(str).to_numpy()
-        new_rows = np.arange(ref.n_obs, union.n_obs)
-        rows.append(
-            [
-                100 * np.median(moved),
-                100 * np.quantile(moved, 0.95),
-                *scores(X, union.obsm["X_numap"], labels, new_rows, new_type),
-                seconds,
-            ]
-        )
+        union, seconds = timed_extend(ref, add, seed, hold=hold)
+        distance = 100 * moved(before, union.obsm["X_numap"])
+        scored = union_scores(union, union.obsm["X_numap"], ref.n_obs, new_type)
+        rows.append([np.median(distance), np.quantile(distance, 0.95), *scored, seconds])
     return rows
 
 

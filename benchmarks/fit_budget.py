@@ -18,9 +18,8 @@ import sys
 import time
 import warnings
 
-import numpy as np
-from datasets import LABELLED, available
-from quality import fit_umap
+from datasets import available
+from quality import fit_umap, load, transfer
 from scaling import warm_up
 
 from scnumap import NUMAP
@@ -47,22 +46,8 @@ def fit_budgeted(X, seed: int, batch_size: int, fraction: float) -> NUMAP:
     return model.fit(X)
 
 
-def transfer(fit, X, labels) -> float:
-    accs = []
-    for seed in range(3):
-        order = np.random.default_rng(seed).permutation(len(X))
-        tr, te = order[: int(0.7 * len(X))], order[int(0.7 * len(X)) :]
-        model = fit(X[tr], seed)
-        query = model.transform(X[te])
-        accs.append(metrics.label_transfer_accuracy(model.embedding_, labels[tr], query, labels[te]))
-    return float(np.mean(accs))
-
-
 def run(name: str) -> None:
-    ad = LABELLED[name]()
-    X = np.asarray(ad.obsm["X_pca"], dtype=np.float32)
-    labels = ad.obs["label"].astype(str).to_numpy()
-    print(f"\n### {name}: {X.shape[0]} cells × {X.shape[1]} dims\n", flush=True)
+    X, labels = load(name)
     print("| method | edges per step | steps | fit s | trust@15 | kNN pres@15 | transfer acc |")
     print("|---|---|---|---|---|---|---|", flush=True)
     rows = [(f"scnumap NUMAP, {f:g} × default steps", b, f) for b, f in BUDGETS] + [("umap-learn UMAP", None, None)]
@@ -83,7 +68,7 @@ def run(name: str) -> None:
         steps = getattr(model, "n_steps_", "–")
         print(
             f"| {method} | {batch_size or '–'} | {steps} | {seconds:.1f} | {metrics.trustworthiness(X, E):.3f} "
-            f"| {metrics.knn_preservation(X, E):.3f} | {transfer(fit, X, labels):.3f} |",
+            f"| {metrics.knn_preservation(X, E):.3f} | {transfer(fit, X, labels)[0]:.3f} |",
             flush=True,
         )
 
