@@ -29,7 +29,7 @@ how far the old cells move and how well the added cells are placed.
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 import warnings
 
@@ -210,22 +210,12 @@ def main(names: list[str], seeds: int) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    n_seeds = 2
-    if "--seeds" in args:
-        at = args.index("--seeds")
-        n_seeds = int(args[at + 1])
-        del args[at : at + 2]
-    holds = []
-    if "--hold" in args:
-        at = args.index("--hold")
-        end = at + 1
-        while end < len(args) and args[end].replace(".", "", 1).isdigit():
-            end += 1
-        holds = [float(h) for h in args[at + 1 : end]]
-        del args[at:end]
-    names = args or ["pbmc68k_reduced", "paul15", "pbmc4k", "bladder", "kidney"]
-    if holds:
-        main_holds(names, n_seeds, holds)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", default=["pbmc68k_reduced", "paul15", "pbmc4k", "bladder", "kidney"])
+    parser.add_argument("--seeds", type=int, default=2, help="runs per set (seed s: split, PCA, graphs, fits)")
+    parser.add_argument("--hold", type=float, nargs="+", default=None, help="hold values to sweep (no refit)")
+    args = parser.parse_args()
+    if args.hold:
+        main_holds(args.names, args.seeds, args.hold)
     else:
-        main(names, n_seeds)
+        main(args.names, args.seeds)

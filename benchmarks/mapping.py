@@ -1,7 +1,8 @@
 """Query mapping: mapping score, Unknown, label transfer and 2-D placement, next to Symphony and ingest.
 
     .venv/bin/python benchmarks/mapping.py [--sets pbmc4k kidney cbmc pbmc68k_reduced paul15]
-        [--max-types N] [--sigma 0.5] [--dropout 0.3] [--parts A B C D] [--torch-threads N] [--cache FILE]
+        [--max-types N] [--sigma 0.5] [--dropout 0.3] [--shift-sets pbmc4k kidney cbmc]
+        [--parts A B C D] [--torch-threads N] [--cache FILE]
 
 Needs the ``benchmark`` extra (``pip install -e '.[benchmark]'``: symphonypy, harmonypy).
 Progress goes to stderr, the markdown tables to stdout. With ``--cache FILE`` every
@@ -33,12 +34,17 @@ B. Wang → Xin (pancreas, two technologies), all types in the reference: accura
    Unknown, and the 2-D placement: a 15-NN classifier fit on the reference's 2-D
    coordinates and labels predicts each query cell's type at its projected coordinates
    (scnumap with ``anchor=2.0`` and ``anchor=None``; ingest in its UMAP:
-   ``sc.tl.umap(ref)`` then ``sc.tl.ingest(query, ref, embedding_method='umap')``). Its
-   leave-one-type-out rows are in table A.
-C. Synthetic technology shift: pbmc4k raw counts, 70/30 (seed 0); the query's counts are
-   multiplied by gene-wise log-normal factors (``--sigma``) and rounded, then binomially
-   thinned (each count kept with probability ``1 - --dropout``), before normalisation.
-   Same measures as B.
+   ``sc.tl.umap(ref)`` then ``sc.tl.ingest(query, ref, embedding_method='umap')``). The
+   classifier cannot do better in a map than the map separates the types, so each map's
+   *separation* is reported beside it: the leave-one-out accuracy of the same 15-NN
+   classifier among the reference's own 2-D coordinates. A second scnumap map of the same
+   reference, PCA and graph without the density term (``tl.numap(densmap=False)``, as
+   UMAP has none) tells the projection apart from the map. Its leave-one-type-out rows
+   are in table A.
+C. Synthetic technology shift, for each set of ``--shift-sets`` (raw counts; default
+   pbmc4k): 70/30 (seed 0); the query's counts are multiplied by gene-wise log-normal
+   factors (``--sigma``) and rounded, then binomially thinned (each count kept with
+   probability ``1 - --dropout``), before normalisation. Same measures as B.
 D. Warm µs per query cell of ``scnumap.tl.project(obs='label')`` (labels, mapping score,
    placement; the reference's kNN index is built in the warm-up call, once per reference)
    and of ``sc.tl.ingest(obs='label')``'s whole call (UMAP embedding and labels), best of
@@ -238,14 +244,34 @@ def map_pair(
         )
     if placement:
         anchored, free = q.obsm["X_numap"], q_open.obsm["X_numap"]
+        flat = ref.copy()  # same PCA and graph, a map without the density term
+        scnumap.tl.numap(flat, densmap=False, random_state=0, verbose=False)
+        q_flat = query[:, ref.var_names].copy()
+        scnumap.tl.project(q_flat, flat, obs="label")
         out.update(
             knn_anchor=knn_2d(ref, "X_numap", anchored, truth, known),
             knn_free=knn_2d(ref, "X_numap", free, truth, known),
             knn_ingest=knn_2d(ref, "X_umap", q_ing.obsm["X_umap"], truth, known),
             knn_ingest_ref=knn_2d(ref, "X_umap", q_ing_ref.obsm["X_umap"], truth, known),
             moved=float(np.mean(np.any(anchored != free, axis=1))),
+            knn_flat=knn_2d(flat, "X_numap", q_flat.obsm["X_numap"], truth, known),
+            separation=map_separation(ref, "X_numap"),
+            separation_flat=map_separation(flat, "X_numap"),
+            separation_umap=map_separation(ref, "X_umap"),
         )
     return out
+
+
+def map_separation(ref: anndata.AnnData, key: str) -> float:
+    """Leave-one-out accuracy of a 15-NN classifier among the reference's own 2-D
+    coordinates: how cleanly the map separates the types, the bound of ``knn_2d``."""
+    labels = ref.obs["label"].astype(str).to_numpy()
+    coords = ref.obsm[key]
+    neighbours = NearestNeighbors(n_neighbors=16).fit(coords).kneighbors(coords, return_distance=False)
+    classes, codes = np.unique(labels, return_inverse=True)
+    counts = np.zeros((len(labels), len(classes)))
+    np.add.at(counts, (np.repeat(np.arange(len(labels)), 15), codes[neighbours[:, 1:]].ravel()), 1.0)
+    return float(np.mean(counts.argmax(axis=1) == codes))
 
 
 class Largest:
@@ -329,9 +355,15 @@ def labelled(name: str) -> anndata.AnnData:
 
 def shifted_pbmc4k(sigma: float, dropout: float, seed: int = 0) -> tuple[anndata.AnnData, anndata.AnnData]:
     """pbmc4k 70/30; the query's raw counts get gene-wise log-normal factors and thinning."""
+    return shifted(SCDCC["pbmc4k"], sigma, dropout, seed)
+
+
+def shifted(path: str, sigma: float, dropout: float, seed: int = 0) -> tuple[anndata.AnnData, anndata.AnnData]:
+    """A raw-count set of ``SCDCC`` 70/30; the query's counts get gene-wise log-normal
+    factors and thinning."""
     import h5py
 
-    with h5py.File(SHARED / SCDCC["pbmc4k"], "r") as f:
+    with h5py.File(SHARED / path, "r") as f:
         X = sp.csr_matrix(np.asarray(f["X"], dtype=np.float32))
         y = np.asarray(f["Y"]).astype(str)
     ad = anndata.AnnData(X)
@@ -428,6 +460,19 @@ def print_cross(rows: list[tuple[str, dict]]) -> None:
             f"| {f3(r['false_unknown'])} | {f3(r['score_known'])} | {f3(r['knn_anchor'])} | {f3(r['knn_free'])} "
             f"| {f3(r['knn_ingest'])} | {f3(r['knn_ingest_ref'])} | {f3(r['moved'])} | {r['fit_s']:.0f} |"
         )
+    print()
+    print("### B, C. 2-D placement against the map's own separation\n")
+    print(
+        "| pair | query 2-D kNN, scnumap (DensMAP) | map separation, scnumap (DensMAP) "
+        "| query 2-D kNN, scnumap densmap=False | map separation, scnumap densmap=False "
+        "| query 2-D kNN, ingest UMAP | map separation, UMAP |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        print(
+            f"| {name} | {f3(r.get('knn_anchor'))} | {f3(r.get('separation'))} | {f3(r.get('knn_flat'))} "
+            f"| {f3(r.get('separation_flat'))} | {f3(r.get('knn_ingest'))} | {f3(r.get('separation_umap'))} |"
+        )
     print(flush=True)
 
 
@@ -457,6 +502,9 @@ def main(argv=None) -> None:
     parser.add_argument("--min-query", type=int, default=30, help="query cells a type needs to be left out")
     parser.add_argument("--sigma", type=float, default=0.5, help="sd of the log-normal gene factors (part C)")
     parser.add_argument("--dropout", type=float, default=0.3, help="share of counts thinned away (part C)")
+    parser.add_argument(
+        "--shift-sets", nargs="*", default=["pbmc4k"], choices=sorted(SCDCC), help="raw-count sets shifted in part C"
+    )
     parser.add_argument("--symphony-k", type=int, default=5, help="neighbours of Symphony's kNN labels")
     parser.add_argument("--cache", default=None, help="JSON-lines file of finished pairs; a rerun skips them")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -486,7 +534,7 @@ def main(argv=None) -> None:
         for a in (ref, query):
             a.obsm.clear()
             a.uns.clear()
-        key = f"B|wang_xin|symphony_k={args.symphony_k}|score=v3"
+        key = f"B|wang_xin|symphony_k={args.symphony_k}|score=v3|placement=v2"
         r = cache.get(key)
         if r is None:
             r = map_pair(ref.copy(), query, n_comps=30, symphony_k=args.symphony_k, placement=True)
@@ -494,11 +542,13 @@ def main(argv=None) -> None:
         cross.append(("Wang → Xin (pancreas, cross-technology)", r))
         log(f"    {r}")
         loto += leave_one_out("Wang → Xin", ref, query, n_comps=30, largest=largest, cache=cache, **opts)
-    if "C" in args.parts:
-        log(f"C pbmc4k, synthetic shift (sigma {args.sigma}, dropout {args.dropout})")
-        ref, query = shifted_pbmc4k(args.sigma, args.dropout)
-        name = f"pbmc4k 70/30, query shifted (log-normal σ {args.sigma}, dropout {args.dropout})"
-        key = f"C|pbmc4k|sigma={args.sigma}|dropout={args.dropout}|symphony_k={args.symphony_k}|score=v3"
+    for set_name in args.shift_sets if "C" in args.parts else ():
+        log(f"C {set_name}, synthetic shift (sigma {args.sigma}, dropout {args.dropout})")
+        ref, query = shifted(SCDCC[set_name], args.sigma, args.dropout)
+        name = f"{set_name} 70/30, query shifted (log-normal σ {args.sigma}, dropout {args.dropout})"
+        key = (
+            f"C|{set_name}|sigma={args.sigma}|dropout={args.dropout}|symphony_k={args.symphony_k}|score=v3|placement=v2"
+        )
         r = cache.get(key)
         fitted = r is None
         if fitted:

@@ -71,6 +71,12 @@ class SampleSearch:
         self.distances, self.indices, self.shares = distances, indices, shares
 
 
+def search_width(n_neighbors: int, calibration: MappingCalibration, pool: QueryShare | None) -> int:
+    """Reference cells searched per query row: enough for the vote (``n_neighbors``), the
+    mapping score (``calibration.n_neighbors``) and the query share (``pool.k``)."""
+    return max(int(n_neighbors), calibration.n_neighbors, pool.k if pool is not None else 0)
+
+
 class EmbeddingIndex:
     """Exact kNN among the reference's 2-D coordinates, with their local radii."""
 
@@ -148,7 +154,7 @@ class BlockProjector:
         self.correction, self.score_corrected = correction, score_corrected
         self.pool, self.sample, self.shift = pool, sample, float(shift)
         self.labels, self.anchor, self.embedding_index = labels, anchor, embedding_index
-        self.k = max(self.n_neighbors, calibration.n_neighbors, pool.k if pool is not None else 0)
+        self.k = search_width(self.n_neighbors, calibration, pool)
         n_corrected = index.space.shape[1] if keep_corrected and correction is not None else 0
         self.layout = Layout(model.n_components, n_corrected, tuple(int(n) for n in n_categories))
 

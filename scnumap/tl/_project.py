@@ -23,6 +23,7 @@ from ..core.projection import (
     correction_statistics,
     dask_scheduler,
     project_dask,
+    search_width,
 )
 from ..core.query_share import MIN_QUERY_CELLS, SAMPLE_SIZE, QueryShare
 from ..core.reference_index import cached_index
@@ -335,7 +336,7 @@ def project(
     labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
     pool, position, sample, shift = _share_pool(
-        query, correction if score_corrected else None, index, max(n_neighbors, calibration.n_neighbors), random_state
+        query, correction if score_corrected else None, index, n_neighbors, calibration, random_state
     )
     projector = BlockProjector(
         model,
@@ -475,7 +476,7 @@ def _batch_codes(adata: AnnData, batch_key: str | None) -> tuple[np.ndarray, int
     return np.asarray(batches.codes, dtype=np.int64), len(batches.categories)
 
 
-def _share_pool(query: _Query, correction, index, k: int, random_state):
+def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration: MappingCalibration, random_state):
     """The query share's pool (``None`` for a small query) and its sample's own search.
 
     The query's typical share, which decides whether query and reference mix and by how
@@ -487,8 +488,9 @@ def _share_pool(query: _Query, correction, index, k: int, random_state):
     pool, position, sample, shift
         The :class:`QueryShare` (the reference ``index`` and a query sample, ``None`` when
         the query is small or does not mix with the reference), each query row's place in
-        the query sample (-1: not in it), the sample's :class:`SampleSearch` (its ``k``
-        nearest reference cells and shares) and the shift of the shares.
+        the query sample (-1: not in it), the sample's :class:`SampleSearch` (its nearest
+        reference cells, as many as :func:`search_width` asks for, and shares) and the
+        shift of the shares.
     """
     n_rows = query.n_rows
     position = np.full(n_rows, -1, dtype=np.int64)
@@ -503,7 +505,7 @@ def _share_pool(query: _Query, correction, index, k: int, random_state):
     seed = int(rng.integers(0, 2**31 - 1))
     pool = QueryShare(index, sample, random_state=seed, n_queries=n_rows)
     position[query_rows] = np.arange(query_rows.size)
-    distances, indices = index.query(sample, max(k, pool.k), n_queries=n_rows)
+    distances, indices = index.query(sample, search_width(n_neighbors, calibration, pool), n_queries=n_rows)
     shares = pool.share(sample, np.arange(query_rows.size), distances)
     if not pool.mixes(shares):
         logg.info(
