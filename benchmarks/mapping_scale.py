@@ -102,8 +102,13 @@ def recall(ref: anndata.AnnData, Q: np.ndarray, k: int = 15) -> None:
     space = np.asarray(ref.obsm["X_latent"], dtype=np.float32)
     _, approx = cached_index(space).query(Q, k)
     exact = NearestNeighbors(n_neighbors=k).fit(space).kneighbors(Q, return_distance=False)
-    hits = np.mean([len(set(a) & set(b)) / k for a, b in zip(approx, exact, strict=True)])
+    hits = neighbour_recall(approx, exact, k)
     print(f"\nneighbour recall@{k} of the index against exact search ({len(Q):,} query cells): {hits:.3f}")
+
+
+def neighbour_recall(found: np.ndarray, exact: np.ndarray, k: int = 15) -> float:
+    """Mean share of each row's exact ``k`` nearest neighbours among the first ``k`` found."""
+    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found, exact, strict=True)]))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 from datasets import SCDCC, SHARED, available
-from mapping_scale import mixture
+from mapping_scale import mixture, neighbour_recall
 from pynndescent import NNDescent
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
@@ -63,10 +63,6 @@ def resampled_cbmc(n_reference: int, n_query: int) -> tuple[np.ndarray, np.ndarr
     return draw(n_reference), draw(n_query)
 
 
-def recall(found: np.ndarray, exact: np.ndarray, k: int = 15) -> float:
-    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found, exact, strict=True)]))
-
-
 def timed(search, n: int) -> tuple[float, np.ndarray]:
     t0 = time.perf_counter()
     indices = search()
@@ -84,7 +80,7 @@ def run(data: str, X: np.ndarray, Q: np.ndarray) -> None:
     build = time.perf_counter() - t0
     for k in (31, 15):
         per_cell, (indices, _) = timed(lambda k=k: index.query(Q, k=k, epsilon=0.1), len(Q))
-        found = recall(indices[:RECALL_CELLS], exact)
+        found = neighbour_recall(indices[:RECALL_CELLS], exact)
         print(f"| {data} | pynndescent | {k} | {build:.0f} | {per_cell:.1f} | {found:.3f} |", flush=True)
     try:
         import faiss
@@ -101,7 +97,7 @@ def run(data: str, X: np.ndarray, Q: np.ndarray) -> None:
         per_cell, (_, indices) = timed(lambda: hnsw.search(Q, 31), len(Q))
         print(
             f"| {data} | faiss HNSW, efSearch {ef} | 31 | {build:.0f} | {per_cell:.1f} "
-            f"| {recall(indices[:RECALL_CELLS], exact):.3f} |",
+            f"| {neighbour_recall(indices[:RECALL_CELLS], exact):.3f} |",
             flush=True,
         )
 
