@@ -1,7 +1,7 @@
 """Growing a reference: ``scnumap.tl.extend`` next to a full refit on the union, in one run.
 
     .venv/bin/python benchmarks/extend.py [--seeds N] [pbmc68k_reduced paul15 pbmc4k bladder kidney ...]
-    .venv/bin/python benchmarks/extend.py --hold 1 0.3 0.1 [--seeds N] [paul15 kidney ...]
+    .venv/bin/python benchmarks/extend.py --hold 1 0.3 0.1 [--release on off] [--seeds N] [paul15 kidney ...]
 
 For each labelled set: one cell type (the median-sized of those with at least 30 cells)
 and 30 % of the other cells are held out of the first fit (``sc.pp.pca`` on the first
@@ -24,7 +24,9 @@ the graphs and the fits); the table gives the mean over seeds, and min–max whe
 
 With ``--hold H ...`` no refit is made: the same first map is extended once per value of
 ``hold`` (the weight that keeps the old cells in place), which prints the trade-off between
-how far the old cells move and how well the added cells are placed.
+how far the old cells move and how well the added cells are placed; ``--release on off``
+extends it once per ``hold`` with and once without the release of old cells whose
+neighbours are mostly new (``tl.extend(release=...)``).
 """
 
 from __future__ import annotations
@@ -141,35 +143,36 @@ def run(name: str, seed: int) -> dict:
     }
 
 
-def hold_sweep(name: str, seed: int, holds: list[float]) -> list[list[float]]:
-    """One first map of ``name`` extended once per ``hold``: displacement, scores, time."""
+def hold_sweep(name: str, seed: int, settings: list[tuple[float, bool]]) -> list[list[float]]:
+    """One first map of ``name`` extended once per ``(hold, release)``: displacement, scores, time."""
     ref, add, new_type, before = first_map(name, seed)
     rows = []
-    for hold in holds:
-        union, seconds = timed_extend(ref, add, seed, hold=hold)
+    for hold, release in settings:
+        union, seconds = timed_extend(ref, add, seed, hold=hold, release=release)
         distance = 100 * moved(before, union.obsm["X_numap"])
         scored = union_scores(union, union.obsm["X_numap"], ref.n_obs, new_type)
         rows.append([np.median(distance), np.quantile(distance, 0.95), *scored, seconds])
     return rows
 
 
-def main_holds(names: list[str], seeds: int, holds: list[float]) -> None:
+def main_holds(names: list[str], seeds: int, holds: list[float], releases: list[bool]) -> None:
     warm_up(False)
+    settings = [(hold, release) for hold in holds for release in releases]
     print(
-        "| data | hold | old cells moved, median % | 95th % | trust@15 | kNN@15 | density r "
+        "| data | hold | release | old cells moved, median % | 95th % | trust@15 | kNN@15 | density r "
         "| added cells kNN acc | new type kNN acc | time (s) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         if not available(name):
-            print(f"| {name} | (data absent) | | | | | | | | |")
+            print(f"| {name} | (data absent) | | | | | | | | | |")
             continue
-        runs = [hold_sweep(name, seed, holds) for seed in range(seeds)]
-        for i, hold in enumerate(holds):
+        runs = [hold_sweep(name, seed, settings) for seed in range(seeds)]
+        for i, (hold, release) in enumerate(settings):
             cells = [spread([r[i][j] for r in runs], 2 if j < 2 else 3) for j in range(7)]
-            print(
-                f"| {name} | {hold:g} | " + " | ".join(cells) + f" | {spread([r[i][7] for r in runs], 1)} |", flush=True
-            )
+            times = spread([r[i][7] for r in runs], 1)
+            switch = "on" if release else "off"
+            print(f"| {name} | {hold:g} | {switch} | " + " | ".join(cells) + f" | {times} |", flush=True)
 
 
 def spread(values: list[float], digits: int) -> str:
@@ -214,8 +217,11 @@ if __name__ == "__main__":
     parser.add_argument("names", nargs="*", default=["pbmc68k_reduced", "paul15", "pbmc4k", "bladder", "kidney"])
     parser.add_argument("--seeds", type=int, default=2, help="runs per set (seed s: split, PCA, graphs, fits)")
     parser.add_argument("--hold", type=float, nargs="+", default=None, help="hold values to sweep (no refit)")
+    parser.add_argument(
+        "--release", choices=["on", "off"], nargs="+", default=["on"], help="with --hold: tl.extend's release"
+    )
     args = parser.parse_args()
     if args.hold:
-        main_holds(args.names, args.seeds, args.hold)
+        main_holds(args.names, args.seeds, args.hold, [value == "on" for value in args.release])
     else:
         main(args.names, args.seeds)

@@ -304,3 +304,5 @@ def test_extend_errors_name_value_and_fix(blobs, fitted_blobs, blobs_and_new_clu
         model.extend(blobs_and_new_cluster, np.full_like(before, np.nan))
     with pytest.raises(ValueError, match="hold"):
         model.extend(blobs_and_new_cluster, before, hold=-1.0)
+    with pytest.raises(TypeError, match="release"):
+        model.extend(blobs_and_new_cluster, before, release=None)

@@ -60,6 +60,7 @@ def test_union_holds_every_cell_and_the_documented_keys(ref_new, union):
     np.testing.assert_array_equal(history["n_obs_added"], [add.n_obs])
     assert history["n_steps"][0] >= 1
     assert history["hold"][0] == 1.0
+    np.testing.assert_array_equal(history["release"], [1])
     # the union shares no array with the reference: editing one leaves the other as it was
     rep_new, rep_old = union.uns["numap"]["model"]["representation"], ref.uns["numap"]["model"]["representation"]
     assert not np.shares_memory(rep_new["pca_loadings"], rep_old["pca_loadings"])
@@ -137,6 +138,8 @@ def test_extend_errors_name_the_value_and_the_fix(ref_new):
         scnumap.tl.extend(ref, ref[:5].copy())
     with pytest.raises(ValueError, match="`hold` must be a number > 0"):
         scnumap.tl.extend(ref, add, hold=0)
+    with pytest.raises(TypeError, match="`release` must be True or False"):
+        scnumap.tl.extend(ref, add, release="yes")
     with pytest.raises(ValueError, match="not integrated"):
         scnumap.tl.extend(ref, add, batch_key="bulk_labels")
     with pytest.raises(ValueError, match="no NUMAP model"):
@@ -187,3 +190,16 @@ def test_integrated_reference_extends_through_its_correction(pbmc):
     assert union.uns["neighbors"]["params"]["use_rep"] == "X_pca_harmony"
     for name, value in ref.uns["numap"]["model"]["correction"].items():
         np.testing.assert_array_equal(union.uns["numap"]["model"]["correction"][name], value)
+
+
+def test_history_of_a_model_stored_before_release_existed():
+    from types import SimpleNamespace
+
+    from scnumap.tl._extend import _history
+
+    old = {"n_obs_before": np.array([100]), "n_obs_added": np.array([20]), "n_steps": np.array([50]), "hold": [1.0]}
+    history = _history(old, 120, 30, SimpleNamespace(n_steps_=60), 0.5, True)
+    np.testing.assert_array_equal(history["n_obs_before"], [100, 120])
+    np.testing.assert_array_equal(history["hold"], [1.0, 0.5])
+    np.testing.assert_array_equal(history["release"], [0, 1])  # the first extension held every cell alike
+    assert history["release"].dtype == np.int64

@@ -14,12 +14,13 @@ from .device import np_rng, resolve_device, torch_generator
 from .encoder import Encoder
 from .graph import build_graph, check_metric, edge_distances, graph_from_matrices
 from .grease import GrEASE
+from .hold import HoldTerm, release_weights
 from .layers import init_parameters
 from .losses import find_ab_params
 from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
 from .threads import limited_threads
-from .train import DensityTerm, HoldTerm, train_embedding
+from .train import DensityTerm, train_embedding
 
 #: The automatic training budget: ``AUTO_EPOCHS`` passes over the edges, clipped to
 #: ``AUTO_MIN_STEPS`` and a cap of steps (of ``batch_size`` edges) that, as umap-learn's
@@ -279,14 +280,17 @@ class NUMAP:
         self.embedding_ = self.transform(X)
         return self
 
-    def extend(self, X, positions, graph=None, knn_distances=None, *, hold: float = HOLD) -> NUMAP:
+    def extend(
+        self, X, positions, graph=None, knn_distances=None, *, hold: float = HOLD, release: bool = True
+    ) -> NUMAP:
         """Train the fitted map further on ``X``, keeping its first rows where they are.
 
         Grows a trained map without moving the cells already on it: the first
         ``len(positions)`` rows of ``X`` are those cells (``positions`` are their
         coordinates, e.g. ``embedding_``), the rest are new. The network is fine-tuned
         from its current weights with the UMAP (+ DensMAP) loss on the graph of all rows
-        plus ``hold`` × the mean squared distance of the old rows to ``positions``; GrEASE
+        plus ``hold`` × the mean squared distance of the old rows to ``positions`` (each
+        row weighted by how little its neighbourhood changed, with ``release``); GrEASE
         and the input standardisation stay as fitted, so ``transform`` keeps its input
         space. The training budget is :data:`EXTEND_FRACTION` of the steps a fit on ``X``
         would take (``epochs`` scales both).
@@ -302,6 +306,11 @@ class NUMAP:
         hold
             Weight of the term that keeps the old rows in place (typically 0.1–100; larger
             moves them less and gives the new rows less room).
+        release
+            Hold each old row in proportion to how little the new rows entered its
+            neighbourhood (:func:`~scnumap.core.hold.release_weights`): rows whose
+            neighbours are mostly new (next to a type the map did not have) may move to
+            make room. ``False`` holds every old row with the same weight.
 
         Returns
         -------
@@ -309,12 +318,14 @@ class NUMAP:
         """
         self._check_fitted()
         with limited_threads(self.n_jobs):
-            return self._extend(X, positions, graph, knn_distances, hold)
+            return self._extend(X, positions, graph, knn_distances, hold, release)
 
-    def _extend(self, X, positions, graph, knn_distances, hold) -> NUMAP:
+    def _extend(self, X, positions, graph, knn_distances, hold, release) -> NUMAP:
         X = as_matrix(X)
         self._check_params()
         check_float(hold, "hold", minimum=0.0)
+        if not isinstance(release, bool | np.bool_):
+            raise TypeError(f"`release` must be True or False, got {release!r}.")
         self._check_features(X)
         positions = np.asarray(positions, dtype=np.float32)
         if positions.ndim != 2 or positions.shape[1] != self.n_components:
@@ -336,7 +347,10 @@ class NUMAP:
         if not hasattr(self, "ab_"):
             self.ab_ = find_ab_params(self.spread, self.min_dist)
         table = RowTable(X, self.standardizer_, device, extra=self._spectral_rows(X, device))
-        hold_term = HoldTerm(torch.as_tensor(positions, device=device), float(hold))
+        row_weights = None
+        if release:
+            row_weights = torch.as_tensor(release_weights(knn.connectivities, n_fixed), device=device)
+        hold_term = HoldTerm(torch.as_tensor(positions, device=device), float(hold), row_weights)
         self._train(X, knn, table, train_seed, fraction=EXTEND_FRACTION, hold=hold_term)
         self.embedding_ = self.transform(X)
         return self

@@ -10,6 +10,7 @@ import torch
 from .batching import RowTable, chunks
 from .density import NeighbourhoodSampler, density_correlation_loss, embedding_log_radius
 from .encoder import Encoder
+from .hold import HoldTerm
 from .losses import umap_cross_entropy
 from .noise import HeadNoise
 from .progress import progress
@@ -52,25 +53,6 @@ class DensityTerm:
     start_step: int
     positions: torch.Tensor | None = None  # detached embedding of all vertices (large graphs)
     positions_step: int = -1  # the step whose parameters computed ``positions``
-
-
-@dataclass
-class HoldTerm:
-    """Keep rows ``0 .. n_fixed - 1`` at ``positions`` (extending a trained map).
-
-    Adds ``weight`` × the mean squared distance between those rows' embedding and
-    ``positions``, over the rows of each step's tails and negatives (the edge heads carry
-    the input noise) or over every row in a whole-graph step.
-    """
-
-    positions: torch.Tensor  # (n_fixed, n_components) coordinates to keep
-    weight: float
-
-    def loss(self, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        held = rows < self.positions.shape[0]
-        if not bool(held.any()):
-            return y.sum() * 0.0
-        return self.weight * ((y[held] - self.positions[rows[held]]) ** 2).sum(dim=1).mean()
 
 
 def train_embedding(

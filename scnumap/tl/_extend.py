@@ -49,6 +49,7 @@ def extend(
     *,
     key: str = "numap",
     hold: float = HOLD,
+    release: bool = True,
     batch_key: str | None = None,
     missing_genes: str = "error",
     max_missing_fraction: float = 0.1,
@@ -86,6 +87,10 @@ def extend(
         moves them less and gives new cells less room. With the default the old cells
         moved by 0.3–0.5 % of the map's extent (median) in the benchmarks (documentation:
         method, "Growing a reference").
+    release
+        Hold each old cell in proportion to how little the new cells entered its
+        neighbourhood: old cells whose neighbours are mostly new (next to a type the map
+        did not have) may move to make room for it. ``False`` holds every old cell alike.
     batch_key
         ``obs`` column of ``adata_new``'s batches, each corrected separately onto an
         integrated reference (``tl.numap(batch_key=...)``).
@@ -123,7 +128,7 @@ def extend(
         The neighbour graph of the union (the reference's ``neighbors_key``).
     ``uns[key]``
         ``'params'`` (the first fit's settings plus ``'extensions'``: per extension the
-        cells before, cells added, training steps and ``hold``) and the updated
+        cells before, cells added, training steps, ``hold`` and ``release``) and the updated
         ``'model'`` (weights, the mapping score's calibration on the union; the query
         correction's clusters recomputed on the union, or, for an integrated reference,
         kept). :func:`scnumap.tl.project` maps further queries onto it as before.
@@ -140,6 +145,8 @@ def extend(
         raise ValueError("`adata_new` has no cells; pass at least one cell to add.")
     if isinstance(hold, bool) or not isinstance(hold, numbers.Real) or not hold > 0:
         raise ValueError(f"`hold` must be a number > 0, got {hold!r}.")
+    if not isinstance(release, bool):
+        raise TypeError(f"`release` must be True or False, got {release!r}.")
     if missing_genes not in ("error", "zeros"):
         raise ValueError(f"`missing_genes` must be 'error' or 'zeros', got {missing_genes!r}.")
     _, entry, model, rep = _load(adata_ref, key, True, device=resolve_device(device))
@@ -191,8 +198,12 @@ def extend(
     model.epochs = None if epochs < 0 else epochs
     model.metric, model.n_neighbors = metric, n_neighbors
     model.random_state, model.n_jobs, model.verbose = random_state, n_jobs, bool(verbose)
-    logg.info(f"    fine-tuning on {positions.shape[0]} reference and {adata_new.n_obs} new cells (hold={hold:g})")
-    model.extend(union_space, positions, graph.obsp["connectivities"], graph.obsp["distances"], hold=float(hold))
+    logg.info(
+        f"    fine-tuning on {positions.shape[0]} reference and {adata_new.n_obs} new cells "
+        f"(hold={hold:g}, release={release})"
+    )
+    graph_matrices = graph.obsp["connectivities"], graph.obsp["distances"]
+    model.extend(union_space, positions, *graph_matrices, hold=float(hold), release=release)
 
     new_entry = model_to_dict(model)
     new_entry["representation"] = copy.deepcopy(entry["representation"])
@@ -201,7 +212,7 @@ def extend(
         new_entry["correction"] = copy.deepcopy(entry["correction"])
     elif "correction" in entry and not sp.issparse(union_space) and union_space.shape[1] <= MAX_COMPRESSED_DIMS:
         new_entry["correction"] = compress(np.asarray(union_space, dtype=np.float64), random_state).to_dict()
-    params["extensions"] = _history(params.get("extensions"), positions.shape[0], adata_new.n_obs, model, hold)
+    params["extensions"] = _history(params.get("extensions"), positions.shape[0], adata_new.n_obs, model, hold, release)
     union = _union(adata_ref, adata_new, rep, union_space, raw)
     union.obsm[embedding_key] = model.embedding_
     prefix = "" if neighbors_key == "neighbors" else f"{neighbors_key}_"
@@ -221,12 +232,21 @@ def extend(
     return union
 
 
-def _history(previous, n_before: int, n_added: int, model, hold: float) -> dict:
-    """``params['extensions']``: one entry per extension in each array."""
-    rows = {"n_obs_before": n_before, "n_obs_added": n_added, "n_steps": model.n_steps_, "hold": hold}
+def _history(previous, n_before: int, n_added: int, model, hold: float, release: bool) -> dict:
+    """``params['extensions']``: one entry per extension in each array (``release`` as 0/1;
+    0 for extensions recorded before it existed, which held every cell alike)."""
+    rows = {
+        "n_obs_before": n_before,
+        "n_obs_added": n_added,
+        "n_steps": model.n_steps_,
+        "hold": hold,
+        "release": int(release),
+    }
+    previous = previous if isinstance(previous, dict) else {}
+    n_previous = len(np.atleast_1d(previous.get("n_obs_before", [])))
     history = {}
     for name, value in rows.items():
-        old = np.asarray(previous[name]) if isinstance(previous, dict) and name in previous else np.empty(0)
+        old = np.asarray(previous[name]) if name in previous else np.zeros(n_previous)
         dtype = np.float64 if name == "hold" else np.int64
         history[name] = np.append(old.astype(dtype), np.asarray(value, dtype=dtype))
     return history

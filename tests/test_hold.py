@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from scnumap.core.graph import build_graph
+from scnumap.core.hold import HoldTerm, release_weights
+
+
+def test_release_weights_hold_cells_far_from_new_ones_and_free_those_next_to_a_new_type():
+    rng = np.random.default_rng(0)
+    old = np.concatenate([rng.normal(0, 1, (100, 5)), rng.normal(8, 1, (100, 5))])
+    new = rng.normal([10, 8, 8, 8, 8], 0.5, (50, 5))  # a new type beside the second cluster
+    X = np.concatenate([old, new]).astype(np.float32)
+    weights = release_weights(build_graph(X, 10).connectivities, 200)
+    assert weights.shape == (200,)
+    assert weights.dtype == np.float32
+    assert np.all((weights >= 0) & (weights <= 1))
+    np.testing.assert_array_equal(weights[:100], 1.0)  # the first cluster never meets a new cell
+    second = weights[100:]
+    released = second < 1
+    assert released.any()
+    assert second.min() < 0.5
+    # the released cells are those facing the new type
+    assert X[100:200][released, 0].mean() > X[100:200][~released, 0].mean() + 0.5
+
+
+def test_release_weights_exact_values_and_errors():
+    # vertex 0: edges only to old vertices; vertex 1: half its weight to the new vertex;
+    # vertex 2: only to the new vertex; vertex 3 (new)
+    graph = sp.csr_matrix(np.array([[0, 1, 1, 0], [1, 0, 0, 1], [1, 0, 0, 1], [0, 1, 1, 0]], dtype=np.float32))
+    graph[2, 0] = 0.0
+    graph.eliminate_zeros()
+    weights = release_weights(graph, 3)
+    # rho = 1/4: vertex 1 (share 1/2) → (1/2) / (3/4) = 2/3, vertex 2 (share 1) → 0
+    np.testing.assert_allclose(weights, [1.0, 2.0 / 3.0, 0.0], rtol=1e-6)
+    isolated = sp.csr_matrix((3, 3), dtype=np.float32)
+    np.testing.assert_array_equal(release_weights(isolated, 2), [1.0, 1.0])
+    with pytest.raises(ValueError, match="n_fixed"):
+        release_weights(graph, 4)
+
+
+def test_hold_term_weights_rows():
+    positions = torch.zeros(3, 2)
+    y = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [9.0, 9.0]])
+    rows = torch.tensor([0, 1, 2, 3])  # row 3 is new: not held
+    plain = HoldTerm(positions, 2.0)
+    assert float(plain.loss(y, rows)) == pytest.approx(2.0 * (1 + 4 + 9) / 3)
+    weighted = HoldTerm(positions, 2.0, torch.tensor([1.0, 0.5, 0.0]))
+    assert float(weighted.loss(y, rows)) == pytest.approx(2.0 * (1 + 2 + 0) / 3)
+    assert float(weighted.loss(y[3:], rows[3:])) == 0.0
