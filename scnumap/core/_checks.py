@@ -103,6 +103,13 @@ def _check_dtype(dtype, name: str) -> None:
         raise TypeError(f"`{name}` must hold numbers, got dtype {dtype}.")
 
 
+def check_bool(value, name: str) -> bool:
+    """Check that ``value`` is ``True`` or ``False`` (a Python or numpy bool)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
 def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """Check that ``value`` is an integer in ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

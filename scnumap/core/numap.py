@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import torch
 
-from ._checks import as_matrix, check_float, check_hidden, check_int, check_n_neighbors
+from ._checks import as_matrix, check_bool, check_float, check_hidden, check_int, check_n_neighbors
 from .batching import RowTable, as_numpy, chunks
 from .density import NeighbourhoodSampler, original_log_radius
 from .device import np_rng, resolve_device, torch_generator
@@ -201,8 +201,7 @@ class NUMAP:
         check_hidden(self.hidden)
         check_float(self.input_noise, "input_noise", minimum=0.0)
         check_int(self.grease_steps, "grease_steps", minimum=1)
-        if not isinstance(self.densmap, bool | np.bool_):
-            raise TypeError(f"`densmap` must be True or False, got {self.densmap!r}.")
+        check_bool(self.densmap, "densmap")
         check_float(self.dens_lambda, "dens_lambda", minimum=0.0)
         check_float(self.dens_frac, "dens_frac", minimum=0.0, maximum=1.0)
         check_float(self.dens_var_shift, "dens_var_shift", minimum=0.0)
@@ -324,8 +323,7 @@ class NUMAP:
         X = as_matrix(X)
         self._check_params()
         check_float(hold, "hold", minimum=0.0)
-        if not isinstance(release, bool | np.bool_):
-            raise TypeError(f"`release` must be True or False, got {release!r}.")
+        release = check_bool(release, "release")
         self._check_features(X)
         positions = np.asarray(positions, dtype=np.float32)
         if positions.ndim != 2 or positions.shape[1] != self.n_components:

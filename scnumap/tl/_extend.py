@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
+from ..core._checks import check_bool
 from ..core.device import resolve_device
 from ..core.model_io import model_to_dict
 from ..core.numap import HOLD
@@ -145,8 +146,7 @@ def extend(
         raise ValueError("`adata_new` has no cells; pass at least one cell to add.")
     if isinstance(hold, bool) or not isinstance(hold, numbers.Real) or not hold > 0:
         raise ValueError(f"`hold` must be a number > 0, got {hold!r}.")
-    if not isinstance(release, bool):
-        raise TypeError(f"`release` must be True or False, got {release!r}.")
+    release = check_bool(release, "release")
     if missing_genes not in ("error", "zeros"):
         raise ValueError(f"`missing_genes` must be 'error' or 'zeros', got {missing_genes!r}.")
     _, entry, model, rep = _load(adata_ref, key, True, device=resolve_device(device))
