@@ -12,7 +12,7 @@ from scnumap.core import metrics
 from scnumap.core.model_io import ModelFormatError
 from scnumap.tl._project import load_reference
 
-TL_QUICK = {"epochs": 5, "grease_steps": 60, "hidden": (32,), "batch_size": 512}
+TL_QUICK = {"epochs": 40, "grease_steps": 60, "hidden": (32,), "batch_size": 512}
 
 
 @pytest.fixture(scope="module")

@@ -147,3 +147,55 @@ def test_neighbour_positions_are_at_most_refresh_minus_one_steps_old(blobs, monk
         ages.append(next(step - s for s in range(step, -1, -1) if torch.equal(snapshots[s][0][cols], y_nbr)))
     assert max(ages) == min(refresh, 12) - 1
     assert ages[:refresh] == list(range(min(refresh, 12)))
+
+
+def _whole_graph_run(blobs, encoder, noise, n_threads=None, batch_size=64):
+    cpu = torch.device("cpu")
+    graph = build_graph(blobs, 10)
+    table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
+    sampler = _CountingSampler(*graph.edges(), cpu)
+    before = torch.get_num_threads()
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
+    try:
+        history = train_embedding(
+            encoder, table, sampler, a=1.6, b=0.9, n_steps=60, batch_size=batch_size, negative_sample_rate=5,
+            lr=1e-3, generator=torch.Generator().manual_seed(0), noise=noise, whole_graph=True,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    return history, sampler
+
+
+def test_whole_graph_steps_embed_every_vertex_clean_and_noisy(blobs):
+    """Each whole-graph step embeds all vertices twice (with and without the head noise) and
+    draws ``WHOLE_GRAPH_EDGE_FACTOR`` × ``batch_size`` edges; the loss goes down."""
+    noised = []
+
+    def spectral(x):
+        noised.append(x.shape[0])
+        return torch.zeros(x.shape[0], 2)
+
+    encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
+    noise = HeadNoise(torch.full((len(blobs),), 0.1), spectral, blobs.shape[1])
+    history, sampler = _whole_graph_run(blobs, encoder, noise)
+    assert encoder.rows == [2 * len(blobs)] * 60
+    assert noised == [len(blobs)] * 60
+    assert sampler.sizes == [64 * WHOLE_GRAPH_EDGE_FACTOR] * 60
+    assert history[-1] < history[0]
+    encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
+    _whole_graph_run(blobs, encoder, None)
+    assert encoder.rows == [len(blobs)] * 60  # no noise: one pass
+
+
+def test_whole_graph_steps_are_reproducible_on_two_threads(blobs):
+    """The gradient of rows read many times (edges, negatives) is summed in a fixed order."""
+    from scnumap.core.layers import init_parameters
+
+    outputs = []
+    for _ in range(2):
+        encoder = Encoder(blobs.shape[1], 2, 2, (16,))
+        init_parameters(encoder, torch.Generator().manual_seed(0))
+        _whole_graph_run(blobs, encoder, None, n_threads=2, batch_size=512)  # 4,096 edges × 6 reads
+        outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
+    assert torch.equal(outputs[0], outputs[1])

@@ -20,7 +20,7 @@ from .losses import find_ab_params
 from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
 from .threads import limited_threads
-from .train import DensityTerm, train_embedding
+from .train import WHOLE_GRAPH_EDGE_FACTOR, WHOLE_GRAPH_LR_FACTOR, DensityTerm, train_embedding
 
 #: The automatic training budget: ``AUTO_EPOCHS`` passes over the edges, clipped to
 #: ``AUTO_MIN_STEPS`` and a cap of steps (of ``batch_size`` edges) that, as umap-learn's
@@ -30,6 +30,24 @@ AUTO_MIN_STEPS = 1000
 AUTO_MAX_STEPS_SMALL = 8000
 AUTO_MAX_STEPS = 4000
 SMALL_GRAPH = 10_000
+
+#: Graphs of at most this many vertices train by whole-graph steps: each step embeds every
+#: vertex twice (clean, and with the input noise) and reads ``WHOLE_GRAPH_EDGE_FACTOR ×
+#: batch_size`` edges from there, at ``WHOLE_GRAPH_LR_FACTOR × lr``
+#: (:func:`~scnumap.core.train.train_embedding`). Two passes of 5,000 rows cost about three
+#: batch steps' rows, and ``WHOLE_GRAPH_STEPS`` of them replace up to 8,000 batch steps.
+WHOLE_GRAPH_MAX = 5000
+
+#: The automatic budget of a fit by whole-graph steps (half of it left held-out points
+#: less well placed; docs/method.md, "Whole-graph steps on small data").
+WHOLE_GRAPH_STEPS = 1000
+
+#: With DensMAP, a fit by whole-graph steps gives the density phase this many times its
+#: share ``dens_frac`` of the budget, on top of the UMAP steps: 1,000 steps with
+#: ``dens_frac=0.3`` become 700 UMAP steps and 600 density steps. A density step makes one
+#: clean pass (no noisy one), so the extra steps cost little; with 300 of them pbmc4k's
+#: density correlation stayed below densMAP's (docs/method.md, "Whole-graph steps").
+WHOLE_GRAPH_DENSITY_FACTOR = 2
 
 #: :meth:`NUMAP.extend` trains this fraction of the steps a fit on the union would take.
 EXTEND_FRACTION = 0.25
@@ -52,12 +70,15 @@ class NUMAP:
         Neighbours of the UMAP graph (typically 5–50).
     epochs
         Passes over the graph's edges (``>= 1``). ``None`` picks a budget from the graph
-        size: ``300`` passes, clipped to 1,000 and a cap of 8,000 steps of ``batch_size``
-        edges up to 10,000 cells and 4,000 steps above (umap-learn likewise trains small
-        data longer: 500 epochs up to 10,000 samples, 200 above). With 15 neighbours the
-        cap applies from about 1,000 cells on. docs/method.md ("Budget") discusses the choice.
+        size. Up to 5,000 cells every step embeds all cells and reads 8 × ``batch_size``
+        edges (a whole-graph step), and the budget is 1,000 such steps. Above, a step
+        embeds ``batch_size`` edges, and the budget is ``300`` passes, clipped to 1,000
+        and a cap of 8,000 steps up to 10,000 cells and 4,000 steps above (umap-learn
+        likewise trains small data longer: 500 epochs up to 10,000 samples, 200 above).
+        docs/method.md ("Budget") discusses the choice.
     lr
-        Adam learning rate (typically 1e-4–1e-2).
+        Adam learning rate (typically 1e-4–1e-2). Whole-graph steps (up to 5,000 cells,
+        see ``epochs``) use ``sqrt(8) × lr``: their gradient averages 8 times as many edges.
     batch_size
         Edges per step (typically 256–4,096).
     min_dist, spread
@@ -93,7 +114,9 @@ class NUMAP:
     dens_lambda
         Weight of the density term (0.1–2.0).
     dens_frac
-        Fraction of the training (from the end) with the density term active.
+        Fraction of the training (from the end) with the density term active. With
+        ``epochs=None`` on up to 5,000 cells (whole-graph steps) the density phase gets
+        twice this share of the 1,000 steps, added to the rest: 700 + 600 steps at 0.3.
     dens_var_shift
         Constant added to the embedding-radius variance in the correlation.
     dens_subsample_size
@@ -209,8 +232,12 @@ class NUMAP:
 
     def n_steps(self, n_edges: int, n_obs: int) -> int:
         """Gradient steps for a graph with ``n_edges`` directed edges on ``n_obs`` vertices."""
+        edges_per_step = self.batch_size * (WHOLE_GRAPH_EDGE_FACTOR if whole_graph(n_obs) else 1)
         if self.epochs is not None:
-            return max(1, int(np.ceil(self.epochs * n_edges / self.batch_size)))
+            return max(1, int(np.ceil(self.epochs * n_edges / edges_per_step)))
+        if whole_graph(n_obs):
+            extra = (WHOLE_GRAPH_DENSITY_FACTOR - 1) * self.dens_frac if self.densmap else 0.0
+            return round(WHOLE_GRAPH_STEPS * (1.0 + extra))
         auto = int(np.ceil(AUTO_EPOCHS * n_edges / self.batch_size))
         cap = AUTO_MAX_STEPS_SMALL if n_obs <= SMALL_GRAPH else AUTO_MAX_STEPS
         return int(np.clip(auto, AUTO_MIN_STEPS, cap))
@@ -369,6 +396,11 @@ class NUMAP:
         sampler = EdgeSampler(heads, tails, weights, device)
         n_steps = max(1, round(fraction * self.n_steps(sampler.n_edges, X.shape[0])))
         noise, density = self._regularisers(X, knn, (heads, tails, weights), n_steps, device)
+        whole = whole_graph(X.shape[0])
+        # a fit by whole-graph steps takes larger steps; an extension fine-tunes at ``lr``,
+        # since Adam's first updates move every weight by about the learning rate whatever
+        # the hold term says
+        step_lr = self.lr * WHOLE_GRAPH_LR_FACTOR if whole and hold is None else self.lr
         a, b = self.ab_
         self.density_loss_history_ = []
         self.loss_history_ = train_embedding(
@@ -387,6 +419,8 @@ class NUMAP:
             verbose=self.verbose,
             density_history=self.density_loss_history_,
             hold=hold,
+            whole_graph=whole,
+            step_lr=step_lr,
         )
         self.n_steps_ = n_steps
 
@@ -425,9 +459,19 @@ class NUMAP:
                 dens_lambda=float(self.dens_lambda),
                 var_shift=float(self.dens_var_shift),
                 subsample_size=int(self.dens_subsample_size),
-                start_step=round(n_steps * (1.0 - self.dens_frac)),
+                start_step=round(n_steps * (1.0 - self._density_share(n))),
             )
         return noise, density
+
+    def _density_share(self, n_obs: int) -> float:
+        """Share of the automatic budget in the density phase: ``dens_frac``, or for a fit by
+        whole-graph steps ``WHOLE_GRAPH_DENSITY_FACTOR × dens_frac`` of the UMAP budget
+        added to its ``1 - dens_frac``."""
+        f = float(self.dens_frac)
+        if not whole_graph(n_obs) or self.epochs is not None:
+            return f
+        k = WHOLE_GRAPH_DENSITY_FACTOR
+        return k * f / (1.0 - f + k * f)
 
     def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:
         out = torch.empty(X.shape[0], self.n_spectral_components, device=device)
@@ -471,3 +515,8 @@ class NUMAP:
     def fit_transform(self, X, graph=None, knn_distances=None) -> np.ndarray:
         """``fit`` then return ``embedding_``."""
         return self.fit(X, graph=graph, knn_distances=knn_distances).embedding_
+
+
+def whole_graph(n_obs: int) -> bool:
+    """Whether a graph of ``n_obs`` vertices trains by whole-graph steps (:data:`WHOLE_GRAPH_MAX`)."""
+    return n_obs <= WHOLE_GRAPH_MAX

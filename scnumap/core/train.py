@@ -27,6 +27,12 @@ LR_FLOOR = 0.05
 #: 8 0.823 / 0.823 / 0.824 (0.171 / 0.173 / 0.172), 16 0.827 / – / 0.823; fit time +5 %.
 WHOLE_GRAPH_EDGE_FACTOR = 8
 
+#: Steps that embed every vertex (``whole_graph=True``) in a fit use this multiple of
+#: ``lr``: their gradient averages ``WHOLE_GRAPH_EDGE_FACTOR`` times as many edges, so it
+#: is less noisy and takes a larger step (the square-root rule for a larger batch; at
+#: ``lr`` itself held-out points landed less well, docs/method.md "Whole-graph steps").
+WHOLE_GRAPH_LR_FACTOR = math.sqrt(WHOLE_GRAPH_EDGE_FACTOR)
+
 #: Steps between loss read-outs (progress bar, history, divergence check).
 LOG_EVERY = 50
 
@@ -72,6 +78,8 @@ def train_embedding(
     verbose: bool = False,
     density_history: list[float] | None = None,
     hold: HoldTerm | None = None,
+    whole_graph: bool = False,
+    step_lr: float | None = None,
 ) -> list[float]:
     """Minimise the UMAP cross-entropy (+ density term) by Adam; returns the history of the
     UMAP cross-entropy (mean every ``LOG_EVERY`` steps, density term excluded); the mean
@@ -85,12 +93,16 @@ def train_embedding(
     each cell's neighbourhood asks the network to contract sparse regions, against what
     DensMAP asks). When the density term takes every vertex, each step embeds all of them
     once and reads ``WHOLE_GRAPH_EDGE_FACTOR * batch_size`` edges and their negatives
-    (uniform over all vertices) from there. The learning rate follows :func:`lr_factor`.
+    (uniform over all vertices) from there. ``whole_graph`` makes every step such a step
+    (a small graph: a pass over all vertices costs less than three batches of rows), the
+    heads read from a second pass of all vertices with ``noise``. Adam runs at ``step_lr``
+    (``None``: ``lr``; a fit by whole-graph steps passes ``WHOLE_GRAPH_LR_FACTOR * lr``),
+    decayed as :func:`lr_factor` says; ``lr`` is the value error messages name.
     ``hold`` (:class:`HoldTerm`) keeps the first rows where they are.
     """
     device = table.device
     n_obs = table.n_obs
-    opt = torch.optim.Adam(encoder.parameters(), lr=lr)
+    opt = torch.optim.Adam(encoder.parameters(), lr=lr if step_lr is None else step_lr)
     restart = density.start_step if density is not None else n_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, n_steps, restart))
     history: list[float] = []
@@ -101,10 +113,12 @@ def train_embedding(
     encoder.train()
     for step in bar:
         densmap_phase = density is not None and step >= density.start_step
-        whole = densmap_phase and density.subsample_size >= n_obs
+        whole = whole_graph or (densmap_phase and density.subsample_size >= n_obs)
         if whole:
             n_edges = batch_size * WHOLE_GRAPH_EDGE_FACTOR
-            y, rows, sq_pos, sq_neg = _whole_graph_distances(encoder, table, sampler, n_edges, r, generator)
+            y, rows, sq_pos, sq_neg = _whole_graph_distances(
+                encoder, table, sampler, n_edges, r, generator, None if densmap_phase else noise
+            )
             clean = 0
         else:
             y, rows, sq_pos, sq_neg = _batch_distances(
@@ -164,14 +178,31 @@ def _batch_distances(encoder, table, sampler, batch_size, r, generator, noise):
     return y, rows, *_squared_distances(y_heads, y_tails, y_pool[neg.to(device)])
 
 
-def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator):
-    """Embed every vertex once; ``n_edges`` edges and uniform negatives are read from it."""
+def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noise=None):
+    """Embed every vertex once; ``n_edges`` edges and uniform negatives are read from it.
+
+    With ``noise``, every vertex is embedded a second time from a perturbed input and the
+    edge heads are read from that pass (as the heads of a batch step carry noise); ``y``
+    returned is the clean pass.
+    """
     device = table.device
-    rows = torch.arange(table.n_obs, device=device)
-    y = encoder(table[rows])
+    n = table.n_obs
+    rows = torch.arange(n, device=device)
+    x = table[rows]
     heads, tails = sampler.sample(n_edges, generator)
-    neg = sample_vertices(table.n_obs, n_edges * r, generator, device).view(n_edges, r)
-    return y, rows, *_squared_distances(y[heads], y[tails], y[neg])
+    neg = sample_vertices(n, n_edges * r, generator, device).view(n_edges, r)
+    if noise is None:
+        y = y_noisy = encoder(x)
+    else:
+        both = encoder(torch.cat([noise(x, rows, generator), x]))
+        y_noisy, y = both[:n], both[n:]
+    return y, rows, *_squared_distances(_take(y_noisy, heads), _take(y, tails), _take(y, neg))
+
+
+def _take(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``y[index]`` by ``index_select``, whose gradient (``index_add_``) sums repeated rows in a
+    fixed order; plain indexing's does not on several CPU threads (run-to-run differences)."""
+    return torch.index_select(y, 0, index.reshape(-1)).view(*index.shape, y.shape[1])
 
 
 def _squared_distances(y_heads, y_tails, y_neg):
@@ -194,7 +225,7 @@ def lr_factor(step: int, n_steps: int, restart_step: int) -> float:
 def _whole_density_loss(y: torch.Tensor, density: DensityTerm, a, b) -> torch.Tensor:
     """The density term on every vertex, from the embedding ``y`` of all of them (exact gradient)."""
     _, edge_rows, edge_cols = density.sampler.everything()
-    r_emb = embedding_log_radius(y, y[edge_cols], edge_rows, a, b)
+    r_emb = embedding_log_radius(y, _take(y, edge_cols), edge_rows, a, b)
     return density_correlation_loss(density.r_orig, r_emb, density.var_shift)
 
 
@@ -213,7 +244,9 @@ def _density_loss(encoder, table, density: DensityTerm, a, b, generator, step) -
         density.positions = embed_rows(encoder, table)
         density.positions_step = step
     y_vert = encoder(table[vertices])
-    y_nbr = _neighbour_positions(encoder, table, density.positions, edge_cols, vertices.shape[0], generator)[edge_cols]
+    y_nbr = _take(
+        _neighbour_positions(encoder, table, density.positions, edge_cols, vertices.shape[0], generator), edge_cols
+    )
     r_emb = embedding_log_radius(y_vert, y_nbr, edge_rows, a, b)
     return density_correlation_loss(density.r_orig[vertices], r_emb, density.var_shift)
 
