@@ -58,6 +58,13 @@ def random_rows(n: int, size: int, generator: torch.Generator, device: torch.dev
     return perm[: min(size, n)].to(device)
 
 
+def take_rows(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``y[index]`` (any index shape) by ``index_select``, whose gradient (``index_add_``) sums
+    repeated rows in a fixed order; plain indexing's does not on several CPU threads, so two
+    runs with the same seed would differ."""
+    return torch.index_select(y, 0, index.reshape(-1)).view(*index.shape, *y.shape[1:])
+
+
 def chunks(n: int, chunk_size: int):
     """``(start, stop)`` pairs covering ``range(n)``."""
     for start in range(0, n, chunk_size):

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .batching import take_rows
 from .graph import mean_squared_edge_length
 from .losses import membership
 
@@ -66,8 +67,7 @@ class NeighbourhoodSampler:
 
 def embedding_log_radius(y_vert: torch.Tensor, y_nbr: torch.Tensor, edge_rows: torch.Tensor, a: float, b: float):
     """Differentiable log local radius ``r'`` of each sampled vertex."""
-    # index_select: its gradient sums repeated rows in a fixed order (plain indexing's does not)
-    sq = ((torch.index_select(y_vert, 0, edge_rows) - y_nbr) ** 2).sum(dim=1)
+    sq = ((take_rows(y_vert, edge_rows) - y_nbr) ** 2).sum(dim=1)
     phi = membership(sq, a, b)
     n = y_vert.shape[0]
     num = torch.zeros(n, dtype=sq.dtype, device=sq.device).index_add_(0, edge_rows, phi * sq)

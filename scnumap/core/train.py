@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .batching import RowTable, chunks
+from .batching import RowTable, chunks, take_rows
 from .density import NeighbourhoodSampler, density_correlation_loss, embedding_log_radius
 from .encoder import Encoder
 from .hold import HoldTerm
@@ -196,13 +196,7 @@ def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noise
     else:
         both = encoder(torch.cat([noise(x, rows, generator), x]))
         y_noisy, y = both[:n], both[n:]
-    return y, rows, *_squared_distances(_take(y_noisy, heads), _take(y, tails), _take(y, neg))
-
-
-def _take(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``y[index]`` by ``index_select``, whose gradient (``index_add_``) sums repeated rows in a
-    fixed order; plain indexing's does not on several CPU threads (run-to-run differences)."""
-    return torch.index_select(y, 0, index.reshape(-1)).view(*index.shape, y.shape[1])
+    return y, rows, *_squared_distances(take_rows(y_noisy, heads), take_rows(y, tails), take_rows(y, neg))
 
 
 def _squared_distances(y_heads, y_tails, y_neg):
@@ -225,7 +219,7 @@ def lr_factor(step: int, n_steps: int, restart_step: int) -> float:
 def _whole_density_loss(y: torch.Tensor, density: DensityTerm, a, b) -> torch.Tensor:
     """The density term on every vertex, from the embedding ``y`` of all of them (exact gradient)."""
     _, edge_rows, edge_cols = density.sampler.everything()
-    r_emb = embedding_log_radius(y, _take(y, edge_cols), edge_rows, a, b)
+    r_emb = embedding_log_radius(y, take_rows(y, edge_cols), edge_rows, a, b)
     return density_correlation_loss(density.r_orig, r_emb, density.var_shift)
 
 
@@ -244,7 +238,7 @@ def _density_loss(encoder, table, density: DensityTerm, a, b, generator, step) -
         density.positions = embed_rows(encoder, table)
         density.positions_step = step
     y_vert = encoder(table[vertices])
-    y_nbr = _take(
+    y_nbr = take_rows(
         _neighbour_positions(encoder, table, density.positions, edge_cols, vertices.shape[0], generator), edge_cols
     )
     r_emb = embedding_log_radius(y_vert, y_nbr, edge_rows, a, b)
