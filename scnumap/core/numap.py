@@ -236,8 +236,7 @@ class NUMAP:
         if self.epochs is not None:
             return max(1, int(np.ceil(self.epochs * n_edges / edges_per_step)))
         if whole_graph(n_obs):
-            extra = (WHOLE_GRAPH_DENSITY_FACTOR - 1) * self.dens_frac if self.densmap else 0.0
-            return round(WHOLE_GRAPH_STEPS * (1.0 + extra))
+            return round(WHOLE_GRAPH_STEPS * sum(self._phases(n_obs)))
         auto = int(np.ceil(AUTO_EPOCHS * n_edges / self.batch_size))
         cap = AUTO_MAX_STEPS_SMALL if n_obs <= SMALL_GRAPH else AUTO_MAX_STEPS
         return int(np.clip(auto, AUTO_MIN_STEPS, cap))
@@ -463,15 +462,19 @@ class NUMAP:
             )
         return noise, density
 
+    def _phases(self, n_obs: int) -> tuple[float, float]:
+        """Lengths of the UMAP phase and the DensMAP phase relative to a budget: ``1 - dens_frac``
+        and ``dens_frac`` (0 without DensMAP), the latter ``WHOLE_GRAPH_DENSITY_FACTOR`` times
+        longer in an automatic budget of whole-graph steps."""
+        f = float(self.dens_frac) if self.densmap else 0.0
+        if whole_graph(n_obs) and self.epochs is None:
+            return 1.0 - f, WHOLE_GRAPH_DENSITY_FACTOR * f
+        return 1.0 - f, f
+
     def _density_share(self, n_obs: int) -> float:
-        """Share of the automatic budget in the density phase: ``dens_frac``, or for a fit by
-        whole-graph steps ``WHOLE_GRAPH_DENSITY_FACTOR × dens_frac`` of the UMAP budget
-        added to its ``1 - dens_frac``."""
-        f = float(self.dens_frac)
-        if not whole_graph(n_obs) or self.epochs is not None:
-            return f
-        k = WHOLE_GRAPH_DENSITY_FACTOR
-        return k * f / (1.0 - f + k * f)
+        """Share of the training in the density phase (:meth:`_phases`)."""
+        umap, density = self._phases(n_obs)
+        return density / (umap + density)
 
     def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:
         out = torch.empty(X.shape[0], self.n_spectral_components, device=device)
