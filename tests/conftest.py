@@ -73,3 +73,14 @@ def batched(pbmc):
     sc.pp.pca(ref, n_comps=20, random_state=0)
     data = (ref, query, clean)
     return lambda: tuple(a.copy() for a in data)
+
+
+@pytest.fixture
+def two_torch_threads():
+    """The documented guarantee holds for a fixed thread count: pin it, restore it after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

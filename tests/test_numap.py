@@ -29,15 +29,6 @@ def test_transform_is_deterministic_and_chunk_invariant(blobs, fitted_blobs):
     np.testing.assert_array_equal(a, fitted_blobs.transform(blobs))
 
 
-@pytest.fixture
-def two_torch_threads():
-    """The documented guarantee holds for a fixed thread count: pin it, restore it after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_same_seed_same_embedding_and_input_untouched(blobs, two_torch_threads):
     """The documented guarantee: same seed and thread count, same embedding. ``n_jobs`` is
     given: the default counts the cores other processes leave idle, which a busy machine

@@ -149,21 +149,15 @@ def test_neighbour_positions_are_at_most_refresh_minus_one_steps_old(blobs, monk
     assert ages[:refresh] == list(range(min(refresh, 12)))
 
 
-def _whole_graph_run(blobs, encoder, noise, n_threads=None, batch_size=64):
+def _whole_graph_run(blobs, encoder, noise, batch_size=64):
     cpu = torch.device("cpu")
     graph = build_graph(blobs, 10)
     table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
     sampler = _CountingSampler(*graph.edges(), cpu)
-    before = torch.get_num_threads()
-    if n_threads is not None:
-        torch.set_num_threads(n_threads)
-    try:
-        history = train_embedding(
-            encoder, table, sampler, a=1.6, b=0.9, n_steps=60, batch_size=batch_size, negative_sample_rate=5,
-            lr=1e-3, generator=torch.Generator().manual_seed(0), noise=noise, whole_graph=True,
-        )  # fmt: skip
-    finally:
-        torch.set_num_threads(before)
+    history = train_embedding(
+        encoder, table, sampler, a=1.6, b=0.9, n_steps=60, batch_size=batch_size, negative_sample_rate=5,
+        lr=1e-3, generator=torch.Generator().manual_seed(0), noise=noise, whole_graph=True,
+    )  # fmt: skip
     return history, sampler
 
 
@@ -188,7 +182,7 @@ def test_whole_graph_steps_embed_every_vertex_clean_and_noisy(blobs):
     assert encoder.rows == [len(blobs)] * 60  # no noise: one pass
 
 
-def test_whole_graph_steps_are_reproducible_on_two_threads(blobs):
+def test_whole_graph_steps_are_reproducible_on_two_threads(blobs, two_torch_threads):
     """The gradient of rows read many times (edges, negatives) is summed in a fixed order."""
     from scnumap.core.layers import init_parameters
 
@@ -196,6 +190,6 @@ def test_whole_graph_steps_are_reproducible_on_two_threads(blobs):
     for _ in range(2):
         encoder = Encoder(blobs.shape[1], 2, 2, (16,))
         init_parameters(encoder, torch.Generator().manual_seed(0))
-        _whole_graph_run(blobs, encoder, None, n_threads=2, batch_size=512)  # 4,096 edges × 6 reads
+        _whole_graph_run(blobs, encoder, None, batch_size=512)  # 4,096 edges × 6 reads
         outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
     assert torch.equal(outputs[0], outputs[1])
