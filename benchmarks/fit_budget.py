@@ -7,7 +7,7 @@ step costs about the same whatever the data size, so the ways to a faster fit ar
 steps or fewer edges per step. For each labelled set (``X_pca``; digits: its pixels) and
 each budget, one warm fit (time, trustworthiness@15, kNN preservation@15) and three seeded
 70/30 splits (mean kNN label-transfer accuracy of the held-out cells, ``transform``), as in
-``benchmarks/quality.py``. A budget is ``batch_size`` (edges per step) and a fraction of
+``benchmarks/quality.py``. A budget is ``batch_size`` (a step reads 8 × ``batch_size`` edges) and a fraction of
 the default number of steps (``NUMAP.n_steps`` at ``batch_size=1024``). The default is the
 first row; umap-learn's UMAP is the last, the reference of the quality bars.
 """

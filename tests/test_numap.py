@@ -112,24 +112,26 @@ def test_errors_name_value_and_fix(blobs, fitted_blobs):
 
 
 def test_automatic_budget_is_larger_on_small_graphs():
-    m = NUMAP(batch_size=1000)
+    m = NUMAP(batch_size=1000)  # every step reads 8 × 1,000 edges
     small = numap_module.WHOLE_GRAPH_MAX
-    assert m.n_steps(n_edges=200_000, n_obs=small + 1) == 8000  # small-data cap
-    assert m.n_steps(n_edges=100_000, n_obs=small + 1) == 8000
-    assert m.n_steps(n_edges=1_000_000, n_obs=10_000) == 8000
-    assert m.n_steps(n_edges=200_000, n_obs=10_001) == 4000  # large-data cap
-    assert m.n_steps(n_edges=200_000, n_obs=20_000) == 4000
-    assert NUMAP(batch_size=1000, epochs=2).n_steps(n_edges=200_000, n_obs=10_001) == 400
+    assert m.n_steps(n_edges=200_000, n_obs=small + 1) == 1000  # small-data cap (grouped steps)
+    assert m.n_steps(n_edges=100_000, n_obs=small + 1) == 1000
+    assert m.n_steps(n_edges=1_000_000, n_obs=10_000) == 1000
+    assert m.n_steps(n_edges=200_000, n_obs=10_001) == 500  # large-data cap
+    assert m.n_steps(n_edges=200_000, n_obs=20_000) == 500
+    assert m.n_steps(n_edges=2_000, n_obs=small + 1) == numap_module.AUTO_MIN_STEPS  # 300 passes: 75 steps
+    assert NUMAP(batch_size=1000, epochs=2).n_steps(n_edges=200_000, n_obs=10_001) == 50  # 2 passes of 8,000 edges
     # whole-graph steps (every vertex, 8 × batch_size edges) on small graphs
     assert m.n_steps(n_edges=10_000, n_obs=500) == numap_module.WHOLE_GRAPH_STEPS
     assert m.n_steps(n_edges=100, n_obs=10) == numap_module.WHOLE_GRAPH_STEPS
-    assert NUMAP(batch_size=1000, epochs=8).n_steps(n_edges=10_000, n_obs=small) == 10  # 8 passes of 8,000 edges
+    assert NUMAP(batch_size=1000, epochs=8).n_steps(n_edges=10_000, n_obs=small) == 10
     assert NUMAP(batch_size=1000, epochs=1).n_steps(n_edges=100, n_obs=10) == 1
-    # with DensMAP the density phase of a whole-graph fit gets twice its share, added on
-    dens = NUMAP(densmap=True, dens_frac=0.3)
+    # with DensMAP an automatic budget gives the density phase twice its share, added on
+    dens = NUMAP(densmap=True, dens_frac=0.3, batch_size=1000)
     assert dens.n_steps(n_edges=10_000, n_obs=500) == 1300
-    assert dens.n_steps(n_edges=10_000, n_obs=500) * (1 - dens._density_share(500)) == pytest.approx(700)
-    assert dens._density_share(small + 1) == 0.3  # batch steps: dens_frac as given
+    assert dens.n_steps(n_edges=10_000, n_obs=500) * (1 - dens._density_share()) == pytest.approx(700)
+    assert dens.n_steps(n_edges=200_000, n_obs=20_000) == 650
+    assert NUMAP(densmap=True, dens_frac=0.3, epochs=2)._density_share() == 0.3  # epochs: dens_frac as given
 
 
 def test_divergence_is_reported(blobs):

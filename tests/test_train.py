@@ -8,17 +8,25 @@ from scnumap.core.graph import build_graph
 from scnumap.core.noise import HeadNoise
 from scnumap.core.sampling import EdgeSampler
 from scnumap.core.scaling import Standardizer
-from scnumap.core.train import LR_FLOOR, WHOLE_GRAPH_EDGE_FACTOR, DensityTerm, lr_factor, train_embedding
+from scnumap.core.train import EDGE_FACTOR, LR_FLOOR, DensityTerm, lr_factor, train_embedding
 
 
 class _CountingSampler(EdgeSampler):
+    """Notes the edges each step draws: ``size`` (whole-graph) or ``heads × per_head`` (grouped)."""
+
     def __init__(self, *args):
         super().__init__(*args)
         self.sizes = []
+        self.groups = []
 
     def sample(self, size, generator):
         self.sizes.append(size)
         return super().sample(size, generator)
+
+    def sample_grouped(self, n_heads, per_head, generator):
+        self.sizes.append(n_heads * per_head)
+        self.groups.append((n_heads, per_head))
+        return super().sample_grouped(n_heads, per_head, generator)
 
 
 def _density_setup(blobs, subsample_size: int, start_step: int):
@@ -67,7 +75,7 @@ def test_input_noise_is_off_while_the_density_term_is_on(blobs):
 
     noise = HeadNoise(torch.full((len(blobs),), 0.1), zero_spectral, blobs.shape[1])
     _density_run(blobs, Encoder(blobs.shape[1], 2, 2, (16,)), noise=noise)
-    assert calls == [64] * 6  # steps 0-5 only
+    assert calls == [64] * 6  # steps 0-5 only: the heads of a grouped step
 
 
 class _CountingEncoder(Encoder):
@@ -83,19 +91,22 @@ class _CountingEncoder(Encoder):
 @pytest.mark.parametrize("subsample_size", [10_000, 100])
 def test_density_phase_embeds_every_vertex_once_per_step(blobs, subsample_size):
     """With every vertex in the density term, the edges' positions come from that one pass,
-    and the UMAP term draws ``WHOLE_GRAPH_EDGE_FACTOR`` times as many edges."""
+    and the UMAP term draws ``EDGE_FACTOR`` times as many edges."""
     encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
     sampler = _CountingSampler(*build_graph(blobs, 10).edges(), torch.device("cpu"))
     _density_run(blobs, encoder, subsample_size=subsample_size, sampler=sampler)
     assert len(blobs) == 300
-    assert encoder.rows[:6] == [3 * 64] * 6  # heads, tails, negative pool
-    assert sampler.sizes[:6] == [64] * 6
+    grouped = encoder.rows[:6]  # heads, their distinct tails, negative pool
+    assert all(2 * 64 < rows <= 2 * 64 + 64 * EDGE_FACTOR for rows in grouped)
+    assert sampler.groups[:6] == [(64, EDGE_FACTOR)] * 6
     if subsample_size >= len(blobs):
         assert encoder.rows[6:] == [300] * 4
-        assert sampler.sizes[6:] == [64 * WHOLE_GRAPH_EDGE_FACTOR] * 4
-    else:  # edge batch, all positions (detached, every 10 steps), the sample, live neighbours
-        assert encoder.rows[6:] == [3 * 64, 300, 100, 100] + [3 * 64, 100, 100] * 3
-        assert sampler.sizes[6:] == [64] * 4
+        assert sampler.sizes[6:] == [64 * EDGE_FACTOR] * 4
+    else:  # grouped step, all positions (detached, every 10 steps), the sample, live neighbours
+        rows = encoder.rows[6:]
+        assert rows[1:4] == [300, 100, 100]
+        assert rows[5:7] == rows[8:10] == rows[11:13] == [100, 100]
+        assert sampler.groups[6:] == [(64, EDGE_FACTOR)] * 4
 
 
 def test_learning_rate_decays_and_restarts_for_the_density_phase():
@@ -163,7 +174,7 @@ def _whole_graph_run(blobs, encoder, noise, batch_size=64):
 
 def test_whole_graph_steps_embed_every_vertex_clean_and_noisy(blobs):
     """Each whole-graph step embeds all vertices twice (with and without the head noise) and
-    draws ``WHOLE_GRAPH_EDGE_FACTOR`` × ``batch_size`` edges; the loss goes down."""
+    draws ``EDGE_FACTOR`` × ``batch_size`` edges; the loss goes down."""
     noised = []
 
     def spectral(x):
@@ -175,11 +186,56 @@ def test_whole_graph_steps_embed_every_vertex_clean_and_noisy(blobs):
     history, sampler = _whole_graph_run(blobs, encoder, noise)
     assert encoder.rows == [2 * len(blobs)] * 60
     assert noised == [len(blobs)] * 60
-    assert sampler.sizes == [64 * WHOLE_GRAPH_EDGE_FACTOR] * 60
+    assert sampler.sizes == [64 * EDGE_FACTOR] * 60
     assert history[-1] < history[0]
     encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
     _whole_graph_run(blobs, encoder, None)
     assert encoder.rows == [len(blobs)] * 60  # no noise: one pass
+
+
+def test_grouped_steps_embed_each_head_once_for_its_edges(blobs):
+    """A grouped step embeds ``batch_size`` heads (with the noise), each distinct tail of their
+    ``EDGE_FACTOR`` edges once and a pool of ``batch_size`` negatives; the loss goes down."""
+    noised = []
+
+    def spectral(x):
+        noised.append(x.shape[0])
+        return torch.zeros(x.shape[0], 2)
+
+    cpu = torch.device("cpu")
+    graph = build_graph(blobs, 10)
+    table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
+    sampler = _CountingSampler(*graph.edges(), cpu)
+    encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
+    noise = HeadNoise(torch.full((len(blobs),), 0.1), spectral, blobs.shape[1])
+    history = train_embedding(
+        encoder, table, sampler, a=1.6, b=0.9, n_steps=100, batch_size=32, negative_sample_rate=5,
+        lr=1e-2, generator=torch.Generator().manual_seed(0), noise=noise,
+    )  # fmt: skip
+    assert sampler.groups == [(32, EDGE_FACTOR)] * 100
+    assert noised == [32] * 100
+    # fewer rows than edges' heads, tails and pool would take: tails shared within a head's group
+    assert all(2 * 32 < rows < 2 * 32 + 32 * EDGE_FACTOR for rows in encoder.rows)
+    assert history[-1] < history[0]
+
+
+def test_grouped_edges_come_in_proportion_to_weight():
+    """Each head's group of edges is drawn ∝ weight among its edges; heads ∝ their degree:
+    every directed edge as often as ``sample`` would draw it."""
+    import numpy as np
+
+    heads = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    tails = np.array([1, 2, 3, 0, 2, 0, 1, 3, 4])
+    weights = np.array([0.1, 0.3, 0.6, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+    order = np.random.default_rng(0).permutation(len(heads))  # any order: the sampler sorts by head
+    sampler = EdgeSampler(heads[order], tails[order], weights[order], torch.device("cpu"))
+    h, t = sampler.sample_grouped(40_000, 4, torch.Generator().manual_seed(0))
+    assert t.shape == (40_000, 4)
+    pairs = np.stack([np.repeat(h.numpy(), 4), t.numpy().ravel()], axis=1)
+    counts = {tuple(p): c for p, c in zip(*np.unique(pairs, axis=0, return_counts=True), strict=True)}
+    assert set(counts) == set(zip(heads, tails, strict=True))  # only edges of the graph
+    for head, tail, w in zip(heads, tails, weights, strict=True):
+        assert counts[(head, tail)] / len(pairs) == pytest.approx(w / weights.sum(), abs=0.005)
 
 
 def test_whole_graph_steps_are_reproducible_on_two_threads(blobs, two_torch_threads):
@@ -191,5 +247,24 @@ def test_whole_graph_steps_are_reproducible_on_two_threads(blobs, two_torch_thre
         encoder = Encoder(blobs.shape[1], 2, 2, (16,))
         init_parameters(encoder, torch.Generator().manual_seed(0))
         _whole_graph_run(blobs, encoder, None, batch_size=512)  # 4,096 edges × 6 reads
+        outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_grouped_steps_are_reproducible_on_two_threads(blobs, two_torch_threads):
+    """Heads, tails and negatives read many times within a grouped step: same seed, same weights."""
+    from scnumap.core.layers import init_parameters
+
+    cpu = torch.device("cpu")
+    graph = build_graph(blobs, 10)
+    table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
+    outputs = []
+    for _ in range(2):
+        encoder = Encoder(blobs.shape[1], 2, 2, (16,))
+        init_parameters(encoder, torch.Generator().manual_seed(0))
+        train_embedding(
+            encoder, table, EdgeSampler(*graph.edges(), cpu), a=1.6, b=0.9, n_steps=30, batch_size=256,
+            negative_sample_rate=5, lr=1e-3, generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
         outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
     assert torch.equal(outputs[0], outputs[1])

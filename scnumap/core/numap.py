@@ -20,34 +20,35 @@ from .losses import find_ab_params
 from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
 from .threads import limited_threads
-from .train import WHOLE_GRAPH_EDGE_FACTOR, WHOLE_GRAPH_LR_FACTOR, DensityTerm, train_embedding
+from .train import EDGE_FACTOR, STEP_LR_FACTOR, DensityTerm, train_embedding
 
 #: The automatic training budget: ``AUTO_EPOCHS`` passes over the edges, clipped to
-#: ``AUTO_MIN_STEPS`` and a cap of steps (of ``batch_size`` edges) that, as umap-learn's
-#: epochs (500 up to 10,000 samples, 200 above), is larger on small data.
+#: ``AUTO_MIN_STEPS`` and a cap of steps (of ``EDGE_FACTOR × batch_size`` edges) that, as
+#: umap-learn's epochs, is larger for small data (up to ``SMALL_GRAPH`` vertices).
 AUTO_EPOCHS = 300
-AUTO_MIN_STEPS = 1000
-AUTO_MAX_STEPS_SMALL = 8000
-AUTO_MAX_STEPS = 4000
+AUTO_MIN_STEPS = 125
+AUTO_MAX_STEPS_SMALL = 1000
+AUTO_MAX_STEPS = 500
 SMALL_GRAPH = 10_000
 
 #: Graphs of at most this many vertices train by whole-graph steps: each step embeds every
-#: vertex twice (clean, and with the input noise) and reads ``WHOLE_GRAPH_EDGE_FACTOR ×
-#: batch_size`` edges from there, at ``WHOLE_GRAPH_LR_FACTOR × lr``
-#: (:func:`~scnumap.core.train.train_embedding`). Two passes of 5,000 rows cost about three
-#: batch steps' rows, and ``WHOLE_GRAPH_STEPS`` of them replace up to 8,000 batch steps.
+#: vertex twice (clean, and with the input noise) and reads ``EDGE_FACTOR × batch_size``
+#: edges from there. Larger graphs train by grouped steps: ``batch_size`` heads, each with
+#: ``EDGE_FACTOR`` of its edges, and a pool of negatives, about ``(2 + EDGE_FACTOR) ×
+#: batch_size`` rows at most (:func:`~scnumap.core.train.train_embedding`); both at
+#: ``STEP_LR_FACTOR × lr``. Two passes of 5,000 rows cost about a grouped step's rows.
 WHOLE_GRAPH_MAX = 5000
 
 #: The automatic budget of a fit by whole-graph steps (half of it left held-out points
 #: less well placed; docs/method.md, "Whole-graph steps on small data").
 WHOLE_GRAPH_STEPS = 1000
 
-#: With DensMAP, a fit by whole-graph steps gives the density phase this many times its
-#: share ``dens_frac`` of the budget, on top of the UMAP steps: 1,000 steps with
-#: ``dens_frac=0.3`` become 700 UMAP steps and 600 density steps. A density step makes one
-#: clean pass (no noisy one), so the extra steps cost little; with 300 of them pbmc4k's
-#: density correlation stayed below densMAP's (docs/method.md, "Whole-graph steps").
-WHOLE_GRAPH_DENSITY_FACTOR = 2
+#: With DensMAP, an automatic budget gives the density phase this many times its share
+#: ``dens_frac``, on top of the UMAP steps: 1,000 steps with ``dens_frac=0.3`` become 700
+#: UMAP steps and 600 density steps. A density step makes no noisy pass, so the extra steps
+#: cost little; with 300 of them pbmc4k's density correlation stayed below densMAP's
+#: (docs/method.md, "Whole-graph steps").
+DENSITY_FACTOR = 2
 
 #: :meth:`NUMAP.extend` trains this fraction of the steps a fit on the union would take.
 EXTEND_FRACTION = 0.25
@@ -69,18 +70,20 @@ class NUMAP:
     n_neighbors
         Neighbours of the UMAP graph (typically 5–50).
     epochs
-        Passes over the graph's edges (``>= 1``). ``None`` picks a budget from the graph
-        size. Up to 5,000 cells every step embeds all cells and reads 8 × ``batch_size``
-        edges (a whole-graph step), and the budget is 1,000 such steps. Above, a step
-        embeds ``batch_size`` edges, and the budget is ``300`` passes, clipped to 1,000
-        and a cap of 8,000 steps up to 10,000 cells and 4,000 steps above (umap-learn
-        likewise trains small data longer: 500 epochs up to 10,000 samples, 200 above).
-        docs/method.md ("Budget") discusses the choice.
+        Passes over the graph's edges (``>= 1``); every step reads 8 × ``batch_size``
+        edges. ``None`` picks a budget from the graph size. Up to 5,000 cells every step
+        embeds all cells (a whole-graph step), and the budget is 1,000 steps. Above, a step
+        embeds ``batch_size`` heads with 8 of their edges each (a grouped step), and the
+        budget is ``300`` passes, clipped to 125 steps and a cap of 1,000 steps up to
+        10,000 cells and 500 above (umap-learn likewise trains small data longer: 500
+        epochs up to 10,000 samples, 200 above). docs/method.md ("Budget") discusses the
+        choice.
     lr
-        Adam learning rate (typically 1e-4–1e-2). Whole-graph steps (up to 5,000 cells,
-        see ``epochs``) use ``sqrt(8) × lr``: their gradient averages 8 times as many edges.
+        Adam learning rate (typically 1e-4–1e-2). A fit runs at ``sqrt(8) × lr``: a step's
+        gradient averages 8 × ``batch_size`` edges; :meth:`extend` fine-tunes at ``lr``.
     batch_size
-        Edges per step (typically 256–4,096).
+        Heads per step, each with 8 of its edges (typically 128–2,048), and the size of
+        the pool of negatives.
     min_dist, spread
         UMAP's curve parameters (``a``, ``b`` fitted as in umap-learn); ``min_dist`` in
         ``[0, spread]``, typically 0.001–0.5.
@@ -115,8 +118,8 @@ class NUMAP:
         Weight of the density term (0.1–2.0).
     dens_frac
         Fraction of the training (from the end) with the density term active. With
-        ``epochs=None`` on up to 5,000 cells (whole-graph steps) the density phase gets
-        twice this share of the 1,000 steps, added to the rest: 700 + 600 steps at 0.3.
+        ``epochs=None`` the density phase gets twice this share of the budget, added to
+        the rest: 700 + 600 steps of a budget of 1,000 at 0.3.
     dens_var_shift
         Constant added to the embedding-radius variance in the correlation.
     dens_subsample_size
@@ -232,14 +235,15 @@ class NUMAP:
 
     def n_steps(self, n_edges: int, n_obs: int) -> int:
         """Gradient steps for a graph with ``n_edges`` directed edges on ``n_obs`` vertices."""
-        edges_per_step = self.batch_size * (WHOLE_GRAPH_EDGE_FACTOR if whole_graph(n_obs) else 1)
+        edges_per_step = self.batch_size * EDGE_FACTOR
         if self.epochs is not None:
             return max(1, int(np.ceil(self.epochs * n_edges / edges_per_step)))
         if whole_graph(n_obs):
-            return round(WHOLE_GRAPH_STEPS * sum(self._phases(n_obs)))
-        auto = int(np.ceil(AUTO_EPOCHS * n_edges / self.batch_size))
-        cap = AUTO_MAX_STEPS_SMALL if n_obs <= SMALL_GRAPH else AUTO_MAX_STEPS
-        return int(np.clip(auto, AUTO_MIN_STEPS, cap))
+            budget = WHOLE_GRAPH_STEPS
+        else:
+            cap = AUTO_MAX_STEPS_SMALL if n_obs <= SMALL_GRAPH else AUTO_MAX_STEPS
+            budget = int(np.clip(np.ceil(AUTO_EPOCHS * n_edges / edges_per_step), AUTO_MIN_STEPS, cap))
+        return round(budget * sum(self._phases()))
 
     # ------------------------------------------------------------------- fit
     def fit(self, X, graph=None, knn_distances=None) -> NUMAP:
@@ -396,10 +400,10 @@ class NUMAP:
         n_steps = max(1, round(fraction * self.n_steps(sampler.n_edges, X.shape[0])))
         noise, density = self._regularisers(X, knn, (heads, tails, weights), n_steps, device)
         whole = whole_graph(X.shape[0])
-        # a fit by whole-graph steps takes larger steps; an extension fine-tunes at ``lr``,
-        # since Adam's first updates move every weight by about the learning rate whatever
-        # the hold term says
-        step_lr = self.lr * WHOLE_GRAPH_LR_FACTOR if whole and hold is None else self.lr
+        # a fit takes larger steps than ``lr``; an extension fine-tunes at ``lr``, since
+        # Adam's first updates move every weight by about the learning rate whatever the
+        # hold term says
+        step_lr = self.lr * STEP_LR_FACTOR if hold is None else self.lr
         a, b = self.ab_
         self.density_loss_history_ = []
         self.loss_history_ = train_embedding(
@@ -458,22 +462,22 @@ class NUMAP:
                 dens_lambda=float(self.dens_lambda),
                 var_shift=float(self.dens_var_shift),
                 subsample_size=int(self.dens_subsample_size),
-                start_step=round(n_steps * (1.0 - self._density_share(n))),
+                start_step=round(n_steps * (1.0 - self._density_share())),
             )
         return noise, density
 
-    def _phases(self, n_obs: int) -> tuple[float, float]:
+    def _phases(self) -> tuple[float, float]:
         """Lengths of the UMAP phase and the DensMAP phase relative to a budget: ``1 - dens_frac``
-        and ``dens_frac`` (0 without DensMAP), the latter ``WHOLE_GRAPH_DENSITY_FACTOR`` times
-        longer in an automatic budget of whole-graph steps."""
+        and ``dens_frac`` (0 without DensMAP), the latter ``DENSITY_FACTOR`` times longer in
+        an automatic budget."""
         f = float(self.dens_frac) if self.densmap else 0.0
-        if whole_graph(n_obs) and self.epochs is None:
-            return 1.0 - f, WHOLE_GRAPH_DENSITY_FACTOR * f
+        if self.epochs is None:
+            return 1.0 - f, DENSITY_FACTOR * f
         return 1.0 - f, f
 
-    def _density_share(self, n_obs: int) -> float:
+    def _density_share(self) -> float:
         """Share of the training in the density phase (:meth:`_phases`)."""
-        umap, density = self._phases(n_obs)
+        umap, density = self._phases()
         return density / (umap + density)
 
     def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:

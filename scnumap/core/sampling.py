@@ -3,7 +3,9 @@
 Every draw picks edge ``e`` with probability ``w_e / sum(w)`` by inverse-CDF
 search in the cumulative weights (``torch.searchsorted``), so memory stays
 ``O(n_edges)``: nothing is materialised per epoch and no fixed subset of edges
-is reused. Negatives are drawn uniformly over all vertices.
+is reused. A grouped draw (:meth:`EdgeSampler.sample_grouped`) draws several edges of
+each head, with the same probability per edge. Negatives are drawn uniformly over all
+vertices.
 """
 
 from __future__ import annotations
@@ -22,12 +24,17 @@ class EdgeSampler:
                 "Check for duplicated or constant data and try a larger `n_neighbors`."
             )
         self.device = device
+        heads, tails, weights = _by_head(heads, tails, weights)
         self.heads = torch.as_tensor(heads, dtype=torch.int64, device=device)
         self.tails = torch.as_tensor(tails, dtype=torch.int64, device=device)
         cumulative = np.cumsum(weights, dtype=np.float64)
         self.total = float(cumulative[-1])
         self.cumulative = torch.as_tensor(cumulative, device=device)
         self.n_edges = heads.shape[0]
+        # each head's edges are the consecutive range [start, stop) of the head-sorted edges
+        vertices = np.arange(int(heads[-1]) + 1)
+        self.start = torch.as_tensor(np.searchsorted(heads, vertices, side="left"), device=device)
+        self.stop = torch.as_tensor(np.searchsorted(heads, vertices, side="right"), device=device)
 
     def sample(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         u = torch.rand(size, generator=generator, device=generator.device, dtype=torch.float64)
@@ -35,7 +42,34 @@ class EdgeSampler:
         index = torch.searchsorted(self.cumulative, u, right=True).clamp_max(self.n_edges - 1)
         return self.heads[index], self.tails[index]
 
+    def sample_grouped(self, n_heads: int, per_head: int, generator: torch.Generator):
+        """``n_heads`` heads and ``per_head`` tails of each: tensors ``(n_heads,)`` and ``(n_heads, per_head)``.
+
+        The first edge of each group is drawn ∝ weight over the whole graph (so a head comes
+        with probability ∝ its degree), the others ∝ weight among that head's edges: every
+        edge is drawn with the same probability ∝ weight as by :meth:`sample`, but the
+        edges of a head come together.
+        """
+        u = torch.rand(n_heads, per_head, generator=generator, device=generator.device, dtype=torch.float64)
+        u = u.to(self.device)
+        first = torch.searchsorted(self.cumulative, u[:, 0] * self.total, right=True).clamp_max(self.n_edges - 1)
+        heads = self.heads[first]
+        start, stop = self.start[heads], self.stop[heads]
+        below = torch.where(start > 0, self.cumulative[(start - 1).clamp_min(0)], torch.zeros_like(u[:, 0]))
+        span = self.cumulative[stop - 1] - below
+        rest = torch.searchsorted(self.cumulative, below[:, None] + u[:, 1:] * span[:, None], right=True)
+        rest = torch.minimum(torch.maximum(rest, start[:, None]), stop[:, None] - 1)
+        return heads, torch.cat([self.tails[first][:, None], self.tails[rest]], dim=1)
+
 
 def sample_vertices(n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """``size`` vertices drawn uniformly with replacement (negative samples)."""
     return torch.randint(0, n, (size,), generator=generator, device=generator.device).to(device)
+
+
+def _by_head(heads: np.ndarray, tails: np.ndarray, weights: np.ndarray):
+    """The edges sorted by head (kept as they are when they already are, as in CSR order)."""
+    if heads.shape[0] > 1 and np.any(heads[1:] < heads[:-1]):
+        order = np.argsort(heads, kind="stable")
+        return heads[order], tails[order], weights[order]
+    return heads, tails, weights

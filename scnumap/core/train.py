@@ -19,19 +19,19 @@ from .sampling import EdgeSampler, sample_vertices
 #: The learning rate decays linearly to this fraction of ``lr``.
 LR_FLOOR = 0.05
 
-#: In a step that embeds every vertex (the density term on a graph of at most
-#: ``dens_subsample_size`` vertices) the UMAP term draws this many times ``batch_size``
-#: edges: their positions come with that pass, and a less noisy UMAP gradient lets the
-#: density term act. pbmc4k, three seeds, density correlation (kNN preservation):
-#: factor 1 0.808 / 0.814 / 0.807 (0.162 / 0.160 / 0.164), 4 0.820 / 0.820 / 0.818,
-#: 8 0.823 / 0.823 / 0.824 (0.171 / 0.173 / 0.172), 16 0.827 / – / 0.823; fit time +5 %.
-WHOLE_GRAPH_EDGE_FACTOR = 8
+#: A step reads this many times ``batch_size`` edges: in a step that embeds every vertex,
+#: from that pass; in a grouped step, this many edges of each of ``batch_size`` heads.
+#: Measured for the steps that embed every vertex (the density term on a graph of at most
+#: ``dens_subsample_size`` vertices), pbmc4k, three seeds, density correlation (kNN
+#: preservation): factor 1 0.808 / 0.814 / 0.807 (0.162 / 0.160 / 0.164), 4 0.820 / 0.820 /
+#: 0.818, 8 0.823 / 0.823 / 0.824 (0.171 / 0.173 / 0.172), 16 0.827 / – / 0.823.
+EDGE_FACTOR = 8
 
-#: Steps that embed every vertex (``whole_graph=True``) in a fit use this multiple of
-#: ``lr``: their gradient averages ``WHOLE_GRAPH_EDGE_FACTOR`` times as many edges, so it
-#: is less noisy and takes a larger step (the square-root rule for a larger batch; at
-#: ``lr`` itself held-out points landed less well, docs/method.md "Whole-graph steps").
-WHOLE_GRAPH_LR_FACTOR = math.sqrt(WHOLE_GRAPH_EDGE_FACTOR)
+#: A fit runs Adam at this multiple of ``lr``: a step's gradient averages ``EDGE_FACTOR``
+#: times as many edges as ``batch_size``, so it is less noisy and takes a larger step (the
+#: square-root rule for a larger batch; at ``lr`` itself held-out points landed less well,
+#: docs/method.md "Whole-graph steps").
+STEP_LR_FACTOR = math.sqrt(EDGE_FACTOR)
 
 #: Steps between loss read-outs (progress bar, history, divergence check).
 LOG_EVERY = 50
@@ -85,18 +85,19 @@ def train_embedding(
     UMAP cross-entropy (mean every ``LOG_EVERY`` steps, density term excluded); the mean
     density term (unweighted) of the density steps among them goes to ``density_history``.
 
-    Each step draws ``batch_size`` edges ∝ weight over the whole graph and a pool of
-    ``batch_size`` uniform vertices; every edge head is pushed away from
-    ``negative_sample_rate`` members of that pool. ``noise`` perturbs the heads' inputs
+    Each step (a *grouped* step) draws ``batch_size`` heads ∝ their degree and
+    ``EDGE_FACTOR`` edges of each ∝ weight (so every edge comes ∝ weight, as UMAP samples
+    them, and a head is embedded once for all its edges) and a pool of ``batch_size``
+    uniform vertices; every edge head is pushed away from ``negative_sample_rate`` members
+    of that pool per edge. ``noise`` perturbs the heads' inputs
     (:class:`~scnumap.core.noise.HeadNoise`), a regulariser that helps new points land
     where their neighbours are; it is off while the density term is active (noise scaled to
     each cell's neighbourhood asks the network to contract sparse regions, against what
     DensMAP asks). When the density term takes every vertex, each step embeds all of them
-    once and reads ``WHOLE_GRAPH_EDGE_FACTOR * batch_size`` edges and their negatives
+    once and reads ``EDGE_FACTOR * batch_size`` edges and their negatives
     (uniform over all vertices) from there. ``whole_graph`` makes every step such a step
-    (a small graph: a pass over all vertices costs less than three batches of rows), the
-    heads read from a second pass of all vertices with ``noise``. Adam runs at ``step_lr``
-    (``None``: ``lr``; a fit by whole-graph steps passes ``WHOLE_GRAPH_LR_FACTOR * lr``),
+    (a small graph), the heads read from a second pass of all vertices with ``noise``. Adam
+    runs at ``step_lr`` (``None``: ``lr``; a fit passes ``STEP_LR_FACTOR * lr``),
     decayed as :func:`lr_factor` says; ``lr`` is the value error messages name.
     ``hold`` (:class:`HoldTerm`) keeps the first rows where they are.
     """
@@ -115,13 +116,13 @@ def train_embedding(
         densmap_phase = density is not None and step >= density.start_step
         whole = whole_graph or (densmap_phase and density.subsample_size >= n_obs)
         if whole:
-            n_edges = batch_size * WHOLE_GRAPH_EDGE_FACTOR
+            n_edges = batch_size * EDGE_FACTOR
             y, rows, sq_pos, sq_neg = _whole_graph_distances(
                 encoder, table, sampler, n_edges, r, generator, None if densmap_phase else noise
             )
             clean = 0
         else:
-            y, rows, sq_pos, sq_neg = _batch_distances(
+            y, rows, sq_pos, sq_neg = _grouped_distances(
                 encoder, table, sampler, batch_size, r, generator, None if densmap_phase else noise
             )
             clean = batch_size  # the heads may carry noise
@@ -159,25 +160,6 @@ def train_embedding(
     return history
 
 
-def _batch_distances(encoder, table, sampler, batch_size, r, generator, noise):
-    """Embed ``batch_size`` edges and a pool of as many uniform vertices, the negatives.
-
-    Returns the embedded rows, their indices (heads, tails, pool) and the squared distances
-    of the edges ``(B,)`` and of each head to its ``r`` negatives ``(B, r)``.
-    """
-    device = table.device
-    heads, tails = sampler.sample(batch_size, generator)
-    pool = sample_vertices(table.n_obs, batch_size, generator, device)
-    x_heads = table[heads]
-    if noise is not None:
-        x_heads = noise(x_heads, heads, generator)
-    y = encoder(torch.cat([x_heads, table[tails], table[pool]]))
-    y_heads, y_tails, y_pool = y[:batch_size], y[batch_size : 2 * batch_size], y[2 * batch_size :]
-    neg = torch.randint(0, batch_size, (batch_size, r), generator=generator, device=generator.device)
-    rows = torch.cat([heads, tails, pool])
-    return y, rows, *_squared_distances(y_heads, y_tails, y_pool[neg.to(device)])
-
-
 def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noise=None):
     """Embed every vertex once; ``n_edges`` edges and uniform negatives are read from it.
 
@@ -197,6 +179,30 @@ def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noise
         both = encoder(torch.cat([noise(x, rows, generator), x]))
         y_noisy, y = both[:n], both[n:]
     return y, rows, *_squared_distances(take_rows(y_noisy, heads), take_rows(y, tails), take_rows(y, neg))
+
+
+def _grouped_distances(encoder, table, sampler, n_heads, r, generator, noise):
+    """Embed ``n_heads`` heads drawn ∝ degree, ``EDGE_FACTOR`` of each head's edges (each
+    distinct tail once) and a pool of ``n_heads`` uniform vertices, the negatives.
+
+    Returns the embedded rows (heads, distinct tails, pool), their indices and the squared
+    distances of the ``E = n_heads × EDGE_FACTOR`` edges ``(E,)`` and of each edge's head to
+    its ``r`` negatives ``(E, r)``.
+    """
+    device = table.device
+    heads, tails = sampler.sample_grouped(n_heads, EDGE_FACTOR, generator)
+    distinct, where = torch.unique(tails, return_inverse=True)
+    pool = sample_vertices(table.n_obs, n_heads, generator, device)
+    x_heads = table[heads]
+    if noise is not None:
+        x_heads = noise(x_heads, heads, generator)
+    y = encoder(torch.cat([x_heads, table[distinct], table[pool]]))
+    y_heads, y_tails, y_pool = torch.split(y, [n_heads, distinct.shape[0], n_heads])
+    neg = torch.randint(0, n_heads, (n_heads, EDGE_FACTOR, r), generator=generator, device=generator.device)
+    sq_pos = ((y_heads[:, None, :] - take_rows(y_tails, where)) ** 2).sum(dim=-1)
+    sq_neg = ((y_heads[:, None, None, :] - take_rows(y_pool, neg.to(device))) ** 2).sum(dim=-1)
+    rows = torch.cat([heads, distinct, pool])
+    return y, rows, sq_pos.reshape(-1), sq_neg.reshape(-1, r)
 
 
 def _squared_distances(y_heads, y_tails, y_neg):
