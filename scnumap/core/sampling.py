@@ -31,15 +31,19 @@ class EdgeSampler:
         self.total = float(cumulative[-1])
         self.cumulative = torch.as_tensor(cumulative, device=device)
         self.n_edges = heads.shape[0]
-        # each head's edges are the consecutive range [start, stop) of the head-sorted edges
+        # each head's edges are the consecutive range [start, stop) of the head-sorted edges,
+        # their weights the cumulative range [below, above)
         vertices = np.arange(int(heads[-1]) + 1)
-        self.start = torch.as_tensor(np.searchsorted(heads, vertices, side="left"), device=device)
-        self.stop = torch.as_tensor(np.searchsorted(heads, vertices, side="right"), device=device)
+        start, stop = np.searchsorted(heads, vertices, side="left"), np.searchsorted(heads, vertices, side="right")
+        padded = np.concatenate([[0.0], cumulative])
+        self.start = torch.as_tensor(start, device=device)
+        self.stop = torch.as_tensor(stop, device=device)
+        self.below = torch.as_tensor(padded[start], device=device)
+        self.above = torch.as_tensor(padded[stop], device=device)
 
     def sample(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         u = torch.rand(size, generator=generator, device=generator.device, dtype=torch.float64)
-        u = u.to(self.device) * self.total
-        index = torch.searchsorted(self.cumulative, u, right=True).clamp_max(self.n_edges - 1)
+        index = self._edges_at(u.to(self.device) * self.total)
         return self.heads[index], self.tails[index]
 
     def sample_grouped(self, n_heads: int, per_head: int, generator: torch.Generator):
@@ -52,14 +56,16 @@ class EdgeSampler:
         """
         u = torch.rand(n_heads, per_head, generator=generator, device=generator.device, dtype=torch.float64)
         u = u.to(self.device)
-        first = torch.searchsorted(self.cumulative, u[:, 0] * self.total, right=True).clamp_max(self.n_edges - 1)
+        first = self._edges_at(u[:, 0] * self.total)
         heads = self.heads[first]
-        start, stop = self.start[heads], self.stop[heads]
-        below = torch.where(start > 0, self.cumulative[(start - 1).clamp_min(0)], torch.zeros_like(u[:, 0]))
-        span = self.cumulative[stop - 1] - below
-        rest = torch.searchsorted(self.cumulative, below[:, None] + u[:, 1:] * span[:, None], right=True)
-        rest = torch.minimum(torch.maximum(rest, start[:, None]), stop[:, None] - 1)
+        below, above = self.below[heads, None], self.above[heads, None]
+        rest = torch.searchsorted(self.cumulative, below + u[:, 1:] * (above - below), right=True)
+        rest = torch.minimum(torch.maximum(rest, self.start[heads, None]), self.stop[heads, None] - 1)
         return heads, torch.cat([self.tails[first][:, None], self.tails[rest]], dim=1)
+
+    def _edges_at(self, positions: torch.Tensor) -> torch.Tensor:
+        """The edge whose cumulative-weight interval holds each position in ``[0, total)``."""
+        return torch.searchsorted(self.cumulative, positions, right=True).clamp_max(self.n_edges - 1)
 
 
 def sample_vertices(n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:

@@ -164,7 +164,7 @@ def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noise
     """Embed every vertex once; ``n_edges`` edges and uniform negatives are read from it.
 
     With ``noise``, every vertex is embedded a second time from a perturbed input and the
-    edge heads are read from that pass (as the heads of a batch step carry noise); ``y``
+    edge heads are read from that pass (as the heads of a grouped step carry noise); ``y``
     returned is the clean pass.
     """
     device = table.device
