@@ -2,14 +2,17 @@ import numpy as np
 import pytest
 import torch
 
+import scnumap.core.grease as grease_module
 from scnumap import GrEASE
 from scnumap.core.grease import (
     MAX_SEPARATION_WALK,
     batch_affinity,
+    exact_eigenvectors,
     holdout_size,
     orthonormalizer,
     pairwise_distances,
     separation_walk_steps,
+    span_loss,
     walk_loss,
 )
 from scnumap.core.metrics import exact_spectral_embedding, grassmann_distance, laplace_kernel_graph
@@ -85,10 +88,18 @@ def grease_pbmc(pbmc_pca):
     return GrEASE(4, random_state=0).fit(pbmc_pca)
 
 
-def test_grease_matches_exact_eigenvectors(pbmc_pca, grease_pbmc):
+@pytest.fixture(scope="module")
+def grease_pbmc_walk(pbmc_pca):
+    return GrEASE(4, solver="walk", random_state=0).fit(pbmc_pca)
+
+
+@pytest.mark.parametrize("fitted", ["grease_pbmc", "grease_pbmc_walk"])
+def test_grease_matches_exact_eigenvectors(pbmc_pca, fitted, request):
+    grease_pbmc = request.getfixturevalue(fitted)
+    assert grease_pbmc.solver_ == ("walk" if fitted.endswith("walk") else "exact")
     S = grease_pbmc.transform(pbmc_pca)
-    # the random-walk eigenvectors it learns (measured 0.0006), and the symmetric
-    # Laplacian's, which differ from them by the degree weighting (measured 0.051)
+    # the random-walk eigenvectors it learns (measured 0.0006 with either solver), and the
+    # symmetric Laplacian's, which differ from them by the degree weighting (measured 0.051)
     walk = exact_spectral_embedding(pbmc_pca, 4, 10, random_walk=True)
     assert grassmann_distance(S, walk) <= 0.01
     assert grassmann_distance(S, exact_spectral_embedding(pbmc_pca, 4, 10)) <= 0.1
@@ -107,7 +118,8 @@ def test_separation_walk_is_about_one_over_the_kth_eigenvalue():
     assert separation_walk_steps(0.0, 64) == MAX_SEPARATION_WALK
 
 
-def test_grease_on_a_graph_with_two_components():
+@pytest.mark.parametrize("solver", ["exact", pytest.param("walk", marks=pytest.mark.slow)])
+def test_grease_on_a_graph_with_two_components(solver):
     """Two circles: eigenvalue 0 repeats (constant and component indicator), and the 4th
     eigenvector is one of a near-degenerate pair (the inner circle's cos/sin, eigenvalues
     ~4 % apart). The indicator must be kept and the constant dropped, and the pair member
@@ -117,7 +129,7 @@ def test_grease_on_a_graph_with_two_components():
 
     X, ring = make_circles(n_samples=3000, noise=0.05, factor=0.5, random_state=0)
     X = X.astype(np.float32)
-    model = GrEASE(4, random_state=0).fit(X)
+    model = GrEASE(4, solver=solver, random_state=0).fit(X)
     S = model.transform(X)
     exact = exact_spectral_embedding(X, 4, 10, random_walk=True)
     assert grassmann_distance(S, exact) <= 0.05
@@ -214,7 +226,7 @@ def test_held_out_rows_are_never_in_a_training_batch(monkeypatch):
         return original(self, x_std)
 
     monkeypatch.setattr(GrEASE, "affinity", spy)
-    g = GrEASE(2, batch_size=256, max_steps=40, random_state=0).fit(X)
+    g = GrEASE(2, batch_size=256, max_steps=40, solver="walk", random_state=0).fit(X)
     assert g.holdout_size_ == 120  # min(batch_size, n // 10)
     held_out, training = seen[0], [x for x in seen[1:] if x.shape[0] < X.shape[0]]
     assert held_out.shape[0] == 120
@@ -226,3 +238,70 @@ def test_held_out_rows_are_never_in_a_training_batch(monkeypatch):
     assert holdout_size(1200, 256, 4, 10) == 120
     assert holdout_size(300, 256, 4, 10) == 30
     assert holdout_size(100, 64, 12, 10) == 0  # 10 rows are too few for a graph
+
+
+def test_held_out_rows_are_never_in_a_training_batch_of_the_exact_solver(monkeypatch):
+    """With exact targets too, the rows that watch the plateau are never trained on."""
+    X = np.random.default_rng(0).normal(size=(1200, 5)).astype(np.float32)
+    seen = []
+    original = grease_module.SpectralNetwork.forward
+
+    def spy(self, x):
+        if torch.is_grad_enabled():
+            seen.append(("train", x.detach().clone()))
+        else:
+            seen.append(("watch", x.clone()))
+        return original(self, x)
+
+    monkeypatch.setattr(grease_module.SpectralNetwork, "forward", spy)
+    g = GrEASE(2, batch_size=256, max_steps=50, solver="exact", random_state=0).fit(X)
+    assert g.solver_ == "exact"
+    assert g.holdout_size_ == 120
+    training = [x for kind, x in seen if kind == "train"]
+    watched = [x for kind, x in seen if kind == "watch" and x.shape[0] == 120]
+    assert len(training) == 50
+    assert all(x.shape[0] == 256 for x in training)
+    assert len(watched) == 2  # every 25 steps
+    held = {tuple(row) for row in watched[0].numpy().round(5)}
+    assert not any(tuple(row) in held for x in training for row in x.numpy().round(5))
+
+
+@pytest.mark.parametrize("dense_max", [10_000, 0])  # dense eigh and eigsh
+def test_exact_eigenvectors_are_the_random_walk_ones(pbmc_pca, dense_max, monkeypatch):
+    monkeypatch.setattr(grease_module, "DENSE_EIGEN_MAX", dense_max)
+    n = pbmc_pca.shape[0]
+    X = pbmc_pca.astype(np.float64)
+    Xs = (X - X.mean(axis=0)) / np.sqrt(((X - X.mean(axis=0)) ** 2).sum(axis=0).mean())
+    A = batch_affinity(torch.as_tensor(Xs), 10)
+    V = exact_eigenvectors(A, 6, seed=0)
+    assert V.shape == (n, 6)
+    np.testing.assert_allclose((V**2).mean(axis=0), 1.0)
+    # the first is the constant (a connected graph), then the non-trivial ones
+    assert np.std(V[:, 0]) < 1e-6 * np.abs(V[:, 0]).mean()
+    walk = exact_spectral_embedding(pbmc_pca, 5, 10, random_walk=True)
+    assert grassmann_distance(V[:, 1:6], walk) < 1e-6
+    # eigenvectors of I - D^-1 A: D^-1 A v = mu v
+    W = _dense(A)
+    P = W / W.sum(axis=1, keepdims=True)
+    mu = (V * (P @ V)).sum(axis=0) / (V * V).sum(axis=0)
+    np.testing.assert_allclose(P @ V, V * mu, atol=1e-6)
+    assert np.all(np.diff(mu) <= 1e-12)
+
+
+def test_span_loss_is_zero_on_any_mix_of_the_target_and_positive_otherwise():
+    rng = np.random.default_rng(0)
+    T = torch.as_tensor(rng.normal(size=(200, 4)))
+    mix = torch.as_tensor(rng.normal(size=(4, 4)))
+    assert float(span_loss(T @ mix, T)) < 1e-10
+    assert float(span_loss(torch.cat([T @ mix, T[:, :1]], dim=1), T)) < 1e-10  # extra columns are free
+    missing = span_loss(T[:, :3], T)  # the 4th column is missed: its share of |T|^2
+    np.testing.assert_allclose(float(missing), float((T[:, 3] ** 2).sum() / (T**2).sum()), rtol=0.05)
+
+
+def test_solver_auto_switches_to_the_walk_above_exact_max(pbmc_pca, monkeypatch):
+    assert GrEASE(2, max_steps=5, random_state=0).fit(pbmc_pca).solver_ == "exact"
+    monkeypatch.setattr(grease_module, "EXACT_MAX", 500)
+    assert GrEASE(2, max_steps=5, random_state=0).fit(pbmc_pca).solver_ == "walk"
+    assert GrEASE(2, max_steps=5, solver="exact", random_state=0).fit(pbmc_pca).solver_ == "exact"
+    with pytest.raises(ValueError, match=r"`solver` must be one of 'auto', 'exact', 'walk'; got 'eigsh'"):
+        GrEASE(2, solver="eigsh").fit(pbmc_pca)

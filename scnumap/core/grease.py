@@ -20,8 +20,11 @@ docs/method.md has the derivation and the measurements behind each choice.
    for the lazy random walk :math:`P = (I + D^{-1}W)/2`, minimised by the bottom
    eigenvectors of the random-walk Laplacian :math:`I - D^{-1}W` (functions of the
    points, unlike the symmetric Laplacian's, which carry each batch's degrees).
+   Up to ``EXACT_MAX`` points (``solver="auto"``) the network instead learns the exact
+   bottom eigenvectors of the whole training graph (``eigsh``, once) through
+   :func:`span_loss` on random batches: no batch graph, no walk, larger steps.
    Adam, learning rate halved on plateau of the loss on held-out rows (never in a
-   training batch; when the data fit in one batch, the exact full-batch loss), stop at a
+   training batch; when the data fit in one batch, the full-batch loss), stop at a
    minimum learning rate or the step budget.
 5. Separation: on the whole training graph (up to ``FULL_SEPARATION_MAX`` points) or
    averaged over random batches, :math:`V^\top D V`, :math:`V^\top D (I - P^T) V` and the
@@ -42,7 +45,9 @@ import math
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.sparse.linalg import eigsh
 from torch import nn
 
 from ._checks import as_matrix, check_float, check_hidden, check_int
@@ -60,6 +65,22 @@ FULL_SEPARATION_MAX = 20_000
 
 #: Longest walk of the eigenvector separation (:func:`separation_walk_steps`).
 MAX_SEPARATION_WALK = 4096
+
+#: With ``solver="auto"``, up to this many training points the network learns the exact
+#: eigenvectors of the whole training graph (:func:`exact_eigenvectors`) instead of the
+#: walk objective on random batches.
+EXACT_MAX = FULL_SEPARATION_MAX
+
+#: Below this many points the exact eigenvectors come from a dense solver (``eigh``).
+DENSE_EIGEN_MAX = 500
+
+SOLVERS = ("auto", "exact", "walk")
+
+#: Default step budget and Adam learning rate of each solver (``max_steps=None``,
+#: ``lr=None``). Exact targets take larger steps: on four data sets (docs/method.md,
+#: "GrEASE") 300 steps at 3e-3 came as close to ``eigsh`` as 600 at 1e-3.
+DEFAULT_STEPS = {"exact": 300, "walk": 600}
+DEFAULT_LR = {"exact": 3e-3, "walk": 1e-3}
 
 
 def min_samples(n_components: int) -> int:
@@ -194,6 +215,43 @@ def walk_loss(out: torch.Tensor, A: torch.Tensor, n_steps: int) -> torch.Tensor:
     return p - torch.trace(torch.linalg.solve(gram + ridge * eye, cross + cross.T - fixed))
 
 
+def exact_eigenvectors(A: torch.Tensor, n_vectors: int, seed: int) -> np.ndarray:
+    """The bottom ``n_vectors`` eigenvectors of the random-walk Laplacian ``I - D^-1 A``
+    (the constant first), ``A`` a sparse CSR affinity: ``D^-1/2 phi`` for the top
+    eigenvectors ``phi`` of ``D^-1/2 A D^-1/2`` (``eigsh``; ``eigh`` on small graphs),
+    each column scaled to unit root mean square. ``(n, n_vectors)`` float64."""
+    n = A.shape[0]
+    M = sp.csr_matrix((as_numpy64(A.values()), as_numpy64(A.col_indices()), as_numpy64(A.crow_indices())), shape=(n, n))
+    root = np.sqrt(np.maximum(np.asarray(M.sum(axis=1)).ravel(), 1e-12))
+    M = sp.diags(1.0 / root) @ M @ sp.diags(1.0 / root)
+    if n <= DENSE_EIGEN_MAX:
+        _, vectors = np.linalg.eigh(M.toarray())
+        vectors = vectors[:, ::-1][:, :n_vectors]
+    else:
+        start = np.random.default_rng(seed).standard_normal(n)  # deterministic
+        values, vectors = eigsh(M, k=n_vectors, which="LA", v0=start)
+        vectors = vectors[:, np.argsort(-values)]
+    vectors = vectors / root[:, None]
+    return vectors / np.sqrt((vectors**2).mean(axis=0))
+
+
+def as_numpy64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu").numpy()
+
+
+def span_loss(out: torch.Tensor, target: torch.Tensor, ridge: float = 1e-9) -> torch.Tensor:
+    """Share of ``target`` outside the column span of ``out``:
+    ``|T - Y (Y^T Y)^-1 Y^T T|^2 / |T|^2``, zero when the network's outputs span the
+    target eigenvectors, whatever linear mix of them they hold (the separation picks the
+    individual eigenvectors afterwards)."""
+    Y, T = out.double(), target.double()
+    gram = Y.T @ Y
+    eye = torch.eye(Y.shape[1], dtype=Y.dtype, device=Y.device)
+    gram = gram + ridge * (torch.trace(gram.detach()) / Y.shape[1] + 1e-12) * eye
+    residual = T - Y @ torch.linalg.solve(gram, Y.T @ T)
+    return (residual**2).sum() / (T**2).sum()
+
+
 class GrEASE:
     """Generalisable spectral embedding: a network that maps any point to the bottom
     non-trivial eigenvectors of the training data's graph Laplacian.
@@ -214,9 +272,11 @@ class GrEASE:
     batch_size
         Points per batch ``m`` (affinity and orthonormalisation). 512–4096.
     max_steps
-        Upper bound on gradient steps (typically 200–2,000).
+        Upper bound on gradient steps (typically 200–2,000). ``None``: 300 with the exact
+        solver, 600 with the walk (``DEFAULT_STEPS``).
     lr
-        Initial Adam learning rate.
+        Initial Adam learning rate. ``None``: 3e-3 with the exact solver, 1e-3 with the
+        walk (``DEFAULT_LR``).
     min_lr
         Training stops once the plateau schedule brings the learning rate below this.
     walk_steps
@@ -227,6 +287,14 @@ class GrEASE:
     n_separation_batches
         Random batches averaged for the eigenvector separation when the training set has
         more than ``FULL_SEPARATION_MAX`` (20,000) points; smaller sets use their whole graph.
+    solver
+        What the network learns. ``"exact"``: the bottom eigenvectors of the whole training
+        graph, computed once by ``eigsh`` (:func:`exact_eigenvectors`), as the targets of
+        :func:`span_loss` on random batches (cheap steps: no batch graph, no walk).
+        ``"walk"``: :func:`walk_loss` on the graph of each random batch, which never builds
+        the whole graph. ``"auto"`` (default): ``"exact"`` up to ``EXACT_MAX`` (20,000)
+        training points, ``"walk"`` above. Either way new points are embedded by the
+        network; docs/method.md ("GrEASE") compares the two.
     device
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or a torch device.
     n_jobs
@@ -249,9 +317,12 @@ class GrEASE:
     eigenvalues_
         ``(n_components,)`` estimated Laplacian eigenvalues, ascending.
     loss_history_
-        Loss every 25 steps on ``holdout_size_`` held-out rows, which no training batch
-        contains; when the data fit in one batch (``n_samples <= batch_size``) there is no
-        hold-out (``holdout_size_ == 0``) and it is the exact loss on the whole data.
+        Loss every 25 steps (:func:`span_loss` or :func:`walk_loss`, as ``solver_`` says)
+        on ``holdout_size_`` held-out rows, which no training batch contains; when the data
+        fit in one batch (``n_samples <= batch_size``) there is no hold-out
+        (``holdout_size_ == 0``) and it is the loss on the whole data.
+    solver_
+        ``"exact"`` or ``"walk"``: the objective the network was trained with.
     holdout_size_
         Rows held out of training to watch the loss (``min(batch_size, n_samples // 10)``
         when the data need more than one batch, else 0).
@@ -267,12 +338,13 @@ class GrEASE:
         metric: str = "euclidean",
         hidden: tuple[int, ...] = (256, 256),
         batch_size: int = 1024,
-        max_steps: int = 600,
-        lr: float = 1e-3,
+        max_steps: int | None = None,
+        lr: float | None = None,
         min_lr: float = 1e-5,
         walk_steps: int = 64,
         t: float = 0.0,
         n_separation_batches: int = 20,
+        solver: str = "auto",
         device="auto",
         n_jobs: int | None = None,
         random_state: int | None = 0,
@@ -289,6 +361,7 @@ class GrEASE:
         self.walk_steps = walk_steps
         self.t = t
         self.n_separation_batches = n_separation_batches
+        self.solver = solver
         self.device = device
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -301,12 +374,16 @@ class GrEASE:
         check_metric(self.metric)
         check_hidden(self.hidden)
         check_int(self.batch_size, "batch_size", minimum=2)
-        check_int(self.max_steps, "max_steps", minimum=1)
-        check_float(self.lr, "lr", minimum=0.0, strict_minimum=True)
+        if self.max_steps is not None:
+            check_int(self.max_steps, "max_steps", minimum=1)
+        if self.lr is not None:
+            check_float(self.lr, "lr", minimum=0.0, strict_minimum=True)
         check_float(self.min_lr, "min_lr", minimum=0.0)
         check_int(self.walk_steps, "walk_steps", minimum=1)
         check_float(self.t, "t", minimum=0.0)
         check_int(self.n_separation_batches, "n_separation_batches", minimum=1)
+        if self.solver not in SOLVERS:
+            raise ValueError(f"`solver` must be one of {', '.join(map(repr, SOLVERS))}; got {self.solver!r}.")
         if n_obs < min_samples(k):
             raise ValueError(
                 f"GrEASE needs more samples than `n_components + 2` ({min_samples(k) - 1}), got {n_obs}. "
@@ -337,43 +414,63 @@ class GrEASE:
         net = SpectralNetwork(X.shape[1], p, tuple(self.hidden))
         init_parameters(net, torch.Generator().manual_seed(torch_seed))
         net = net.to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        self.solver_ = self._resolve_solver(n)
+        lr = DEFAULT_LR[self.solver_] if self.lr is None else self.lr
+        max_steps = DEFAULT_STEPS[self.solver_] if self.max_steps is None else self.max_steps
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=4)
 
         # rows held out of every training batch, for the plateau schedule
         order = random_rows(n, n, gen, device)
         n_val = holdout_size(n, m, p, self.n_neighbors)
         train_rows = order[n_val:]
-        val_x = table[order[:n_val] if n_val else order]
-        val_A = self.affinity(val_x)
+        val_rows = order[:n_val] if n_val else order
         m_train = max(p + 1, min(m, train_rows.shape[0]))
         full_batch = train_rows.shape[0] <= m_train
+        graph = None
+        if self.solver_ == "exact":
+            graph = self.affinity(table[torch.arange(n, device=device)])
+            target = torch.as_tensor(exact_eigenvectors(graph, p, torch_seed), device=device)
+
+            def loss_of(rows, x, A):
+                return span_loss(net(x), target[rows])
+        else:
+
+            def loss_of(rows, x, A):
+                return walk_loss(net(x), A, self.walk_steps)
+
+        def graph_of(x):
+            return None if self.solver_ == "exact" else self.affinity(x)
+
+        val_x = table[val_rows]
+        val_A = graph_of(val_x)
         if full_batch and n_val:
             train_x = table[train_rows]
-            train_A = self.affinity(train_x)
+            train_A = graph_of(train_x)
         elif full_batch:
             train_x, train_A = val_x, val_A
         eval_every = 25
         self.loss_history_ = []
         self.holdout_size_ = int(n_val)
-        bar = progress(range(self.max_steps), "GrEASE", self.verbose)
+        bar = progress(range(max_steps), "GrEASE", self.verbose)
         for step in bar:
             if full_batch:
-                x, A = train_x, train_A
+                rows, x, A = train_rows, train_x, train_A
             else:
-                x = table[train_rows[random_rows(train_rows.shape[0], m_train, gen, device)]]
+                rows = train_rows[random_rows(train_rows.shape[0], m_train, gen, device)]
+                x = table[rows]
                 with torch.no_grad():
-                    A = self.affinity(x)
-            loss = walk_loss(net(x), A, self.walk_steps)
+                    A = graph_of(x)
+            loss = loss_of(rows, x, A)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if (step + 1) % eval_every == 0:
                 with torch.no_grad():
-                    val = float(walk_loss(net(val_x), val_A, self.walk_steps))
+                    val = float(loss_of(val_rows, val_x, val_A))
                 if not math.isfinite(val):
                     raise FloatingPointError(
-                        f"GrEASE training diverged at step {step + 1} (loss {val}); lower `lr` (got {self.lr})."
+                        f"GrEASE training diverged at step {step + 1} (loss {val}); lower `lr` (got {lr})."
                     )
                 self.loss_history_.append(val)
                 sched.step(val)
@@ -384,10 +481,15 @@ class GrEASE:
         self.n_steps_ = step + 1
         self.network_ = net
         self.n_features_in_ = X.shape[1]
-        self._separate(table, n, m, gen, device)
+        self._separate(table, n, m, gen, device, graph)
         return self
 
-    def _separate(self, table: RowTable, n: int, m: int, gen, device) -> None:
+    def _resolve_solver(self, n: int) -> str:
+        if self.solver == "auto":
+            return "exact" if n <= EXACT_MAX else "walk"
+        return self.solver
+
+    def _separate(self, table: RowTable, n: int, m: int, gen, device, graph=None) -> None:
         """Fix the output map: rotate the learned span to individual eigenvectors.
 
         On the whole training graph (up to ``FULL_SEPARATION_MAX`` points) or on random
@@ -399,6 +501,7 @@ class GrEASE:
         walk ``P`` (:func:`separation_walk_steps` picks ``T``): the walk damps the small
         high-frequency residue every learned span carries, which would otherwise dominate
         Rayleigh quotients of eigenvalues near 1e-4 and swap near-degenerate eigenvectors.
+        ``graph``: the whole training graph's affinity when the fit built it already.
         A last Gram-Schmidt step in eigenvalue order makes the output orthonormal over the
         training points without changing the span of its first ``j`` columns.
         """
@@ -416,7 +519,7 @@ class GrEASE:
             graphs = []
             for rows in batches:
                 x = table[rows]
-                A = self.affinity(x)
+                A = graph if graph is not None and rows.shape[0] == n else self.affinity(x)
                 degree = (A @ torch.ones(rows.shape[0], 1, dtype=A.dtype, device=device)).squeeze(1)
                 graphs.append((A, degree, net(x).double() @ W))
             gram = sum(V.T @ V for _, _, V in graphs)

@@ -111,7 +111,9 @@ class NUMAP:
         noisy input. A regulariser that makes new points land among their neighbours;
         typically 0–1, ``0`` turns it off (docs/method.md, "Input noise").
     grease_steps
-        Maximum training steps of the GrEASE network (typically 200–2,000).
+        Maximum training steps of the GrEASE network (typically 200–2,000). ``None``:
+        GrEASE's default, 300 steps towards the exact eigenvectors of the training graph up
+        to 20,000 cells and 600 steps of its walk objective above (:class:`GrEASE`).
     densmap
         Add DensMAP's density-preservation term.
     dens_lambda
@@ -179,7 +181,7 @@ class NUMAP:
         hidden: tuple[int, ...] = (128, 128),
         use_data: bool = True,
         input_noise: float = 0.5,
-        grease_steps: int = 600,
+        grease_steps: int | None = None,
         densmap: bool = False,
         dens_lambda: float = 2.0,
         dens_frac: float = 0.3,
@@ -226,7 +228,8 @@ class NUMAP:
         check_int(self.n_spectral_components, "n_spectral_components", minimum=self.n_components)
         check_hidden(self.hidden)
         check_float(self.input_noise, "input_noise", minimum=0.0)
-        check_int(self.grease_steps, "grease_steps", minimum=1)
+        if self.grease_steps is not None:
+            check_int(self.grease_steps, "grease_steps", minimum=1)
         check_bool(self.densmap, "densmap")
         check_float(self.dens_lambda, "dens_lambda", minimum=0.0)
         check_float(self.dens_frac, "dens_frac", minimum=0.0, maximum=1.0)
