@@ -8,7 +8,7 @@ the walk objective on random batches (``solver="walk"``), each at its defaults a
 other's step budget and learning rate. Columns: warm fit time, the Grassmann distance
 between the first 2 / 5 / 10 output columns and the exact random-walk eigenvectors of the
 Laplace-kernel kNN graph built on all points (0 = same span), and the largest relative
-error of the 10 eigenvalue estimates.
+error of the eigenvalue estimates (of the 10 exact eigenvalues above 1e-6).
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def run(name: str) -> None:
         S = model.fit_transform(X)
         fit_s = time.perf_counter() - t0
         dist = " / ".join(f"{metrics.grassmann_distance(S[:, :j], exact[:, :j]):.4f}" for j in (2, 5, 10))
-        rel = np.max(np.abs(model.eigenvalues_ - values) / np.maximum(values, 1e-12))
-        setting = f"{'default' if steps is None else steps} steps, lr {'default' if lr is None else lr:g}"
+        nonzero = values > 1e-6  # a second component's eigenvalue 0 has no relative error
+        rel = np.max(np.abs(model.eigenvalues_ - values)[nonzero] / values[nonzero])
+        lr_text = "default" if lr is None else f"{lr:g}"
+        setting = f"{'default' if steps is None else steps} steps, lr {lr_text}"
         print(
             f"| {name} | {len(X):,} | {solver} | {setting} | {model.n_steps_} | {fit_s:.1f} | {dist} | {rel:.3f} |",
             flush=True,
@@ -58,7 +60,7 @@ if __name__ == "__main__":
     names = sys.argv[1:] or ["pbmc68k_reduced", "digits", "pbmc4k", "cbmc"]
     print(
         "| data | cells | solver | setting | steps run | fit s | Grassmann distance 2 / 5 / 10 "
-        "| eigenvalue rel. error (max) |"
+        "| eigenvalue rel. error (max, non-zero) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name in names:

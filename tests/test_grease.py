@@ -305,3 +305,18 @@ def test_solver_auto_switches_to_the_walk_above_exact_max(pbmc_pca, monkeypatch)
     assert GrEASE(2, max_steps=5, solver="exact", random_state=0).fit(pbmc_pca).solver_ == "exact"
     with pytest.raises(ValueError, match=r"`solver` must be one of 'auto', 'exact', 'walk'; got 'eigsh'"):
         GrEASE(2, solver="eigsh").fit(pbmc_pca)
+
+
+def test_eigsh_failure_falls_back_to_the_walk_or_says_what_to_pass(pbmc_pca, monkeypatch):
+    from scipy.sparse.linalg import ArpackNoConvergence
+
+    def fail(*args, **kwargs):
+        raise ArpackNoConvergence("no convergence", np.empty(0), np.empty((0, 0)))
+
+    monkeypatch.setattr(grease_module, "exact_eigenvectors", fail)
+    with pytest.warns(RuntimeWarning, match="trains with the walk objective instead"):
+        g = GrEASE(2, max_steps=5, random_state=0).fit(pbmc_pca)
+    assert g.solver_ == "walk"
+    assert np.isfinite(g.transform(pbmc_pca)).all()
+    with pytest.raises(RuntimeError, match=r"did not converge .* pass `solver='walk'`"):
+        GrEASE(2, max_steps=5, solver="exact", random_state=0).fit(pbmc_pca)

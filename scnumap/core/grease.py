@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.sparse.linalg import eigsh
+from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 from torch import nn
 
 from ._checks import as_matrix, check_float, check_hidden, check_int
@@ -219,7 +219,18 @@ def exact_eigenvectors(A: torch.Tensor, n_vectors: int, seed: int) -> np.ndarray
     """The bottom ``n_vectors`` eigenvectors of the random-walk Laplacian ``I - D^-1 A``
     (the constant first), ``A`` a sparse CSR affinity: ``D^-1/2 phi`` for the top
     eigenvectors ``phi`` of ``D^-1/2 A D^-1/2`` (``eigsh``; ``eigh`` on small graphs),
-    each column scaled to unit root mean square. ``(n, n_vectors)`` float64."""
+    each column scaled to unit root mean square. ``(n, n_vectors)`` float64.
+
+    The solver runs on one BLAS thread, so the result does not depend on the thread count
+    (the sums of several threads come in another order, and a fit amplifies that).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _exact_eigenvectors(A, n_vectors, seed)
+
+
+def _exact_eigenvectors(A: torch.Tensor, n_vectors: int, seed: int) -> np.ndarray:
     n = A.shape[0]
     M = sp.csr_matrix((as_numpy64(A.values()), as_numpy64(A.col_indices()), as_numpy64(A.crow_indices())), shape=(n, n))
     root = np.sqrt(np.maximum(np.asarray(M.sum(axis=1)).ravel(), 1e-12))
@@ -415,6 +426,10 @@ class GrEASE:
         init_parameters(net, torch.Generator().manual_seed(torch_seed))
         net = net.to(device)
         self.solver_ = self._resolve_solver(n)
+        graph = target = None
+        if self.solver_ == "exact":
+            graph = self.affinity(table[torch.arange(n, device=device)])
+            target = self._exact_targets(graph, p, torch_seed)
         lr = DEFAULT_LR[self.solver_] if self.lr is None else self.lr
         max_steps = DEFAULT_STEPS[self.solver_] if self.max_steps is None else self.max_steps
         opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -427,10 +442,7 @@ class GrEASE:
         val_rows = order[:n_val] if n_val else order
         m_train = max(p + 1, min(m, train_rows.shape[0]))
         full_batch = train_rows.shape[0] <= m_train
-        graph = None
         if self.solver_ == "exact":
-            graph = self.affinity(table[torch.arange(n, device=device)])
-            target = torch.as_tensor(exact_eigenvectors(graph, p, torch_seed), device=device)
 
             def loss_of(rows, x, A):
                 return span_loss(net(x), target[rows])
@@ -483,6 +495,25 @@ class GrEASE:
         self.n_features_in_ = X.shape[1]
         self._separate(table, n, m, gen, device, graph)
         return self
+
+    def _exact_targets(self, graph: torch.Tensor, p: int, seed: int) -> torch.Tensor | None:
+        """:func:`exact_eigenvectors` of the training graph on its device; if ``eigsh`` does
+        not converge, ``solver="auto"`` falls back to the walk (``solver_``, warned) and
+        ``solver="exact"`` raises."""
+        try:
+            return torch.as_tensor(exact_eigenvectors(graph, p, seed), device=graph.device)
+        except ArpackNoConvergence:
+            if self.solver == "exact":
+                raise RuntimeError(
+                    "`eigsh` did not converge on the training graph; pass `solver='walk'` (or 'auto')."
+                ) from None
+            warnings.warn(
+                "`eigsh` did not converge on the training graph; GrEASE trains with the walk objective instead.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self.solver_ = "walk"
+            return None
 
     def _resolve_solver(self, n: int) -> str:
         if self.solver == "auto":
