@@ -232,7 +232,8 @@ def exact_eigenvectors(A: torch.Tensor, n_vectors: int, seed: int) -> np.ndarray
 
 def _exact_eigenvectors(A: torch.Tensor, n_vectors: int, seed: int) -> np.ndarray:
     n = A.shape[0]
-    M = sp.csr_matrix((as_numpy64(A.values()), as_numpy64(A.col_indices()), as_numpy64(A.crow_indices())), shape=(n, n))
+    A = A.detach().to("cpu")
+    M = sp.csr_matrix((A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=(n, n))
     root = np.sqrt(np.maximum(np.asarray(M.sum(axis=1)).ravel(), 1e-12))
     M = sp.diags(1.0 / root) @ M @ sp.diags(1.0 / root)
     if n <= DENSE_EIGEN_MAX:
@@ -244,10 +245,6 @@ def _exact_eigenvectors(A: torch.Tensor, n_vectors: int, seed: int) -> np.ndarra
         vectors = vectors[:, np.argsort(-values)]
     vectors = vectors / root[:, None]
     return vectors / np.sqrt((vectors**2).mean(axis=0))
-
-
-def as_numpy64(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu").numpy()
 
 
 def span_loss(out: torch.Tensor, target: torch.Tensor, ridge: float = 1e-9) -> torch.Tensor:
@@ -442,17 +439,18 @@ class GrEASE:
         val_rows = order[:n_val] if n_val else order
         m_train = max(p + 1, min(m, train_rows.shape[0]))
         full_batch = train_rows.shape[0] <= m_train
-        if self.solver_ == "exact":
+        if self.solver_ == "exact":  # targets of the training rows; no batch graph
+
+            def graph_of(x):
+                return None
 
             def loss_of(rows, x, A):
                 return span_loss(net(x), target[rows])
         else:
+            graph_of = self.affinity
 
             def loss_of(rows, x, A):
                 return walk_loss(net(x), A, self.walk_steps)
-
-        def graph_of(x):
-            return None if self.solver_ == "exact" else self.affinity(x)
 
         val_x = table[val_rows]
         val_A = graph_of(val_x)
@@ -532,7 +530,8 @@ class GrEASE:
         walk ``P`` (:func:`separation_walk_steps` picks ``T``): the walk damps the small
         high-frequency residue every learned span carries, which would otherwise dominate
         Rayleigh quotients of eigenvalues near 1e-4 and swap near-degenerate eigenvectors.
-        ``graph``: the whole training graph's affinity when the fit built it already.
+        ``graph``: the whole training graph's affinity, in row order, when the fit built it
+        already (used only where the separation takes the whole graph).
         A last Gram-Schmidt step in eigenvalue order makes the output orthonormal over the
         training points without changing the span of its first ``j`` columns.
         """
@@ -543,14 +542,15 @@ class GrEASE:
             out = torch.cat([net(table[sample[s:e]]) for s, e in chunks(sample.shape[0], 8192)]).double()
             W = orthonormalizer(out)
             p = W.shape[0]
-            if n <= FULL_SEPARATION_MAX:  # the whole training graph, once
+            whole = n <= FULL_SEPARATION_MAX
+            if whole:  # the whole training graph, once
                 batches = [torch.arange(n, device=device)]
             else:
                 batches = [random_rows(n, m, gen, device) for _ in range(self.n_separation_batches)]
             graphs = []
             for rows in batches:
                 x = table[rows]
-                A = graph if graph is not None and rows.shape[0] == n else self.affinity(x)
+                A = graph if whole and graph is not None else self.affinity(x)
                 degree = (A @ torch.ones(rows.shape[0], 1, dtype=A.dtype, device=device)).squeeze(1)
                 graphs.append((A, degree, net(x).double() @ W))
             gram = sum(V.T @ V for _, _, V in graphs)
