@@ -270,9 +270,7 @@ def test_held_out_rows_are_never_in_a_training_batch_of_the_exact_solver(monkeyp
 def test_exact_eigenvectors_are_the_random_walk_ones(pbmc_pca, dense_max, monkeypatch):
     monkeypatch.setattr(grease_module, "DENSE_EIGEN_MAX", dense_max)
     n = pbmc_pca.shape[0]
-    X = pbmc_pca.astype(np.float64)
-    Xs = (X - X.mean(axis=0)) / np.sqrt(((X - X.mean(axis=0)) ** 2).sum(axis=0).mean())
-    A = batch_affinity(torch.as_tensor(Xs), 10)
+    A = batch_affinity(Standardizer.fit(pbmc_pca).apply(pbmc_pca, torch.device("cpu")).double(), 10)
     V = exact_eigenvectors(A, 6, seed=0)
     assert V.shape == (n, 6)
     np.testing.assert_allclose((V**2).mean(axis=0), 1.0)
