@@ -318,3 +318,22 @@ def test_eigsh_failure_falls_back_to_the_walk_or_says_what_to_pass(pbmc_pca, mon
     assert np.isfinite(g.transform(pbmc_pca)).all()
     with pytest.raises(RuntimeError, match=r"did not converge .* pass `solver='walk'`"):
         GrEASE(2, max_steps=5, solver="exact", random_state=0).fit(pbmc_pca)
+
+
+def test_separation_builds_its_own_graph_when_it_does_not_take_the_whole_one(pbmc_pca, monkeypatch):
+    """The fit's whole graph (exact solver) is reused only for a whole-graph separation: a
+    random batch of all rows is a shuffled order, whose graph must be built for it."""
+    calls = []
+    original = GrEASE.affinity
+
+    def spy(self, x_std):
+        calls.append(x_std.shape[0])
+        return original(self, x_std)
+
+    monkeypatch.setattr(GrEASE, "affinity", spy)
+    GrEASE(2, max_steps=5, solver="exact", random_state=0).fit(pbmc_pca)
+    assert calls == [len(pbmc_pca)]  # whole-graph separation: the fit's graph again
+    calls.clear()
+    monkeypatch.setattr(grease_module, "FULL_SEPARATION_MAX", 100)
+    GrEASE(2, max_steps=5, solver="exact", batch_size=2048, n_separation_batches=1, random_state=0).fit(pbmc_pca)
+    assert calls == [len(pbmc_pca), len(pbmc_pca)]
