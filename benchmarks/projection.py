@@ -5,11 +5,11 @@
 Both get the same reference (PCA, neighbour graph) and the same query. Label-transfer
 accuracy is the fraction of query cells whose transferred label equals their own; the
 scnumap vote runs in the reference's representation (its PCA space). Three warm times
-per cell (after a warm-up call; the fastest of three calls each): scnumap's ``NUMAP.transform`` alone (the forward pass
-on query coordinates already in the reference PCA space), scnumap's whole
-``tl.project`` (genes → reference PCA → embedding, plus label transfer) and
-``sc.tl.ingest``'s whole call (the same steps); the speed-up compares the two whole
-calls, like for like. Splits by cells are 70/30
+per cell (after a warm-up call; the fastest of three calls each): scnumap's
+``NUMAP.transform`` alone (the forward pass on query coordinates already in the reference
+PCA space), scnumap's whole ``tl.project`` (genes → reference PCA → query correction →
+mapping score → labels → embedding) and ``sc.tl.ingest``'s whole call (PCA, kNN labels,
+UMAP embedding); the speed-up compares the two whole calls, like for like. Splits by cells are 70/30
 (mean over three seeds); Wang → Xin crosses technologies; Kang ctrl → stim has no
 cell-type labels and is timed only.
 """
