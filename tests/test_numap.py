@@ -134,6 +134,35 @@ def test_automatic_budget_is_larger_on_small_graphs():
     assert NUMAP(densmap=True, dens_frac=0.3, epochs=2)._density_share() == 0.3  # epochs: dens_frac as given
 
 
+def test_an_extension_with_densmap_trains_half_the_umap_phase_and_twice_the_density_phase(
+    blobs, blobs_and_new_cluster, monkeypatch
+):
+    runs = []
+
+    def recorded(*args, **kwargs):
+        runs.append(kwargs)
+        return train.train_embedding(*args, **kwargs)
+
+    monkeypatch.setattr(numap_module, "train_embedding", recorded)
+    model = NUMAP(densmap=True, dens_frac=0.3, lr=1e-3, random_state=0, **QUICK).fit(blobs)
+    model.extend(blobs_and_new_cluster, model.embedding_)
+    fit, extension = runs
+    assert fit["density"].start_step == round(0.7 * fit["n_steps"])  # epochs given: dens_frac as given
+    umap, dens = 0.7 * numap_module.EXTEND_PHASES[0], 0.3 * numap_module.EXTEND_PHASES[1]
+    assert extension["density"].start_step == round(extension["n_steps"] * umap / (umap + dens))
+    edges = model.graph_.nnz  # the union's directed edges
+    budget = np.ceil(QUICK["epochs"] * edges / (QUICK["batch_size"] * train.EDGE_FACTOR))
+    assert extension["n_steps"] == round(numap_module.EXTEND_FRACTION * budget * (umap + dens))
+    assert fit["step_lr"] == pytest.approx(1e-3 * train.STEP_LR_FACTOR)
+    assert extension["step_lr"] == pytest.approx(1e-3 * numap_module.EXTEND_LR_FACTOR)
+    # without DensMAP the extension's budget is the plain fraction of a fit's
+    runs.clear()
+    plain = NUMAP(random_state=0, **QUICK).fit(blobs)
+    plain.extend(blobs_and_new_cluster, plain.embedding_)
+    assert runs[1]["density"] is None
+    assert runs[1]["n_steps"] == round(numap_module.EXTEND_FRACTION * budget)
+
+
 def test_divergence_is_reported(blobs):
     with pytest.raises(FloatingPointError, match="lower `lr`"):
         NUMAP(lr=1e30, random_state=0, **QUICK).fit(blobs * 1e6)

@@ -53,6 +53,20 @@ DENSITY_FACTOR = 2
 #: :meth:`NUMAP.extend` trains this fraction of the steps a fit on the union would take.
 EXTEND_FRACTION = 0.25
 
+#: With DensMAP, an extension's UMAP phase and density phase are these multiples of a fit's
+#: (each then times :data:`EXTEND_FRACTION`): the network is trained already, the new cells
+#: keep finding their place in the density phase (its loss is the UMAP loss plus the density
+#: term), and the density term needs the steps to reshape the map around them. With (1, 1)
+#: and ``lr`` the union's density correlation stayed 0.029 (pbmc4k) and 0.023 (kidney) below
+#: a refit's (benchmarks/extend.py; docs/method.md, "Growing a reference").
+EXTEND_PHASES = (0.3, 2.0)
+
+#: An extension runs Adam at this multiple of ``lr``, below a fit's :data:`STEP_LR_FACTOR`:
+#: Adam's first updates move every weight by about the learning rate, whatever the hold
+#: term says, so the held cells need smaller steps than a fit takes; at ``lr`` itself the
+#: new cells moved less far from where the trained network first put them.
+EXTEND_LR_FACTOR = 2.0
+
 #: Default weight of the term that keeps the fixed cells in place during :meth:`NUMAP.extend`.
 HOLD = 1.0
 
@@ -80,7 +94,7 @@ class NUMAP:
         choice.
     lr
         Adam learning rate (typically 1e-4–1e-2). A fit runs at ``sqrt(8) × lr``: a step's
-        gradient averages 8 × ``batch_size`` edges; :meth:`extend` fine-tunes at ``lr``.
+        gradient averages 8 × ``batch_size`` edges; :meth:`extend` fine-tunes at ``2 × lr``.
     batch_size
         Heads per step, each with 8 of its edges (typically 128–2,048), and the size of
         the pool of negatives.
@@ -238,15 +252,17 @@ class NUMAP:
 
     def n_steps(self, n_edges: int, n_obs: int) -> int:
         """Gradient steps for a graph with ``n_edges`` directed edges on ``n_obs`` vertices."""
+        return max(1, round(self._budget(n_edges, n_obs) * sum(self._phases())))
+
+    def _budget(self, n_edges: int, n_obs: int) -> int:
+        """Steps of a fit before the density phase's extra share (:meth:`_phases`)."""
         edges_per_step = self.batch_size * EDGE_FACTOR
         if self.epochs is not None:
             return max(1, int(np.ceil(self.epochs * n_edges / edges_per_step)))
         if whole_graph(n_obs):
-            budget = WHOLE_GRAPH_STEPS
-        else:
-            cap = AUTO_MAX_STEPS_SMALL if n_obs <= SMALL_GRAPH else AUTO_MAX_STEPS
-            budget = int(np.clip(np.ceil(AUTO_EPOCHS * n_edges / edges_per_step), AUTO_MIN_STEPS, cap))
-        return round(budget * sum(self._phases()))
+            return WHOLE_GRAPH_STEPS
+        cap = AUTO_MAX_STEPS_SMALL if n_obs <= SMALL_GRAPH else AUTO_MAX_STEPS
+        return int(np.clip(np.ceil(AUTO_EPOCHS * n_edges / edges_per_step), AUTO_MIN_STEPS, cap))
 
     # ------------------------------------------------------------------- fit
     def fit(self, X, graph=None, knn_distances=None) -> NUMAP:
@@ -325,7 +341,8 @@ class NUMAP:
         row weighted by how little its neighbourhood changed, with ``release``); GrEASE
         and the input standardisation stay as fitted, so ``transform`` keeps its input
         space. The training budget is :data:`EXTEND_FRACTION` of the steps a fit on ``X``
-        would take (``epochs`` scales both).
+        would take (``epochs`` scales both); with DensMAP, of 0.3 × a fit's UMAP phase and
+        twice its density phase (:data:`EXTEND_PHASES`).
 
         Parameters
         ----------
@@ -400,13 +417,17 @@ class NUMAP:
         device = table.device
         heads, tails, weights = knn.edges()
         sampler = EdgeSampler(heads, tails, weights, device)
-        n_steps = max(1, round(fraction * self.n_steps(sampler.n_edges, X.shape[0])))
-        noise, density = self._regularisers(X, knn, (heads, tails, weights), n_steps, device)
+        umap, dens = self._phases()
+        if hold is not None and dens > 0:
+            umap, dens = umap * EXTEND_PHASES[0], dens * EXTEND_PHASES[1]
+        n_steps = max(1, round(fraction * self._budget(sampler.n_edges, X.shape[0]) * (umap + dens)))
+        start = round(n_steps * umap / (umap + dens))
+        noise, density = self._regularisers(X, knn, (heads, tails, weights), start, device)
         whole = whole_graph(X.shape[0])
-        # a fit takes larger steps than ``lr``; an extension fine-tunes at ``lr``, since
+        # a fit takes larger steps than ``lr``; an extension smaller ones than a fit, since
         # Adam's first updates move every weight by about the learning rate whatever the
         # hold term says
-        step_lr = self.lr * STEP_LR_FACTOR if hold is None else self.lr
+        step_lr = self.lr * (STEP_LR_FACTOR if hold is None else EXTEND_LR_FACTOR)
         a, b = self.ab_
         self.density_loss_history_ = []
         self.loss_history_ = train_embedding(
@@ -437,8 +458,8 @@ class NUMAP:
                 "pass data with the same features, in the same order."
             )
 
-    def _regularisers(self, X, knn, edges, n_steps: int, device) -> tuple[HeadNoise | None, DensityTerm | None]:
-        """The input noise and the DensMAP term of a training run on ``X`` and its graph."""
+    def _regularisers(self, X, knn, edges, start_step: int, device) -> tuple[HeadNoise | None, DensityTerm | None]:
+        """The input noise and the DensMAP term (from ``start_step`` on) of a training run on ``X`` and its graph."""
         heads, tails, weights = edges
         n = X.shape[0]
         metric = check_metric(self.metric)
@@ -465,7 +486,7 @@ class NUMAP:
                 dens_lambda=float(self.dens_lambda),
                 var_shift=float(self.dens_var_shift),
                 subsample_size=int(self.dens_subsample_size),
-                start_step=round(n_steps * (1.0 - self._density_share())),
+                start_step=start_step,
             )
         return noise, density
 
