@@ -214,6 +214,15 @@ def test_progress_bars_show_by_default_and_not_with_verbose_false(blobs, monkeyp
     assert capsys.readouterr().err == ""
 
 
+def test_no_progress_bar_before_its_delay(blobs, monkeypatch, capsys):
+    """A fit shorter than the delay prints nothing, loss read-outs included (they used to show a stale 0/N bar)."""
+    monkeypatch.setattr(progress, "PROGRESS_DELAY", 1e6)
+    monkeypatch.setattr(progress, "interactive", lambda: True)
+    model = NUMAP(random_state=0, **QUICK).fit(blobs)
+    assert model.n_steps_ >= train.LOG_EVERY  # the loop read the loss out at least once
+    assert capsys.readouterr().err == ""
+
+
 def test_no_progress_bars_in_a_log(blobs, monkeypatch, capsys):
     """stderr captured (a file, a pipe, a CI log): no bar even by default."""
     monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)

@@ -484,7 +484,7 @@ class GrEASE:
                     )
                 self.loss_history_.append(val)
                 sched.step(val)
-                bar.set_postfix(loss=f"{val:.4f}")
+                bar.set_postfix(loss=f"{val:.4f}", refresh=False)  # shown with the next update: no bar before the delay
                 if opt.param_groups[0]["lr"] < self.min_lr:
                     break
         net.eval()

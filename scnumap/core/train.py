@@ -155,7 +155,7 @@ def train_embedding(
                     f"{largest:g}); lower `lr` (got {lr:g}), e.g. to {lr / 10:g}."
                 )
             history.append(value)
-            bar.set_postfix(loss=f"{value:.3f}")
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)  # shown with the next update: no bar before the delay
     encoder.eval()
     return history
 
