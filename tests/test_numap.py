@@ -134,7 +134,7 @@ def test_automatic_budget_is_larger_on_small_graphs():
     assert NUMAP(densmap=True, dens_frac=0.3, epochs=2)._density_share() == 0.3  # epochs: dens_frac as given
 
 
-def test_an_extension_with_densmap_trains_half_the_umap_phase_and_twice_the_density_phase(
+def test_an_extension_with_densmap_moves_steps_from_the_umap_phase_to_the_density_phase(
     blobs, blobs_and_new_cluster, monkeypatch
 ):
     runs = []

@@ -424,7 +424,7 @@ class NUMAP:
         start = round(n_steps * umap / (umap + dens))
         noise, density = self._regularisers(X, knn, (heads, tails, weights), start, device)
         whole = whole_graph(X.shape[0])
-        # a fit takes larger steps than ``lr``; an extension smaller ones than a fit, since
+        # a fit runs at STEP_LR_FACTOR × lr, an extension at the smaller EXTEND_LR_FACTOR × lr:
         # Adam's first updates move every weight by about the learning rate whatever the
         # hold term says
         step_lr = self.lr * (STEP_LR_FACTOR if hold is None else EXTEND_LR_FACTOR)
