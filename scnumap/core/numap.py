@@ -417,11 +417,10 @@ class NUMAP:
         device = table.device
         heads, tails, weights = knn.edges()
         sampler = EdgeSampler(heads, tails, weights, device)
-        umap, dens = self._phases()
-        if hold is not None and dens > 0:
-            umap, dens = umap * EXTEND_PHASES[0], dens * EXTEND_PHASES[1]
-        n_steps = max(1, round(fraction * self._budget(sampler.n_edges, X.shape[0]) * (umap + dens)))
-        start = round(n_steps * umap / (umap + dens))
+        extension = hold is not None
+        phases = self._phases(extension=extension)
+        n_steps = max(1, round(fraction * self._budget(sampler.n_edges, X.shape[0]) * sum(phases)))
+        start = round(n_steps * (1.0 - self._density_share(extension=extension)))
         noise, density = self._regularisers(X, knn, (heads, tails, weights), start, device)
         whole = whole_graph(X.shape[0])
         # a fit runs at STEP_LR_FACTOR × lr, an extension at the smaller EXTEND_LR_FACTOR × lr:
@@ -490,18 +489,19 @@ class NUMAP:
             )
         return noise, density
 
-    def _phases(self) -> tuple[float, float]:
+    def _phases(self, *, extension: bool = False) -> tuple[float, float]:
         """Lengths of the UMAP phase and the DensMAP phase relative to a budget: ``1 - dens_frac``
         and ``dens_frac`` (0 without DensMAP), the latter ``DENSITY_FACTOR`` times longer in
-        an automatic budget."""
+        an automatic budget; an ``extension`` with DensMAP scales them by :data:`EXTEND_PHASES`."""
         f = float(self.dens_frac) if self.densmap else 0.0
-        if self.epochs is None:
-            return 1.0 - f, DENSITY_FACTOR * f
-        return 1.0 - f, f
+        umap, density = 1.0 - f, (DENSITY_FACTOR * f if self.epochs is None else f)
+        if extension and density > 0:
+            umap, density = umap * EXTEND_PHASES[0], density * EXTEND_PHASES[1]
+        return umap, density
 
-    def _density_share(self) -> float:
+    def _density_share(self, *, extension: bool = False) -> float:
         """Share of the training in the density phase (:meth:`_phases`)."""
-        umap, density = self._phases()
+        umap, density = self._phases(extension=extension)
         return density / (umap + density)
 
     def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:
