@@ -1,4 +1,4 @@
-"""scnumap.core.mapping: mapping score, label vote, anchored placement, kNN matrices.
+"""scnumap.core.mapping: mapping score, label vote, anchored and label-consistent placement, kNN matrices.
 
 The real-data tests work on pbmc68k_reduced's ``X_pca`` with scikit-learn's exact kNN
 (no model fit): the score only reads distances in the representation space.
@@ -19,10 +19,12 @@ from scnumap.core.mapping import (
     conformal_p,
     fisher,
     knn_distance_matrix,
+    label_consistent_placement,
     label_probabilities,
     neighbour_weights,
     vote,
 )
+from scnumap.core.projection import EmbeddingIndex
 
 K = 14  # neighbours per cell: sc.pp.neighbors' default 15, the cell itself excluded
 
@@ -410,6 +412,43 @@ def test_anchored_placement_uses_the_weighted_centre_and_spread():
     placed, moved = anchored_placement(np.array([[1.0, 10.0]], np.float32), indices, weights, reference, anchor=1.0)
     assert moved[0]
     np.testing.assert_allclose(placed[0], [1.0, np.sqrt(3.0)], rtol=1e-6)
+
+
+# --- label-consistent placement -------------------------------------------------------------
+
+
+def test_label_consistent_placement_moves_only_cells_among_another_type():
+    # type 0 around (0, 0), type 1 around (10, 0), five cells each
+    offsets = np.array([[0, 0], [0.5, 0], [-0.5, 0], [0, 0.5], [0, -0.5]], np.float32)
+    reference = np.concatenate([offsets, offsets + np.array([10.0, 0.0], np.float32)])
+    codes = np.array([0] * 5 + [1] * 5)
+    indices = np.array([[0, 1, 5, 6]] * 4)  # each cell's nearest reference cells: two of each type
+    weights = np.array([[0.4, 0.2, 0.3, 0.1]] * 4, np.float32)
+    embedding = np.array([[10.0, 0.2], [0.1, 0.1], [10.0, 0.2], [10.0, 0.2]], np.float32)
+    label = np.array([0, 0, 0, -1])
+    keep = np.array([False, False, True, False])
+    placed, moved = label_consistent_placement(
+        embedding, indices, weights, codes, label, reference, EmbeddingIndex(reference, 3), 3, keep
+    )
+    np.testing.assert_array_equal(moved, [True, False, False, False])
+    # the weighted mean of its type-0 neighbours: (0.4 * (0, 0) + 0.2 * (0.5, 0)) / 0.6
+    np.testing.assert_allclose(placed[0], [0.5 / 3, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(placed[1:], embedding[1:])  # already among type 0; kept; no label
+    assert placed.dtype == np.float32
+
+
+def test_label_consistent_placement_falls_back_to_the_nearest_neighbour_of_the_label():
+    # type 0 at x = -10 and x = +10, type 1 in between: the mean of two type-0 cells is type-1 land
+    reference = np.array([[-10, 0], [-10, 1], [10, 0], [10, 1], [0, 0], [0, 1], [0, -1], [1, 0]], np.float32)
+    codes = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    indices = np.array([[2, 0, 4]])  # nearest first: the type-0 cell at (10, 0)
+    weights = np.array([[0.4, 0.4, 0.2]], np.float32)
+    placed, moved = label_consistent_placement(
+        np.array([[0.5, 0.5]], np.float32), indices, weights, codes, np.array([0]), reference,
+        EmbeddingIndex(reference, 3), 3,
+    )  # fmt: skip
+    assert moved[0]
+    np.testing.assert_array_equal(placed[0], reference[2])
 
 
 # --- kNN distance matrix --------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_project_properties(small_reference, n_cells, fmt, dtype, chunk, seed):
     out = query.obsm["X_numap"]
     assert out.shape == (n_cells, 2)
     assert np.all(np.isfinite(out))
-    again = scnumap.tl.project(query, ref, copy=True, correct=False)
+    again = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True, correct=False)
     np.testing.assert_allclose(again.obsm["X_numap"], out, atol=1e-4)
     # the correction reads the query once per round: chunking must not change it
     in_chunks = scnumap.tl.project(query, ref, copy=True, chunk_size=chunk)

@@ -98,7 +98,7 @@ def test_model_rebuilds_pca_and_reproduces_reference(ref_query):
 
 def test_h5ad_round_trip_in_fresh_process(ref_query, tmp_path):
     ref, query = ref_query
-    before = scnumap.tl.project(query, ref, copy=True).obsm["X_numap"]
+    before = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True).obsm["X_numap"]
     ref.write_h5ad(tmp_path / "ref.h5ad")
     query.write_h5ad(tmp_path / "query.h5ad")
     code = textwrap.dedent(f"""
@@ -114,7 +114,8 @@ def test_h5ad_round_trip_in_fresh_process(ref_query, tmp_path):
 
 def test_label_transfer(ref_query):
     ref, query = ref_query
-    out = scnumap.tl.project(query, ref, obs=["bulk_labels", "louvain"], copy=True)
+    # the network's placement (not moved by the labels): the embedded check below tests the model
+    out = scnumap.tl.project(query, ref, obs=["bulk_labels", "louvain"], place_by_label=False, copy=True)
     for col in ("bulk_labels", "louvain"):
         assert f"{col}_numap" in out.obs
         assert f"{col}_numap_confidence" in out.obs

@@ -1,8 +1,10 @@
-"""scnumap.tl.project's mapping outputs: score, Unknown, confidence, probabilities, anchor.
+"""scnumap.tl.project's mapping outputs: score, Unknown, confidence, probabilities, placement.
 
 One quick reference fit for the module. The mapping score and the label vote run in the
 reference's PCA space and do not depend on how well the network is trained.
 """
+
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -279,11 +281,72 @@ def test_anchor_bounds_the_placement_around_the_reference_neighbours(ref_query, 
     tight = project(query, ref, anchor=0.1, copy=True).obsm["X_numap"]
     distance = np.linalg.norm(tight - centre, axis=1)
     assert np.all(distance <= 0.1 * spread * (1 + 1e-3) + 1e-4)
-    default = projected.obsm["X_numap"]
+    default = project(query, ref, obs=["bulk_labels", "louvain"], place_by_label=False, copy=True).obsm["X_numap"]
     within = np.linalg.norm(free - centre, axis=1) <= 2.0 * spread * (1 - 1e-3)
     assert within.any()
     np.testing.assert_allclose(default[within], free[within], atol=1e-5)
     assert np.all(np.linalg.norm(default - centre, axis=1) <= 2.0 * spread * (1 + 1e-3) + 1e-4)
+
+
+# --- placement by label ----------------------------------------------------------------------
+
+
+def among_own_type(ref, coords, label, col="bulk_labels"):
+    """Whether ``label`` is (one of) the commonest type(s) among the 15 nearest reference
+    cells of ``coords`` in the reference's map (what a reader of the plot sees)."""
+    i = NearestNeighbors(n_neighbors=15).fit(ref.obsm["X_numap"]).kneighbors(coords, return_distance=False)
+    types = ref.obs[col].astype(str).to_numpy()[i]
+    own = (types == label[:, None]).sum(axis=1)
+    most = np.array([max(Counter(row).values()) for row in types])
+    return own == most
+
+
+def test_place_by_label_puts_cells_among_reference_cells_of_their_label(ref_query, projected):
+    ref, query = ref_query
+    off = project(query, ref, obs=["bulk_labels", "louvain"], place_by_label=False, copy=True)
+    for col in ("bulk_labels_numap", "louvain_numap", "numap_mapping_score"):
+        pd.testing.assert_series_equal(projected.obs[col], off.obs[col])  # the placement changes no label
+    label = projected.obs["bulk_labels_numap"].astype(str).to_numpy()
+    known = label != "Unknown"
+    agree_off = among_own_type(ref, off.obsm["X_numap"], label)
+    agree_on = among_own_type(ref, projected.obsm["X_numap"], label)
+    assert (~agree_off[known]).sum() >= 5  # the quick map leaves cells to move
+    assert agree_on[known].mean() > agree_off[known].mean() + 0.05
+    same = np.all(projected.obsm["X_numap"] == off.obsm["X_numap"], axis=1)
+    assert same[agree_off | ~known].all()  # cells already among their type, and Unknown ones, stay
+    # a moved cell lands where the map votes for its label, or on a reference cell of its label
+    d, i = NearestNeighbors(n_neighbors=1).fit(ref.obsm["X_numap"]).kneighbors(projected.obsm["X_numap"])
+    on_own_cell = (d[:, 0] == 0) & (ref.obs["bulk_labels"].astype(str).to_numpy()[i[:, 0]] == label)
+    assert np.all(agree_on[~same] | on_own_cell[~same])
+    # without labels the placement is the same as with place_by_label=False
+    plain = project(query, ref, copy=True).obsm["X_numap"]
+    np.testing.assert_array_equal(plain, off.obsm["X_numap"])
+
+
+def test_place_by_label_leaves_unknown_cells_where_the_network_put_them(ref_query):
+    ref, query = ref_query
+    kwargs = {"obs": "bulk_labels", "unknown_threshold": 0.5, "copy": True}
+    on, off = project(query, ref, **kwargs), project(query, ref, place_by_label=False, **kwargs)
+    unknown = (on.obs["bulk_labels_numap"] == "Unknown").to_numpy()
+    assert 0 < unknown.sum() < query.n_obs
+    np.testing.assert_array_equal(on.obsm["X_numap"][unknown], off.obsm["X_numap"][unknown])
+
+
+def test_place_by_label_leaves_reference_cells_where_the_map_puts_them(ref_query):
+    ref, _ = ref_query
+    out = project(ref.copy(), ref, obs="bulk_labels", unknown_threshold=None, anchor=None, copy=True)
+    labels = out.obs["bulk_labels_numap"].astype(str).to_numpy()
+    assert (~among_own_type(ref, ref.obsm["X_numap"], labels)).sum() >= 5  # the map puts some among another type
+    np.testing.assert_allclose(out.obsm["X_numap"], ref.obsm["X_numap"], atol=1e-3)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_bad_place_by_label_is_refused_before_writing(ref_query, value):
+    ref, query = ref_query
+    q = query.copy()
+    with pytest.raises(ValueError, match=r"`place_by_label` must be True or False, got"):
+        project(q, ref, obs="bulk_labels", place_by_label=value)
+    assert "X_numap" not in q.obsm
 
 
 # --- unlabelled reference cells ----------------------------------------------------------------

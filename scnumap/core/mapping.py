@@ -36,6 +36,17 @@ Anchored placement
     their weighted spread ``ρ = (Σ w_i |y_{n_i} - a|²)^½`` bound the network's placement
     ``f(x)``: a cell whose ``f(x)`` lies further than ``anchor × ρ`` from ``a`` is moved
     onto that circle, toward ``a``; all others keep ``f(x)``.
+
+Label-consistent placement
+    With a transferred label ``c`` (the vote above), a cell should land among reference
+    cells of type ``c``. Where more of the ``k`` nearest reference cells of its 2-D position
+    are of another type than of type ``c`` (what a kNN classifier of the map sees), the cell is
+    moved to ``a_c``, the weighted mean of its reference neighbours of type ``c`` (the
+    weights ``w_i`` restricted to them); where another type still outnumbers ``c`` around
+    ``a_c`` (the neighbours of type ``c`` lie in two places), to the 2-D position of its nearest
+    neighbour of type ``c``. Cells called Unknown keep their place, and so does a cell that
+    is a reference cell (nearest reference distance at most :data:`SAME_CELL_DISTANCE`
+    × that cell's radius): it lies where the map puts that reference cell.
 """
 
 from __future__ import annotations
@@ -57,6 +68,10 @@ CALIBRATION_NEIGHBORS = 14
 
 #: Smallest local radius, relative to the median one (duplicated cells have radius 0).
 MIN_RADIUS_FRACTION = 1e-3
+
+#: A query cell at most this many local radii from a reference cell is that cell (a
+#: reference cell projected again): the placement by label leaves it where the map put it.
+SAME_CELL_DISTANCE = 1e-3
 
 
 class CalibrationFormatError(ValueError):
@@ -309,6 +324,76 @@ def anchored_placement(
     factor = limit / np.maximum(length, 1e-12)
     placed = np.where(moved[:, None], centre + offset * factor[:, None], embedding)
     return placed.astype(np.float32), moved
+
+
+def label_consistent_placement(
+    embedding: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    codes: np.ndarray,
+    label: np.ndarray,
+    reference_embedding: np.ndarray,
+    map_index,
+    n_neighbors: int,
+    keep: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move cells placed among reference cells of another type to those of their own.
+
+    Parameters
+    ----------
+    embedding
+        ``(n, n_components)`` placements.
+    indices, weights
+        ``(n, k)`` the cells' reference neighbours (nearest first) and vote weights.
+    codes
+        ``(n_reference,)`` class codes of the reference cells (-1: no label).
+    label
+        ``(n,)`` transferred class codes (-1: none; such cells keep their place).
+    reference_embedding
+        ``(n_reference, n_components)`` reference coordinates.
+    map_index
+        kNN search among ``reference_embedding``: ``map_index.query(points, k)`` returns
+        ``(distances, indices)``.
+    n_neighbors
+        Reference cells of the map's vote at a position.
+    keep
+        ``(n,)`` bool, cells that keep their place (called Unknown, or reference cells).
+
+    Returns
+    -------
+    placed, moved
+        ``(n, n_components)`` float32 coordinates and an ``(n,)`` bool mask of the cells moved.
+    """
+    placed = np.array(embedding, dtype=np.float32)
+    open_rows = np.flatnonzero((label >= 0) & (True if keep is None else ~keep))
+    moved = np.zeros(placed.shape[0], dtype=bool)
+    if open_rows.size == 0:
+        return placed, moved
+    wrong = open_rows[_map_vote_differs(map_index, placed[open_rows], label[open_rows], codes, n_neighbors)]
+    if wrong.size == 0:
+        return placed, moved
+    same = codes[indices[wrong]] == label[wrong][:, None]  # the voted label came from these: >= 1 per row
+    w = np.where(same, weights[wrong], 0.0)
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+    target = np.einsum("nk,nkd->nd", w, reference_embedding[indices[wrong]])
+    split = _map_vote_differs(map_index, target, label[wrong], codes, n_neighbors)
+    nearest = indices[wrong, np.argmax(same, axis=1)]
+    target[split] = reference_embedding[nearest[split]]
+    placed[wrong] = target
+    moved[wrong] = True
+    return placed, moved
+
+
+def _map_vote_differs(map_index, points: np.ndarray, label: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """Whether another type than ``label`` has more of the ``k`` nearest reference cells of
+    ``points`` in the map (a tie with ``label`` does not count; ``label`` must be >= 0)."""
+    _, near = map_index.query(points, k)
+    votes = codes[near]
+    n_classes = max(int(codes.max()), int(label.max())) + 1
+    counts = np.zeros((near.shape[0], n_classes), dtype=np.int64)
+    rows = np.broadcast_to(np.arange(near.shape[0])[:, None], votes.shape)
+    np.add.at(counts, (rows[votes >= 0], votes[votes >= 0]), 1)
+    return counts[np.arange(near.shape[0]), label] < counts.max(axis=1)
 
 
 def knn_distance_matrix(indices: np.ndarray, distances: np.ndarray, *, exclude_self: bool = True) -> sp.csr_matrix:

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .mapping import MappingCalibration, anchored_placement, label_probabilities, neighbour_weights, vote
+from .mapping import (
+    SAME_CELL_DISTANCE,
+    MappingCalibration,
+    anchored_placement,
+    label_consistent_placement,
+    label_probabilities,
+    neighbour_weights,
+    vote,
+)
 from .query_share import QueryShare
 from .reference_index import ReferenceIndex
 from .threads import limited_threads
@@ -27,8 +35,9 @@ from .threads import limited_threads
 @dataclass(frozen=True)
 class Layout:
     """Columns of a projected block: ``n_components`` coordinates, ``n_corrected``
-    corrected representation columns (0 unless they are kept), the mapping score, a 0/1
-    flag of the cells the anchor moved, then for each transferred label its code (-1:
+    corrected representation columns (0 unless they are kept), the mapping score, how
+    the cell was placed (0: by the network, 1: pulled in by the anchor, 2: moved among
+    reference cells of its label), then for each transferred label its code (-1:
     no labelled neighbour), its probability and one probability per category."""
 
     n_components: int
@@ -78,15 +87,25 @@ def search_width(n_neighbors: int, calibration: MappingCalibration, pool: QueryS
 
 
 class EmbeddingIndex:
-    """Exact kNN among the reference's 2-D coordinates, with their local radii."""
+    """Exact kNN among the reference's 2-D coordinates, with their local radii (computed
+    when first asked for)."""
 
     def __init__(self, ref_embedding: np.ndarray, n_neighbors: int):
         from sklearn.neighbors import NearestNeighbors
 
-        k = min(n_neighbors + 1, ref_embedding.shape[0])
-        self.nn = NearestNeighbors(n_neighbors=k).fit(ref_embedding)
-        d, _ = self.nn.kneighbors(ref_embedding)
-        self.radius = np.maximum(d[:, 1:].mean(axis=1), 1e-12).astype(np.float32) if k > 1 else np.ones(1, np.float32)
+        self.k = min(n_neighbors + 1, ref_embedding.shape[0])
+        self.nn = NearestNeighbors(n_neighbors=self.k).fit(ref_embedding)
+        self._radius = None
+
+    @property
+    def radius(self) -> np.ndarray:
+        if self._radius is None:
+            if self.k > 1:
+                d, _ = self.nn.kneighbors(n_neighbors=self.k - 1)  # each reference cell without itself
+                self._radius = np.maximum(d.mean(axis=1), 1e-12).astype(np.float32)
+            else:
+                self._radius = np.ones(1, np.float32)
+        return self._radius
 
     def query(self, Y, n_neighbors):
         d, i = self.nn.kneighbors(Y, n_neighbors=min(n_neighbors, self.nn.n_samples_fit_))
@@ -126,6 +145,13 @@ class BlockProjector:
         See ``tl.project`` (``None``: the network's placement).
     embedding_index
         Vote among the 2-D neighbours (``label_space="embedding"``) instead.
+    label_placement
+        The reference's 2-D :class:`EmbeddingIndex`: move cells placed among reference
+        cells of another type than their first transferred label
+        (:func:`~scnumap.core.mapping.label_consistent_placement`); ``None``: do not.
+    unknown_threshold
+        Cells scoring below it (called Unknown) keep their placement (``None``: none); so
+        do reference cells projected again (:data:`~scnumap.core.mapping.SAME_CELL_DISTANCE`).
     """
 
     def __init__(
@@ -147,6 +173,8 @@ class BlockProjector:
         n_categories: tuple[int, ...] = (),
         anchor: float | None = None,
         embedding_index: EmbeddingIndex | None = None,
+        label_placement: EmbeddingIndex | None = None,
+        unknown_threshold: float | None = None,
     ):
         self.model, self.index, self.calibration = model, index, calibration
         self.ref_embedding = ref_embedding
@@ -154,6 +182,7 @@ class BlockProjector:
         self.correction, self.score_corrected = correction, score_corrected
         self.pool, self.sample, self.shift = pool, sample, float(shift)
         self.labels, self.anchor, self.embedding_index = labels, anchor, embedding_index
+        self.label_placement, self.unknown_threshold = label_placement, unknown_threshold
         self.k = search_width(self.n_neighbors, calibration, pool)
         n_corrected = index.space.shape[1] if keep_corrected and correction is not None else 0
         self.layout = Layout(model.n_components, n_corrected, tuple(int(n) for n in n_categories))
@@ -179,18 +208,19 @@ class BlockProjector:
         c = self.calibration
         statistics = c.statistics(distances[:, : c.n_neighbors], indices[:, : c.n_neighbors])
         if self.pool is None:
-            out[:, layout.score] = c.score(statistics)
+            score = c.score(statistics)
         else:
-            out[:, layout.score] = c.score(statistics, share - self.shift, self.pool.null, self.pool.null_rows)
+            score = c.score(statistics, share - self.shift, self.pool.null, self.pool.null_rows)
+        out[:, layout.score] = score
         if scored is not block:
             distances, indices = self.index.query(block, self.n_neighbors, n_queries=self.n_queries)
         d, i = distances[:, : self.n_neighbors], indices[:, : self.n_neighbors]
         weights = neighbour_weights(d, i, c.radius)
         placed = self.model.transform_blocks([block], block.shape[0])
+        how = np.zeros(block.shape[0], dtype=np.float32)
         if self.anchor is not None:
             placed, moved = anchored_placement(placed, i, weights, self.ref_embedding, float(self.anchor))
-            out[:, layout.moved] = moved
-        out[:, layout.embedding] = placed
+            how[moved] = 1
         out[:, layout.corrected] = block[:, : layout.n_corrected]
         if self.embedding_index is not None:
             d, i = self.embedding_index.query(placed, self.n_neighbors)
@@ -200,6 +230,25 @@ class BlockProjector:
             P = label_probabilities(i, weights, codes, n)
             out[:, probabilities] = P[:, :n]
             out[:, code], out[:, confidence] = vote(P, i, codes)
+        if self.label_placement is not None and self.labels:
+            keep = d[:, 0] <= SAME_CELL_DISTANCE * c.radius[i[:, 0]]  # a reference cell projected again
+            if self.unknown_threshold is not None:
+                keep |= score < self.unknown_threshold
+            label = np.rint(out[:, layout.label(0)[0]]).astype(np.int64)
+            placed, moved = label_consistent_placement(
+                placed,
+                i,
+                weights,
+                self.labels[0],
+                label,
+                self.ref_embedding,
+                self.label_placement,
+                self.n_neighbors,
+                keep,
+            )
+            how[moved] = 2
+        out[:, layout.embedding] = placed
+        out[:, layout.moved] = how
         return out
 
     def _search(self, scored: np.ndarray, positions: np.ndarray):

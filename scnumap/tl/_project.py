@@ -141,6 +141,7 @@ def project(
     label_space: str = "representation",
     unknown_threshold: float | str | None = "auto",
     anchor: float | None = 2.0,
+    place_by_label: bool = True,
     batch_key: str | None = None,
     correct: bool = True,
     random_state: int | None = 0,
@@ -224,7 +225,19 @@ def project(
         Keep each cell within ``anchor`` × the spread of its reference neighbours' 2-D
         positions around their weighted mean (typically 1–3); cells the network places
         further away (e.g. off the reference after a technology shift) are pulled onto
-        that circle. ``None`` keeps the network's placement for every cell.
+        that circle. ``None`` keeps the network's placement for every cell (but see
+        ``place_by_label``).
+    place_by_label
+        With labels transferred (``obs``), keep each cell among reference cells of its
+        label (the first column of ``obs``): a cell whose ``n_neighbors`` nearest reference
+        cells in the embedding are mostly of another type is moved to its reference
+        neighbours of its own type (their weighted mean position, or the nearest of them
+        where that mean lies among another type), so that the picture agrees with the
+        transferred labels. Cells called Unknown keep their placement, and so do
+        reference cells projected again (a query cell equal to a reference cell lies
+        where the map puts that cell). ``False``: the
+        placement does not depend on the labels. Not used with
+        ``label_space="embedding"`` (the vote is then made in the embedding).
     batch_key
         Query ``obs`` column of its batches, each corrected separately (``None``: the
         query is one batch).
@@ -298,6 +311,8 @@ def project(
     _check_threshold(unknown_threshold)
     if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, numbers.Real) or not anchor > 0):
         raise ValueError(f"`anchor` must be a number > 0 or None, got {anchor!r}.")
+    if not isinstance(place_by_label, bool | np.bool_):
+        raise ValueError(f"`place_by_label` must be True or False, got {place_by_label!r}.")
     columns = [obs] if isinstance(obs, str) else list(obs or [])
     adata_ref, entry, model, rep = _load(adata_ref, ref_key, True)
     for col in columns:
@@ -335,6 +350,7 @@ def project(
     index = cached_index(ref_space, metric=calibration.metric)
     labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
+    by_label = bool(columns) and place_by_label and not vote_in_2d
     pool, position, sample, shift = _share_pool(
         query, correction if score_corrected else None, index, n_neighbors, calibration, random_state
     )
@@ -355,6 +371,8 @@ def project(
         n_categories=tuple(len(cats) for _, cats in labels),
         anchor=anchor,
         embedding_index=EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None,
+        label_placement=EmbeddingIndex(ref_embedding, n_neighbors) if by_label else None,
+        unknown_threshold=threshold,
     )
     layout = projector.layout
     batches = correction.codes if correction is not None else np.zeros(n_rows, dtype=np.int64)
@@ -372,7 +390,7 @@ def project(
     # per-cell columns of obs are gathered; the wide results stay dask arrays for a dask query
     narrow = [layout.score, layout.moved] + [c for j in range(len(columns)) for c in layout.label(j)[:2]]
     narrow = _gathered([packed[:, c] for c in narrow], query.scheduler)
-    score, n_moved = narrow[0], int(narrow[1].sum())
+    score, n_anchored, n_by_label = narrow[0], int(np.sum(narrow[1] == 1)), int(np.sum(narrow[1] == 2))
     codes = [np.rint(narrow[2 + 2 * j]).astype(np.int64) for j in range(len(columns))]
     confidence = [narrow[3 + 2 * j] for j in range(len(columns))]
     embedding = _columns(packed, layout.embedding)
@@ -403,8 +421,10 @@ def project(
         adata_query.obs[name] = values
     for name, frame in frames.items():
         adata_query.obsm[name] = frame
-    if anchor is not None and n_moved:
-        logg.info(f"    {n_moved} of {n_rows} cells placed by their reference neighbours (anchor={anchor})")
+    if n_anchored:
+        logg.info(f"    {n_anchored} of {n_rows} cells placed by their reference neighbours (anchor={anchor})")
+    if n_by_label:
+        logg.info(f"    {n_by_label} of {n_rows} cells moved among reference cells of their {columns[0]!r} label")
     if threshold is not None:
         logg.info(f"    {int(unknown.sum())} of {n_rows} cells with mapping score < {threshold:.3g}: Unknown")
     logg.info(
