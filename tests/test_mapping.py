@@ -22,6 +22,7 @@ from scnumap.core.mapping import (
     label_consistent_placement,
     label_probabilities,
     neighbour_weights,
+    typical_cells,
     vote,
 )
 from scnumap.core.projection import EmbeddingIndex
@@ -431,24 +432,34 @@ def test_label_consistent_placement_moves_only_cells_among_another_type():
         embedding, indices, weights, codes, label, reference, EmbeddingIndex(reference, 3), 3, keep
     )
     np.testing.assert_array_equal(moved, [True, False, False, False])
-    # the weighted mean of its type-0 neighbours: (0.4 * (0, 0) + 0.2 * (0.5, 0)) / 0.6
-    np.testing.assert_allclose(placed[0], [0.5 / 3, 0.0], atol=1e-6)
+    # pulled onto the circle of its type-0 neighbours' spread around their weighted mean:
+    # weights 2/3, 1/3 on (0, 0) and (0.5, 0): mean (1/6, 0), spread sqrt(1/18)
+    centre, spread = np.array([1 / 6, 0.0]), np.sqrt(1 / 18)
+    offset = embedding[0] - centre
+    np.testing.assert_allclose(placed[0], centre + spread * offset / np.linalg.norm(offset), atol=1e-6)
     np.testing.assert_array_equal(placed[1:], embedding[1:])  # already among type 0; kept; no label
     assert placed.dtype == np.float32
 
 
-def test_label_consistent_placement_falls_back_to_the_nearest_neighbour_of_the_label():
-    # type 0 at x = -10 and x = +10, type 1 in between: the mean of two type-0 cells is type-1 land
-    reference = np.array([[-10, 0], [-10, 1], [10, 0], [10, 1], [0, 0], [0, 1], [0, -1], [1, 0]], np.float32)
-    codes = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    indices = np.array([[2, 0, 4]])  # nearest first: the type-0 cell at (10, 0)
+def test_label_consistent_placement_falls_back_to_a_typical_neighbour_of_the_label():
+    # type 0 in a group at x = -10 and a pair at x = +10, type 1 in between: the mean of the
+    # cell's type-0 neighbours lies among type 1, and the pair at +10 sits among type 1 too
+    reference = np.array(
+        [[-10, 0], [-10, 1], [-11, 0], [-10, -1], [10, 0], [10, 1], [0, 0], [0, 1], [0, -1], [1, 0], [1, 1]],
+        np.float32,
+    )
+    codes = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    index = EmbeddingIndex(reference, 3)
+    typical = typical_cells(codes, index.own_neighbors())
+    np.testing.assert_array_equal(typical, [True] * 4 + [False] * 2 + [True] * 5)
+    indices = np.array([[4, 0, 6]])  # nearest first: the atypical type-0 cell at (10, 0)
     weights = np.array([[0.4, 0.4, 0.2]], np.float32)
-    placed, moved = label_consistent_placement(
-        np.array([[0.5, 0.5]], np.float32), indices, weights, codes, np.array([0]), reference,
-        EmbeddingIndex(reference, 3), 3,
-    )  # fmt: skip
+    args = (np.array([[0.5, 0.5]], np.float32), indices, weights, codes, np.array([0]), reference, index, 3)
+    placed, moved = label_consistent_placement(*args, typical=typical)
     assert moved[0]
-    np.testing.assert_array_equal(placed[0], reference[2])
+    np.testing.assert_array_equal(placed[0], reference[0])  # the nearest typical type-0 neighbour
+    placed, _ = label_consistent_placement(*args)  # every cell typical: the nearest of the type
+    np.testing.assert_array_equal(placed[0], reference[4])
 
 
 # --- kNN distance matrix --------------------------------------------------------------------

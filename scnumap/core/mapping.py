@@ -40,13 +40,17 @@ Anchored placement
 Label-consistent placement
     With a transferred label ``c`` (the vote above), a cell should land among reference
     cells of type ``c``. Where more of the ``k`` nearest reference cells of its 2-D position
-    are of another type than of type ``c`` (what a kNN classifier of the map sees), the cell is
-    moved to ``a_c``, the weighted mean of its reference neighbours of type ``c`` (the
-    weights ``w_i`` restricted to them); where another type still outnumbers ``c`` around
-    ``a_c`` (the neighbours of type ``c`` lie in two places), to the 2-D position of its nearest
-    neighbour of type ``c``. Cells called Unknown keep their place, and so does a cell that
-    is a reference cell (nearest reference distance at most :data:`SAME_CELL_DISTANCE`
-    × that cell's radius): it lies where the map puts that reference cell.
+    are of another type than of type ``c`` (what a kNN classifier of the map sees), the
+    cell moves toward its reference neighbours of type ``c``: their weighted mean ``a_c``
+    and spread ``ρ_c`` (the weights ``w_i`` restricted to them) take the place of ``a`` and
+    ``ρ`` in the anchored placement, with ``anchor`` 1; where type ``c`` is still outnumbered
+    there, to ``a_c``; where it is outnumbered at ``a_c`` too (the neighbours of type ``c``
+    lie in two places), to the 2-D position of its nearest neighbour of type ``c`` that is
+    *typical* (type ``c`` is the commonest among that reference cell's own ``k`` nearest
+    cells in the map), or of its nearest neighbour of type ``c`` if none is. Cells called
+    Unknown keep their place, and so does a cell that is a reference cell (nearest
+    reference distance at most :data:`SAME_CELL_DISTANCE` × that cell's radius): it lies
+    where the map puts that reference cell.
 """
 
 from __future__ import annotations
@@ -336,6 +340,7 @@ def label_consistent_placement(
     map_index,
     n_neighbors: int,
     keep: np.ndarray | None = None,
+    typical: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Move cells placed among reference cells of another type to those of their own.
 
@@ -358,6 +363,8 @@ def label_consistent_placement(
         Reference cells of the map's vote at a position.
     keep
         ``(n,)`` bool, cells that keep their place (called Unknown, or reference cells).
+    typical
+        ``(n_reference,)`` bool, :func:`typical_cells` (``None``: every reference cell).
 
     Returns
     -------
@@ -372,16 +379,36 @@ def label_consistent_placement(
     wrong = open_rows[_map_vote_differs(map_index, placed[open_rows], label[open_rows], codes, n_neighbors)]
     if wrong.size == 0:
         return placed, moved
-    same = codes[indices[wrong]] == label[wrong][:, None]  # the voted label came from these: >= 1 per row
-    w = np.where(same, weights[wrong], 0.0)
-    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
-    target = np.einsum("nk,nkd->nd", w, reference_embedding[indices[wrong]])
-    split = _map_vote_differs(map_index, target, label[wrong], codes, n_neighbors)
-    nearest = indices[wrong, np.argmax(same, axis=1)]
-    target[split] = reference_embedding[nearest[split]]
+    near, lab = indices[wrong], label[wrong]
+    own = codes[near] == lab[:, None]  # the voted label came from these: >= 1 per row
+    w = np.where(own, weights[wrong], 0.0)
+    w = (w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    target, _ = anchored_placement(placed[wrong], near, w, reference_embedding, 1.0)
+    centre = np.einsum("nk,nkd->nd", w, reference_embedding[near]).astype(np.float32)
+    for fallback in (centre, None):
+        left = _map_vote_differs(map_index, target, lab, codes, n_neighbors)
+        if not left.any():
+            break
+        if fallback is None:
+            ok = own & (True if typical is None else typical[near])
+            column = np.where(ok.any(axis=1), np.argmax(ok, axis=1), np.argmax(own, axis=1))
+            fallback = reference_embedding[near[np.arange(near.shape[0]), column]]
+        target[left] = fallback[left]
     placed[wrong] = target
     moved[wrong] = True
     return placed, moved
+
+
+def typical_cells(codes: np.ndarray, own_neighbors: np.ndarray) -> np.ndarray:
+    """Reference cells whose type is (one of) the commonest among their own nearest cells
+    in the map (``own_neighbors``: ``(n_reference, k)``, each cell itself excluded);
+    unlabelled cells are not typical."""
+    votes = codes[own_neighbors]
+    counts = np.zeros((codes.shape[0], max(int(codes.max()) + 1, 1)), dtype=np.int64)
+    rows = np.broadcast_to(np.arange(codes.shape[0])[:, None], votes.shape)
+    np.add.at(counts, (rows[votes >= 0], votes[votes >= 0]), 1)
+    mine = counts[np.arange(codes.shape[0]), np.maximum(codes, 0)]
+    return (codes >= 0) & (mine >= counts.max(axis=1))
 
 
 def _map_vote_differs(map_index, points: np.ndarray, label: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:

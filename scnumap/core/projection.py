@@ -25,6 +25,7 @@ from .mapping import (
     label_consistent_placement,
     label_probabilities,
     neighbour_weights,
+    typical_cells,
     vote,
 )
 from .query_share import QueryShare
@@ -95,17 +96,26 @@ class EmbeddingIndex:
 
         self.k = min(n_neighbors + 1, ref_embedding.shape[0])
         self.nn = NearestNeighbors(n_neighbors=self.k).fit(ref_embedding)
-        self._radius = None
+        self._radius = self._own_result = None
 
     @property
     def radius(self) -> np.ndarray:
         if self._radius is None:
             if self.k > 1:
-                d, _ = self.nn.kneighbors(n_neighbors=self.k - 1)  # each reference cell without itself
+                d, _ = self._own()
                 self._radius = np.maximum(d.mean(axis=1), 1e-12).astype(np.float32)
             else:
                 self._radius = np.ones(1, np.float32)
         return self._radius
+
+    def own_neighbors(self) -> np.ndarray:
+        """``(n_reference, k)`` each reference cell's ``k = n_neighbors`` nearest others."""
+        return self._own()[1]
+
+    def _own(self):
+        if self._own_result is None:
+            self._own_result = self.nn.kneighbors(n_neighbors=max(self.k - 1, 1))  # each cell without itself
+        return self._own_result
 
     def query(self, Y, n_neighbors):
         d, i = self.nn.kneighbors(Y, n_neighbors=min(n_neighbors, self.nn.n_samples_fit_))
@@ -183,6 +193,12 @@ class BlockProjector:
         self.pool, self.sample, self.shift = pool, sample, float(shift)
         self.labels, self.anchor, self.embedding_index = labels, anchor, embedding_index
         self.label_placement, self.unknown_threshold = label_placement, unknown_threshold
+        # which reference cells sit among their own type in the map (the placement's last resort)
+        self.typical = (
+            typical_cells(labels[0], label_placement.own_neighbors())
+            if label_placement is not None and labels and len(ref_embedding) > 1
+            else None
+        )
         self.k = search_width(self.n_neighbors, calibration, pool)
         n_corrected = index.space.shape[1] if keep_corrected and correction is not None else 0
         self.layout = Layout(model.n_components, n_corrected, tuple(int(n) for n in n_categories))
@@ -245,6 +261,7 @@ class BlockProjector:
                 self.label_placement,
                 self.n_neighbors,
                 keep,
+                self.typical,
             )
             how[moved] = 2
         out[:, layout.embedding] = placed
