@@ -233,9 +233,9 @@ def project(
         cells in the embedding are mostly of another type is moved to its reference
         neighbours of its own type (within their spread around their weighted mean
         position, or onto that mean, or onto the nearest of them that lies among its
-        type), so that the picture agrees with the transferred labels. Cells called Unknown keep their placement, and so do
-        reference cells projected again (a query cell equal to a reference cell lies
-        where the map puts that cell). ``False``: the
+        type), so that the picture agrees with the transferred labels. Cells called
+        Unknown keep their placement, and so do reference cells projected again (a query
+        cell equal to a reference cell lies where the map puts that cell). ``False``: the
         placement does not depend on the labels. Not used with
         ``label_space="embedding"`` (the vote is then made in the embedding).
     batch_key
