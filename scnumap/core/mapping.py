@@ -403,24 +403,24 @@ def typical_cells(codes: np.ndarray, own_neighbors: np.ndarray) -> np.ndarray:
     """Reference cells whose type is (one of) the commonest among their own nearest cells
     in the map (``own_neighbors``: ``(n_reference, k)``, each cell itself excluded);
     unlabelled cells are not typical."""
-    votes = codes[own_neighbors]
-    counts = np.zeros((codes.shape[0], max(int(codes.max()) + 1, 1)), dtype=np.int64)
-    rows = np.broadcast_to(np.arange(codes.shape[0])[:, None], votes.shape)
-    np.add.at(counts, (rows[votes >= 0], votes[votes >= 0]), 1)
-    mine = counts[np.arange(codes.shape[0]), np.maximum(codes, 0)]
-    return (codes >= 0) & (mine >= counts.max(axis=1))
+    return (codes >= 0) & (_outnumbered(own_neighbors, np.maximum(codes, 0), codes) == 0)
 
 
 def _map_vote_differs(map_index, points: np.ndarray, label: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     """Whether another type than ``label`` has more of the ``k`` nearest reference cells of
     ``points`` in the map (a tie with ``label`` does not count; ``label`` must be >= 0)."""
     _, near = map_index.query(points, k)
-    votes = codes[near]
-    n_classes = max(int(codes.max()), int(label.max())) + 1
-    counts = np.zeros((near.shape[0], n_classes), dtype=np.int64)
-    rows = np.broadcast_to(np.arange(near.shape[0])[:, None], votes.shape)
+    return _outnumbered(near, label, codes) > 0
+
+
+def _outnumbered(neighbours: np.ndarray, label: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """By how many cells the commonest type among each row of ``neighbours`` (reference
+    rows with class ``codes``, -1 not counted) outnumbers ``label`` there (``>= 0``)."""
+    votes = codes[neighbours]
+    counts = np.zeros((neighbours.shape[0], max(int(codes.max()), int(label.max())) + 1), dtype=np.int64)
+    rows = np.broadcast_to(np.arange(neighbours.shape[0])[:, None], votes.shape)
     np.add.at(counts, (rows[votes >= 0], votes[votes >= 0]), 1)
-    return counts[np.arange(near.shape[0]), label] < counts.max(axis=1)
+    return counts.max(axis=1) - counts[np.arange(neighbours.shape[0]), label]
 
 
 def knn_distance_matrix(indices: np.ndarray, distances: np.ndarray, *, exclude_self: bool = True) -> sp.csr_matrix:

@@ -252,7 +252,11 @@ class NUMAP:
 
     def n_steps(self, n_edges: int, n_obs: int) -> int:
         """Gradient steps for a graph with ``n_edges`` directed edges on ``n_obs`` vertices."""
-        return max(1, round(self._budget(n_edges, n_obs) * sum(self._phases())))
+        return self._steps(n_edges, n_obs)
+
+    def _steps(self, n_edges: int, n_obs: int, fraction: float = 1.0, *, extension: bool = False) -> int:
+        """Gradient steps of a run that trains ``fraction`` of a fit's budget (:meth:`_phases`)."""
+        return max(1, round(fraction * self._budget(n_edges, n_obs) * sum(self._phases(extension=extension))))
 
     def _budget(self, n_edges: int, n_obs: int) -> int:
         """Steps of a fit before the density phase's extra share (:meth:`_phases`)."""
@@ -418,8 +422,7 @@ class NUMAP:
         heads, tails, weights = knn.edges()
         sampler = EdgeSampler(heads, tails, weights, device)
         extension = hold is not None
-        phases = self._phases(extension=extension)
-        n_steps = max(1, round(fraction * self._budget(sampler.n_edges, X.shape[0]) * sum(phases)))
+        n_steps = self._steps(sampler.n_edges, X.shape[0], fraction, extension=extension)
         start = round(n_steps * (1.0 - self._density_share(extension=extension)))
         noise, density = self._regularisers(X, knn, (heads, tails, weights), start, device)
         whole = whole_graph(X.shape[0])
