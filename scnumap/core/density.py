@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .batching import take_rows
+from .batching import add_rows, take_rows
 from .graph import mean_squared_edge_length
 from .losses import membership
 
@@ -70,8 +70,8 @@ def embedding_log_radius(y_vert: torch.Tensor, y_nbr: torch.Tensor, edge_rows: t
     sq = ((take_rows(y_vert, edge_rows) - y_nbr) ** 2).sum(dim=1)
     phi = membership(sq, a, b)
     n = y_vert.shape[0]
-    num = torch.zeros(n, dtype=sq.dtype, device=sq.device).index_add_(0, edge_rows, phi * sq)
-    den = torch.zeros(n, dtype=sq.dtype, device=sq.device).index_add_(0, edge_rows, phi)
+    num = add_rows(torch.zeros(n, dtype=sq.dtype, device=sq.device), edge_rows, phi * sq)
+    den = add_rows(torch.zeros(n, dtype=sq.dtype, device=sq.device), edge_rows, phi)
     return torch.log(EPS + num / den.clamp_min(EPS))
 
 
