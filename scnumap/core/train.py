@@ -34,9 +34,9 @@ EDGE_FACTOR = 8
 STEP_LR_FACTOR = math.sqrt(EDGE_FACTOR)
 
 #: In whole-graph steps every vertex keeps its noisy input (and the GrEASE coordinates
-#: recomputed from it) for this many steps: the noisy pass is half of such a step, and its
-#: GrEASE re-embedding a large part of that half (benchmarks/fit_profile.py; quality against
-#: a fresh draw every step in docs/method.md, "Whole-graph steps").
+#: recomputed from it) for this many steps: the noisy pass is half of such a step (pbmc4k:
+#: 28.9 ms against 34.5 ms with a fresh draw every step, quality bars unchanged;
+#: benchmarks/RESULTS.md, "Where a fit's time goes" and "Quality next to umap-learn").
 NOISE_REFRESH = 4
 
 #: Steps between loss read-outs (progress bar, history, divergence check).
