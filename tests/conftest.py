@@ -75,12 +75,23 @@ def batched(pbmc):
     return lambda: tuple(a.copy() for a in data)
 
 
-@pytest.fixture
-def two_torch_threads():
-    """The documented guarantee holds for a fixed thread count: pin it, restore it after."""
+def _pinned_torch_threads(n: int):
+    """Run the test with ``n`` torch threads, restoring the count after."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(n)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_torch_threads():
+    """The documented guarantee holds for a fixed thread count: pin it, restore it after."""
+    yield from _pinned_torch_threads(2)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: CPU ops take their serial paths."""
+    yield from _pinned_torch_threads(1)

@@ -1,15 +1,6 @@
-import pytest
 import torch
 
 from scnumap.core.batching import SERIAL_ADD_VALUES, add_rows, take_rows
-
-
-@pytest.fixture
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_add_rows_in_blocks_equals_one_serial_index_add(one_torch_thread):

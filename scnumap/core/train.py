@@ -117,7 +117,8 @@ def train_embedding(
     running = torch.zeros((), device=device)
     running_dens, n_dens = torch.zeros((), device=device), 0
     r = negative_sample_rate
-    noisy, noisy_step = None, 0  # whole-graph steps: every vertex's noisy row and the step that drew it
+    every = torch.arange(n_obs, device=device)
+    noisy = None  # whole-graph steps: every vertex's noisy row, drawn at steps 0, NOISE_REFRESH, ...
     bar = progress(range(n_steps), "NUMAP", verbose)
     encoder.train()
     for step in bar:
@@ -126,9 +127,8 @@ def train_embedding(
         if whole:
             n_edges = batch_size * EDGE_FACTOR
             step_noise = None if densmap_phase else noise
-            if step_noise is not None and (noisy is None or step - noisy_step >= NOISE_REFRESH):
-                every = torch.arange(n_obs, device=device)
-                noisy, noisy_step = step_noise(table[every], every, generator), step
+            if step_noise is not None and (noisy is None or step % NOISE_REFRESH == 0):
+                noisy = step_noise(table[every], every, generator)
             y, rows, sq_pos, sq_neg = _whole_graph_distances(
                 encoder, table, sampler, n_edges, r, generator, None if step_noise is None else noisy
             )
