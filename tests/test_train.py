@@ -8,7 +8,7 @@ from scnumap.core.graph import build_graph
 from scnumap.core.noise import HeadNoise
 from scnumap.core.sampling import EdgeSampler
 from scnumap.core.scaling import Standardizer
-from scnumap.core.train import EDGE_FACTOR, LR_FLOOR, NOISE_REFRESH, DensityTerm, lr_factor, train_embedding
+from scnumap.core.train import EDGE_FACTOR, LR_FLOOR, DensityTerm, lr_factor, train_embedding
 
 
 class _CountingSampler(EdgeSampler):
@@ -173,9 +173,8 @@ def _whole_graph_run(blobs, encoder, noise, batch_size=64):
 
 
 def test_whole_graph_steps_embed_every_vertex_clean_and_noisy(blobs):
-    """Each whole-graph step embeds all vertices twice (with and without the head noise, which
-    is re-drawn every ``NOISE_REFRESH`` steps) and draws ``EDGE_FACTOR`` × ``batch_size`` edges;
-    the loss goes down."""
+    """Each whole-graph step embeds all vertices twice (with and without the head noise) and
+    draws ``EDGE_FACTOR`` × ``batch_size`` edges; the loss goes down."""
     noised = []
 
     def spectral(x):
@@ -186,7 +185,7 @@ def test_whole_graph_steps_embed_every_vertex_clean_and_noisy(blobs):
     noise = HeadNoise(torch.full((len(blobs),), 0.1), spectral, blobs.shape[1])
     history, sampler = _whole_graph_run(blobs, encoder, noise)
     assert encoder.rows == [2 * len(blobs)] * 60
-    assert noised == [len(blobs)] * (60 // NOISE_REFRESH)
+    assert noised == [len(blobs)] * 60
     assert sampler.sizes == [64 * EDGE_FACTOR] * 60
     assert history[-1] < history[0]
     encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))

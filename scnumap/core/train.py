@@ -33,12 +33,6 @@ EDGE_FACTOR = 8
 #: docs/method.md "Whole-graph steps").
 STEP_LR_FACTOR = math.sqrt(EDGE_FACTOR)
 
-#: In whole-graph steps every vertex keeps its noisy input (and the GrEASE coordinates
-#: recomputed from it) for this many steps: the noisy pass is half of such a step (pbmc4k:
-#: 28.9 ms against 34.5 ms with a fresh draw every step, quality bars unchanged;
-#: benchmarks/RESULTS.md, "Where a fit's time goes" and "Quality next to umap-learn").
-NOISE_REFRESH = 4
-
 #: Steps between loss read-outs (progress bar, history, divergence check).
 LOG_EVERY = 50
 
@@ -102,8 +96,7 @@ def train_embedding(
     DensMAP asks). When the density term takes every vertex, each step embeds all of them
     once and reads ``EDGE_FACTOR * batch_size`` edges and their negatives
     (uniform over all vertices) from there. ``whole_graph`` makes every step such a step
-    (a small graph), the heads read from a second pass of all vertices with ``noise``, each
-    vertex's noisy row re-drawn every :data:`NOISE_REFRESH` steps. Adam
+    (a small graph), the heads read from a second pass of all vertices with ``noise``. Adam
     runs at ``step_lr`` (``None``: ``lr``; a fit passes ``STEP_LR_FACTOR * lr``),
     decayed as :func:`lr_factor` says; ``lr`` is the value error messages name.
     ``hold`` (:class:`HoldTerm`) keeps the first rows where they are.
@@ -117,8 +110,6 @@ def train_embedding(
     running = torch.zeros((), device=device)
     running_dens, n_dens = torch.zeros((), device=device), 0
     r = negative_sample_rate
-    every = torch.arange(n_obs, device=device)
-    noisy = None  # whole-graph steps: every vertex's noisy row, drawn at steps 0, NOISE_REFRESH, ...
     bar = progress(range(n_steps), "NUMAP", verbose)
     encoder.train()
     for step in bar:
@@ -126,11 +117,8 @@ def train_embedding(
         whole = whole_graph or (densmap_phase and density.subsample_size >= n_obs)
         if whole:
             n_edges = batch_size * EDGE_FACTOR
-            step_noise = None if densmap_phase else noise
-            if step_noise is not None and (noisy is None or step % NOISE_REFRESH == 0):
-                noisy = step_noise(table[every], every, generator)
             y, rows, sq_pos, sq_neg = _whole_graph_distances(
-                encoder, table, sampler, n_edges, r, generator, None if step_noise is None else noisy
+                encoder, table, sampler, n_edges, r, generator, None if densmap_phase else noise
             )
             clean = 0
         else:
@@ -172,12 +160,12 @@ def train_embedding(
     return history
 
 
-def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noisy=None):
+def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noise=None):
     """Embed every vertex once; ``n_edges`` edges and uniform negatives are read from it.
 
-    With ``noisy`` (every vertex's row with the input noise, in row order), every vertex is
-    embedded a second time from it and the edge heads are read from that pass (as the heads
-    of a grouped step carry noise); ``y`` returned is the clean pass.
+    With ``noise``, every vertex is embedded a second time from a perturbed input and the
+    edge heads are read from that pass (as the heads of a grouped step carry noise); ``y``
+    returned is the clean pass.
     """
     device = table.device
     n = table.n_obs
@@ -185,10 +173,10 @@ def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noisy
     x = table[rows]
     heads, tails = sampler.sample(n_edges, generator)
     neg = sample_vertices(n, n_edges * r, generator, device).view(n_edges, r)
-    if noisy is None:
+    if noise is None:
         y = y_noisy = encoder(x)
     else:
-        both = encoder(torch.cat([noisy, x]))
+        both = encoder(torch.cat([noise(x, rows, generator), x]))
         y_noisy, y = both[:n], both[n:]
     return y, rows, *_squared_distances(take_rows(y_noisy, heads), take_rows(y, tails), take_rows(y, neg))
 

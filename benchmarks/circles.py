@@ -1,0 +1,61 @@
+"""Two circles: do the loops stay apart in the map, and where do held-out points land?
+
+    .venv/bin/python benchmarks/circles.py [--seeds 0 1 2 3]
+
+``make_circles(n_samples=5000, noise=0.05, factor=0.5)`` (tutorial 1's data), split 70/30
+stratified by circle with ``random_state=seed``; ``NUMAP(random_state=seed)`` with its
+defaults (whole-graph steps) on the training points. Prints, per seed: the kNN (k = 15)
+accuracy of the held-out points' circle among the training points' embedding, the share
+of training points with a point of the other circle among their 15 nearest neighbours in
+the map (0 when the two loops lie apart; tutorial 1 draws this map) and the fit time. A
+global-structure check that the data sets' metrics do not make: run it on two commits
+(``PYTHONPATH`` of a worktree) to compare them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from scaling import warm_up
+from sklearn.datasets import make_circles
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import NearestNeighbors
+
+from scnumap import NUMAP
+from scnumap.core import metrics
+
+warnings.filterwarnings("ignore")
+
+K = 15
+
+
+def other_circle_share(Y: np.ndarray, labels: np.ndarray) -> float:
+    """Share of points with a point of the other circle among their ``K`` nearest in ``Y``."""
+    neighbours = NearestNeighbors(n_neighbors=K + 1).fit(Y).kneighbors(Y, return_distance=False)[:, 1:]
+    return float(np.mean((labels[neighbours] != labels[:, None]).any(axis=1)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3])
+    args = parser.parse_args()
+    warm_up(peers=False)
+    X, y = make_circles(n_samples=5000, noise=0.05, factor=0.5, random_state=0)
+    X = X.astype(np.float32)
+    print("| seed | held-out kNN accuracy | training points with an other-circle neighbour | fit s |")
+    print("|---|---|---|---|", flush=True)
+    for seed in args.seeds:
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+        t0 = time.perf_counter()
+        model = NUMAP(random_state=seed, device="cpu", verbose=False).fit(X_train)
+        fit_s = time.perf_counter() - t0
+        E = model.embedding_
+        accuracy = metrics.label_transfer_accuracy(E, y_train, model.transform(X_test), y_test)
+        print(f"| {seed} | {accuracy:.4f} | {other_circle_share(E, y_train):.4f} | {fit_s:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
