@@ -22,20 +22,11 @@ import numpy as np
 from scaling import warm_up
 from sklearn.datasets import make_circles
 from sklearn.model_selection import train_test_split
-from sklearn.neighbors import NearestNeighbors
 
 from scnumap import NUMAP
 from scnumap.core import metrics
 
 warnings.filterwarnings("ignore")
-
-K = 15
-
-
-def other_circle_share(Y: np.ndarray, labels: np.ndarray) -> float:
-    """Share of points with a point of the other circle among their ``K`` nearest in ``Y``."""
-    neighbours = NearestNeighbors(n_neighbors=K + 1).fit(Y).kneighbors(Y, return_distance=False)[:, 1:]
-    return float(np.mean((labels[neighbours] != labels[:, None]).any(axis=1)))
 
 
 def main() -> None:
@@ -54,7 +45,7 @@ def main() -> None:
         fit_s = time.perf_counter() - t0
         E = model.embedding_
         accuracy = metrics.label_transfer_accuracy(E, y_train, model.transform(X_test), y_test)
-        print(f"| {seed} | {accuracy:.4f} | {other_circle_share(E, y_train):.4f} | {fit_s:.1f} |", flush=True)
+        print(f"| {seed} | {accuracy:.4f} | {metrics.other_label_share(E, y_train):.4f} | {fit_s:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

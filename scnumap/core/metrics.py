@@ -29,6 +29,13 @@ def knn_preservation(X, Y, k: int = 15) -> float:
     return float(hits.mean() / k)
 
 
+def other_label_share(Y, labels, k: int = 15) -> float:
+    """Share of samples with a sample of another label among their ``k`` nearest in ``Y``
+    (0 when the labels' groups lie apart, e.g. the two loops of two circles)."""
+    labels = np.asarray(labels)
+    return float(np.mean((labels[_knn_indices(Y, k)] != labels[:, None]).any(axis=1)))
+
+
 def local_log_radius(X, k: int = 15) -> np.ndarray:
     """Log of the mean squared Euclidean distance to the ``k`` nearest neighbours."""
     from sklearn.neighbors import NearestNeighbors
