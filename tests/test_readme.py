@@ -1,4 +1,5 @@
-"""The code blocks of README.md and docs/index.md run as written, in order, as a doc test does."""
+"""The code blocks of README.md run as written, in order, as a doc test does; docs/index.md
+repeats them word for word."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def test_readme_and_docs_quick_starts_agree():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DOCUMENTS)
-def test_blocks_run_as_written(name, tmp_path, monkeypatch):
+def test_blocks_run_as_written(tmp_path, monkeypatch):
+    """README.md's blocks, run in order; docs/index.md's are the same text
+    (:func:`test_readme_and_docs_quick_starts_agree`), so they are not run twice."""
     import scanpy as sc
 
     monkeypatch.chdir(tmp_path)  # the snippets write ref.h5ad into the working directory
@@ -44,8 +46,8 @@ def test_blocks_run_as_written(name, tmp_path, monkeypatch):
     sc.settings.figdir = tmp_path / "figures"
     namespace: dict = {"__name__": "__main__"}
     try:
-        for i, block in enumerate(python_blocks(ROOT / name)):
-            exec(compile(block, f"{name}[block {i}]", "exec"), namespace)
+        for i, block in enumerate(python_blocks(ROOT / "README.md")):
+            exec(compile(block, f"README.md[block {i}]", "exec"), namespace)
     finally:
         sc.settings.figdir = previous_figdir
         plt.close("all")
