@@ -39,7 +39,7 @@ def _set(entry, path, value):
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (("format_version",), np.int64(FORMAT_VERSION + 1), "format_version 5; this scnumap reads versions 1 to 4"),
+        (("format_version",), np.int64(FORMAT_VERSION + 1), "format_version 6; this scnumap reads versions 1 to 5"),
         (("format_version",), KeyError, "no `format_version` entry"),
         (("encoder",), KeyError, "no `encoder` entry"),
         (("standardizer", "mean"), np.zeros(3, dtype=np.float32), r"must have shape \(10,\)"),

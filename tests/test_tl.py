@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 import scnumap
 from scnumap.core import metrics
-from scnumap.core.model_io import ModelFormatError
+from scnumap.core.model_io import FORMAT_VERSION, ModelFormatError
 from scnumap.tl._project import load_reference
 
 TL_QUICK = {"epochs": 40, "grease_steps": 60, "hidden": (32,), "batch_size": 512}
@@ -51,7 +51,7 @@ def test_numap_writes_documented_keys_only(pbmc, pbmc_numap):
     assert params["densmap"] is True
     assert params["neighbors_key"] == "neighbors"
     assert params["use_rep"] == "X_pca"
-    assert int(ad.uns["numap"]["model"]["format_version"]) == 4
+    assert int(ad.uns["numap"]["model"]["format_version"]) == FORMAT_VERSION
 
 
 def test_copy_and_key_added(pbmc):

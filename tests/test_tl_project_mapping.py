@@ -16,8 +16,9 @@ from sklearn.neighbors import NearestNeighbors
 
 import scnumap
 from scnumap.core.mapping import MappingCalibration, neighbour_weights
-from scnumap.core.model_io import ModelFormatError
+from scnumap.core.model_io import FORMAT_VERSION, ModelFormatError
 from scnumap.core.query_share import MIN_QUERY_CELLS, QueryShare
+from scnumap.core.recentring import reference_offsets
 
 WHERE = r"`uns\['numap'\]\['model'\]/mapping"
 
@@ -91,7 +92,7 @@ def unknown(out, col="bulk_labels", suffix="numap") -> np.ndarray:
 
 def test_numap_stores_the_calibration_of_its_graph(ref_query):
     ref, _ = ref_query
-    assert int(ref.uns["numap"]["model"]["format_version"]) == 4
+    assert int(ref.uns["numap"]["model"]["format_version"]) == FORMAT_VERSION
     cal = stored(ref)
     expected = MappingCalibration.from_distances(ref.obsp["distances"])
     assert (cal.n_neighbors, cal.metric, cal.unknown_threshold) == (14, "euclidean", pytest.approx(0.015))
@@ -288,6 +289,61 @@ def test_anchor_bounds_the_placement_around_the_reference_neighbours(ref_query, 
     assert np.all(np.linalg.norm(default - centre, axis=1) <= 2.0 * spread * (1 + 1e-3) + 1e-4)
 
 
+# --- recentring ------------------------------------------------------------------------------
+
+
+def test_numap_stores_the_reference_offsets_in_its_map(ref_query):
+    ref, _ = ref_query
+    np.testing.assert_allclose(
+        stored(ref).offset, reference_offsets(ref.obsm["X_numap"], ref.obsp["distances"]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_recentring_takes_a_systematic_displacement_of_the_network_out(ref_query, monkeypatch):
+    """A network that places every query cell 5 units to the right of where it should: recentred,
+    the placements are those of the undisplaced network; not recentred, the displacement stays."""
+    from scnumap.core.numap import NUMAP
+
+    ref, query = ref_query
+    kwargs = {"obs": "bulk_labels", "anchor": None, "place_by_label": False, "copy": True}
+    plain = project(query, ref, **kwargs).obsm["X_numap"]
+    network = project(query, ref, recentre=False, **kwargs).obsm["X_numap"]
+    assert np.abs(plain - network).max() > 1e-3  # the recentring moved cells
+    transform = NUMAP.transform_blocks
+    monkeypatch.setattr(NUMAP, "transform_blocks", lambda self, *a: transform(self, *a) + np.float32([5.0, 0.0]))
+    shifted = project(query, ref, **kwargs).obsm["X_numap"]
+    np.testing.assert_allclose(shifted, plain, atol=1e-4)
+    kept = project(query, ref, recentre=False, **kwargs).obsm["X_numap"]
+    np.testing.assert_allclose(kept, network + np.float32([5.0, 0.0]), atol=1e-5)
+
+
+def test_reference_cells_projected_again_are_not_recentred(ref_query):
+    ref, _ = ref_query
+    out = project(ref.copy(), ref, anchor=None, copy=True)
+    np.testing.assert_allclose(out.obsm["X_numap"], ref.obsm["X_numap"], atol=1e-3)
+
+
+def test_a_model_without_offsets_projects_without_recentring(ref_query, projected):
+    """A format-4 model (no `offset` in its calibration) projects as with ``recentre=False``."""
+    ref, query = ref_query
+    old = ref.copy()
+    del old.uns["numap"]["model"]["mapping"]["offset"]
+    old.uns["numap"]["model"]["format_version"] = np.int64(4)
+    out = project(query, old, obs=["bulk_labels", "louvain"], copy=True)
+    expected = project(query, ref, obs=["bulk_labels", "louvain"], recentre=False, copy=True)
+    np.testing.assert_array_equal(out.obsm["X_numap"], expected.obsm["X_numap"])
+    np.testing.assert_array_equal(out.obs["numap_mapping_score"], projected.obs["numap_mapping_score"])
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_bad_recentre_is_refused_before_writing(ref_query, value):
+    ref, query = ref_query
+    q = query.copy()
+    with pytest.raises(ValueError, match=r"`recentre` must be True or False, got"):
+        project(q, ref, recentre=value)
+    assert "X_numap" not in q.obsm
+
+
 # --- placement by label ----------------------------------------------------------------------
 
 
@@ -431,6 +487,10 @@ def _tampered(ref, name):
         entry["unknown_threshold"] = np.float64(2.0)
     elif name == "metric":
         entry["metric"] = "foo"
+    elif name == "offset shape":
+        entry["offset"] = entry["offset"][:-1]
+    elif name == "offset nan":
+        entry["offset"] = np.where(np.arange(entry["offset"].size).reshape(entry["offset"].shape) == 3, np.nan, 0.0)
     elif name == "not a dict":
         bad.uns["numap"]["model"]["mapping"] = np.zeros(3)
     return bad
@@ -443,9 +503,11 @@ def _tampered(ref, name):
         ("nan", r"/ratio` must be a 1-D array of positive finite floats"),
         ("negative", r"/ratio` must be a 1-D array of positive finite floats"),
         ("extra", r"` has entries \['extra', .*expected \['metric'"),
-        ("missing", r"` has entries \['metric', 'n_neighbors', 'radius', 'unknown_threshold'\]; expected"),
+        ("missing", r"` has entries \['metric', 'n_neighbors', 'offset', 'radius', 'unknown_threshold'\]; expected"),
         ("threshold", r"/unknown_threshold` must lie in \[0, 1\], got 2\.0"),
         ("metric", r"/metric`: `metric` must be one of .* got 'foo'"),
+        ("offset shape", r"/offset` must be a 2-D array of finite floats with one row per reference cell \(490\)"),
+        ("offset nan", r"/offset` must be a 2-D array of finite floats"),
         ("not a dict", r"` must be a dict of arrays, got ndarray"),
     ],
 )

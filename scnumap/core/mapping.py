@@ -62,6 +62,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .graph import check_metric
+from .recentring import reference_offsets
 
 #: Share of reference cells the default threshold calls Unknown.
 DEFAULT_UNKNOWN_RATE = 0.015
@@ -99,6 +100,10 @@ class MappingCalibration:
         ``(n_reference,)`` float32 ratio statistic ``s_ratio`` of each reference cell.
     unknown_threshold
         Default score threshold below which a cell is called Unknown.
+    offset
+        ``(n_reference, n_components)`` float32 offset of each reference cell from its
+        neighbours in the embedding (:func:`~scnumap.core.recentring.reference_offsets`),
+        what recentring compares the query with; ``None`` in models of format 4 and older.
     """
 
     n_neighbors: int
@@ -106,9 +111,17 @@ class MappingCalibration:
     radius: np.ndarray
     ratio: np.ndarray
     unknown_threshold: float
+    offset: np.ndarray | None = None
 
     @classmethod
-    def from_distances(cls, distances, *, metric: str = "euclidean", unknown_rate: float = DEFAULT_UNKNOWN_RATE):
+    def from_distances(
+        cls,
+        distances,
+        *,
+        metric: str = "euclidean",
+        unknown_rate: float = DEFAULT_UNKNOWN_RATE,
+        embedding: np.ndarray | None = None,
+    ):
         """Calibrate from the reference's own kNN distances.
 
         Parameters
@@ -120,6 +133,8 @@ class MappingCalibration:
             as an explicit 0, for graphs of 8,192 cells or more (its approximate search)
             and leaves it out below, and a 0 in the mean would make every reference cell
             look closer to its neighbours than a new cell can be.
+        embedding
+            The reference's embedding ``(n_reference, n_components)``; gives :attr:`offset`.
         """
         D = sp.csr_matrix(distances, dtype=np.float64)
         D.sum_duplicates()
@@ -141,6 +156,7 @@ class MappingCalibration:
             radius=radius.astype(np.float32),
             ratio=ratio.astype(np.float32),
             unknown_threshold=float(unknown_rate),
+            offset=None if embedding is None else reference_offsets(embedding, D),
         )
 
     def statistics(self, distances: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -182,13 +198,16 @@ class MappingCalibration:
         return conformal_p(fisher(p_query), T_null).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {
+        entry = {
             "n_neighbors": np.int64(self.n_neighbors),
             "metric": self.metric,
             "radius": self.radius.astype(np.float32),
             "ratio": self.ratio.astype(np.float32),
             "unknown_threshold": np.float64(self.unknown_threshold),
         }
+        if self.offset is not None:
+            entry["offset"] = self.offset.astype(np.float32)
+        return entry
 
     @classmethod
     def from_dict(cls, entry, *, n_reference: int | None = None, where: str = "mapping") -> MappingCalibration:
@@ -196,9 +215,10 @@ class MappingCalibration:
         if not isinstance(entry, Mapping):
             raise CalibrationFormatError(f"`{where}` must be a dict of arrays, got {type(entry).__name__}.")
         expected = {"n_neighbors", "metric", "radius", "ratio", "unknown_threshold"}
-        if set(entry) != expected:
+        if set(entry) - {"offset"} != expected:
             raise CalibrationFormatError(
-                f"`{where}` has entries {sorted(entry)}; expected {sorted(expected)}. Re-run `scnumap.tl.numap`."
+                f"`{where}` has entries {sorted(entry)}; expected {sorted(expected)} (and `offset` since format 5). "
+                "Re-run `scnumap.tl.numap`."
             )
         k = _number(entry, "n_neighbors", where)
         if k != int(k) or k < 1:
@@ -230,7 +250,17 @@ class MappingCalibration:
         threshold = _number(entry, "unknown_threshold", where)
         if not 0 <= threshold <= 1:
             raise CalibrationFormatError(f"`{where}/unknown_threshold` must lie in [0, 1], got {threshold}.")
-        return cls(int(k), metric, arrays["radius"], arrays["ratio"], float(threshold))
+        offset = None
+        if "offset" in entry:
+            offset = np.asarray(entry["offset"])
+            n = arrays["radius"].shape[0]
+            if offset.ndim != 2 or offset.shape[0] != n or offset.dtype.kind != "f" or not np.all(np.isfinite(offset)):
+                raise CalibrationFormatError(
+                    f"`{where}/offset` must be a 2-D array of finite floats with one row per reference cell ({n}), "
+                    f"got shape {offset.shape}. Re-run `scnumap.tl.numap`."
+                )
+            offset = offset.astype(np.float32)
+        return cls(int(k), metric, arrays["radius"], arrays["ratio"], float(threshold), offset)
 
 
 def conformal_p(values: np.ndarray, null: np.ndarray, *, own: bool = False) -> np.ndarray:

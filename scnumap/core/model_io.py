@@ -22,7 +22,8 @@ from .scaling import Standardizer
 
 #: Version of the stored layout; bump on any incompatible change. 4: the mapping
 #: calibration leaves out each cell's own entry of a Scanpy graph (format 3 could count it).
-FORMAT_VERSION = 4
+#: 5: the calibration stores each reference cell's offset in the embedding (recentring).
+FORMAT_VERSION = 5
 
 
 class ModelFormatError(ValueError):

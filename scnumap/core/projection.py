@@ -29,6 +29,7 @@ from .mapping import (
     vote,
 )
 from .query_share import QueryShare
+from .recentring import Recentring
 from .reference_index import ReferenceIndex
 from .threads import limited_threads
 
@@ -162,6 +163,10 @@ class BlockProjector:
     unknown_threshold
         Cells scoring below it (called Unknown) keep their placement (``None``: none); so
         do reference cells projected again (:data:`~scnumap.core.mapping.SAME_CELL_DISTANCE`).
+    recentring
+        The query sample's :class:`~scnumap.core.recentring.Recentring`: the network's
+        placements are moved by its shift before the anchor (``None``: not moved); reference
+        cells projected again keep their place.
     """
 
     def __init__(
@@ -185,8 +190,10 @@ class BlockProjector:
         embedding_index: EmbeddingIndex | None = None,
         label_placement: EmbeddingIndex | None = None,
         unknown_threshold: float | None = None,
+        recentring: Recentring | None = None,
     ):
         self.model, self.index, self.calibration = model, index, calibration
+        self.recentring = recentring
         self.ref_embedding = ref_embedding
         self.n_neighbors, self.n_queries = int(n_neighbors), int(n_queries)
         self.correction, self.score_corrected = correction, score_corrected
@@ -233,6 +240,11 @@ class BlockProjector:
         d, i = distances[:, : self.n_neighbors], indices[:, : self.n_neighbors]
         weights = neighbour_weights(d, i, c.radius)
         placed = self.model.transform_blocks([block], block.shape[0])
+        same_cell = d[:, 0] <= SAME_CELL_DISTANCE * c.radius[i[:, 0]]  # a reference cell projected again
+        if self.recentring is not None:
+            shift = self.recentring.shift(i)
+            shift[same_cell] = 0.0
+            placed = placed - shift
         how = np.zeros(block.shape[0], dtype=np.float32)
         if self.anchor is not None:
             placed, moved = anchored_placement(placed, i, weights, self.ref_embedding, float(self.anchor))
@@ -247,7 +259,7 @@ class BlockProjector:
             out[:, probabilities] = P[:, :n]
             out[:, code], out[:, confidence] = vote(P, i, codes)
         if self.label_placement is not None and self.labels:
-            keep = d[:, 0] <= SAME_CELL_DISTANCE * c.radius[i[:, 0]]  # a reference cell projected again
+            keep = same_cell.copy()
             if self.unknown_threshold is not None:
                 keep |= score < self.unknown_threshold
             label = np.rint(out[:, layout.label(0)[0]]).astype(np.int64)

@@ -207,7 +207,9 @@ def extend(
 
     new_entry = model_to_dict(model)
     new_entry["representation"] = copy.deepcopy(entry["representation"])
-    new_entry["mapping"] = _calibration(graph.obsp["distances"], union_space, metric, random_state).to_dict()
+    new_entry["mapping"] = _calibration(
+        graph.obsp["distances"], union_space, metric, random_state, model.embedding_
+    ).to_dict()
     if rep.integrated:
         new_entry["correction"] = copy.deepcopy(entry["correction"])
     elif "correction" in entry and not sp.issparse(union_space) and union_space.shape[1] <= MAX_COMPRESSED_DIMS:

@@ -199,7 +199,7 @@ def numap(
         )
     entry = model_to_dict(model)
     entry["representation"] = representation
-    entry["mapping"] = _calibration(graph.obsp.get(dist_key), X, metric, random_state).to_dict()
+    entry["mapping"] = _calibration(graph.obsp.get(dist_key), X, metric, random_state, model.embedding_).to_dict()
     if integration is not None:
         entry["correction"] = integration.compression.to_dict()
     elif not sp.issparse(X) and X.shape[1] <= MAX_COMPRESSED_DIMS:
@@ -286,13 +286,14 @@ def _write_graph(adata: AnnData, light: AnnData, neighbors_key: str) -> None:
     adata.uns[neighbors_key] = uns
 
 
-def _calibration(distances, X, metric: str, random_state) -> MappingCalibration:
-    """The mapping score's calibration from the graph's kNN distances (computed if absent)."""
+def _calibration(distances, X, metric: str, random_state, embedding) -> MappingCalibration:
+    """The mapping score's calibration from the graph's kNN distances (computed if absent), with
+    the reference cells' offsets in ``embedding``."""
     if distances is None:
         logg.info("    no kNN distances in `obsp`: searching the reference's neighbours for the mapping score")
         indices, dists = knn_search(X, CALIBRATION_NEIGHBORS + 1, metric=metric, random_state=random_state)
         distances = knn_distance_matrix(indices, dists, exclude_self=True)
-    return MappingCalibration.from_distances(distances, metric=metric)
+    return MappingCalibration.from_distances(distances, metric=metric, embedding=embedding)
 
 
 def _graph_metric(metric, neighbors_key: str) -> str:

@@ -26,6 +26,7 @@ from ..core.projection import (
     search_width,
 )
 from ..core.query_share import MIN_QUERY_CELLS, SAMPLE_SIZE, QueryShare
+from ..core.recentring import Recentring
 from ..core.reference_index import cached_index
 from ..core.representation import Representation
 from ._representation import dense_block
@@ -141,6 +142,7 @@ def project(
     label_space: str = "representation",
     unknown_threshold: float | str | None = "auto",
     anchor: float | None = 2.0,
+    recentre: bool = True,
     place_by_label: bool = True,
     batch_key: str | None = None,
     correct: bool = True,
@@ -226,7 +228,19 @@ def project(
         positions around their weighted mean (typically 1–3); cells the network places
         further away (e.g. off the reference after a technology shift) are pulled onto
         that circle. ``None`` keeps the network's placement for every cell (but see
-        ``place_by_label``).
+        ``recentre`` and ``place_by_label``).
+    recentre
+        Take the query's systematic displacement from its reference neighbours out of
+        the network's placement, before the anchor: for each reference cell, the mean
+        offset of the query cells (of the query sample) that have it among their
+        ``n_neighbors`` nearest from those cells' mean position is compared with the
+        reference cells' own mean offset there, and each query cell moves by the
+        difference, averaged over its neighbours. A query from another batch or
+        technology then spreads among the reference cells it resembles instead of lying
+        beside them; the spread of the cells around that mean is kept. Needs at least
+        50 query cells and a model of format 5 or later (older models: not
+        recentred, as with ``False``; re-run :func:`scnumap.tl.numap`). Reference cells projected again keep
+        their place.
     place_by_label
         With labels transferred (``obs``), keep each cell among reference cells of its
         label (the first column of ``obs``): a cell whose ``n_neighbors`` nearest reference
@@ -313,6 +327,8 @@ def project(
         raise ValueError(f"`anchor` must be a number > 0 or None, got {anchor!r}.")
     if not isinstance(place_by_label, bool | np.bool_):
         raise ValueError(f"`place_by_label` must be True or False, got {place_by_label!r}.")
+    if not isinstance(recentre, bool | np.bool_):
+        raise ValueError(f"`recentre` must be True or False, got {recentre!r}.")
     columns = [obs] if isinstance(obs, str) else list(obs or [])
     adata_ref, entry, model, rep = _load(adata_ref, ref_key, True)
     for col in columns:
@@ -345,15 +361,32 @@ def project(
     score_corrected = rep.integrated and correction is not None
     ref_space = _reference_space(adata_ref, rep)
     metric = adata_ref.uns[ref_key].get("params", {}).get("metric", "euclidean")
-    calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric)
+    calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric, ref_embedding)
     threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
     index = cached_index(ref_space, metric=calibration.metric)
     labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
     by_label = bool(columns) and place_by_label and not vote_in_2d
-    pool, position, sample, shift = _share_pool(
+    pool, position, sample, shift, measured = _share_pool(
         query, correction if score_corrected else None, index, n_neighbors, calibration, random_state
     )
+    recentring = None
+    if recentre and calibration.offset is None:
+        logg.info("    the model stores no reference offsets (an older scnumap): not recentred")
+    elif recentre:
+        same_space = correction is None or score_corrected  # the sample was searched where the blocks are
+        recentring = _recentring(
+            measured,
+            query,
+            correction,
+            index,
+            model,
+            ref_embedding,
+            calibration,
+            position,
+            sample if same_space else None,
+            n_neighbors,
+        )
     projector = BlockProjector(
         model,
         index,
@@ -373,6 +406,7 @@ def project(
         embedding_index=EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None,
         label_placement=EmbeddingIndex(ref_embedding, n_neighbors) if by_label else None,
         unknown_threshold=threshold,
+        recentring=recentring,
     )
     layout = projector.layout
     batches = correction.codes if correction is not None else np.zeros(n_rows, dtype=np.int64)
@@ -505,21 +539,21 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
 
     Returns
     -------
-    pool, position, sample, shift
+    pool, position, sample, shift, measured
         The :class:`QueryShare` (the reference ``index`` and a query sample, ``None`` when
         the query is small or does not mix with the reference), each query row's place in
         the query sample (-1: not in it), the sample's :class:`SampleSearch` (its nearest
-        reference cells, as many as :func:`search_width` asks for, and shares) and the
-        shift of the shares.
+        reference cells, as many as :func:`search_width` asks for, and shares), the
+        shift of the shares and the sample's rows as read (``None`` for a small query).
     """
     n_rows = query.n_rows
     position = np.full(n_rows, -1, dtype=np.int64)
     if n_rows < MIN_QUERY_CELLS:
         logg.info(f"    {n_rows} query cells (< {MIN_QUERY_CELLS}): mapping score from distances alone")
-        return None, position, None, 0.0
+        return None, position, None, 0.0, None
     rng = np.random.default_rng(random_state)
     query_rows = np.sort(rng.choice(n_rows, SAMPLE_SIZE, replace=False)) if n_rows > SAMPLE_SIZE else np.arange(n_rows)
-    sample = query.rows(query_rows)
+    sample = measured = query.rows(query_rows)
     if correction is not None:
         sample = correction.apply(sample, query_rows)
     seed = int(rng.integers(0, 2**31 - 1))
@@ -532,11 +566,32 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
             "    query and reference cells do not mix (a batch or technology shift?): mapping score from "
             "distances alone; an integrated reference (`tl.numap(batch_key=...)`) can correct the query"
         )
-        return None, position, SampleSearch(distances, indices, None), 0.0
+        return None, position, SampleSearch(distances, indices, None), 0.0, measured
     shift = pool.shift(shares)
     if shift > 0:
         logg.info(f"    the query's typical query share lies {shift:.2f} above the reference's: discounted")
-    return pool, position, SampleSearch(distances, indices, shares), shift
+    return pool, position, SampleSearch(distances, indices, shares), shift, measured
+
+
+def _recentring(
+    measured, query: _Query, correction, index, model, ref_embedding, calibration, position, sample, n_neighbors: int
+) -> Recentring | None:
+    """The query sample's :class:`Recentring` (``None`` when the query has no sample: fewer than
+    :data:`MIN_QUERY_CELLS` cells). ``measured`` is the sample as read, ``sample`` its search
+    when it was made where the blocks are searched (then reused), else ``None`` (the corrected
+    sample is searched here)."""
+    if measured is None:
+        return None
+    rows = np.flatnonzero(position >= 0)  # the query sample, in its order
+    block = measured
+    if correction is not None:
+        block = correction.apply(block, rows)
+    if sample is not None:
+        indices = sample.indices[:, :n_neighbors]
+    else:
+        _, indices = index.query(block, n_neighbors, n_queries=query.n_rows)
+    placed = model.transform_blocks([block], block.shape[0])
+    return Recentring.from_sample(placed, indices, ref_embedding, calibration.offset)
 
 
 class _Query:
@@ -626,7 +681,7 @@ def _check_threshold(value) -> None:
         raise ValueError(f"`unknown_threshold` must be 'auto', None or a number in [0, 1], got {value!r}.")
 
 
-def _calibration(entry: dict, ref_space, where: str, metric: str) -> MappingCalibration:
+def _calibration(entry: dict, ref_space, where: str, metric: str, embedding: np.ndarray) -> MappingCalibration:
     """The stored calibration, or one computed now: for models from scnumap before format 3,
     and for format-3 models of :data:`SELF_ENTRY_MIN_CELLS` cells or more, whose calibration
     may count each cell's own entry of a Scanpy graph (distance 0) as a neighbour."""
@@ -641,15 +696,16 @@ def _calibration(entry: dict, ref_space, where: str, metric: str) -> MappingCali
         "    the model's mapping calibration is from an older scnumap: calibrating on the reference now "
         "(re-run `scnumap.tl.numap` and save the reference to store a current one)"
     )
-    return calibrate(cached_index(ref_space, metric=metric), CALIBRATION_NEIGHBORS)
+    return calibrate(cached_index(ref_space, metric=metric), CALIBRATION_NEIGHBORS, embedding)
 
 
-def calibrate(index, n_neighbors: int) -> MappingCalibration:
+def calibrate(index, n_neighbors: int, embedding: np.ndarray | None = None) -> MappingCalibration:
     """Calibration from the reference's own neighbours, found with ``index`` (self excluded;
-    the search is kept with the index for the next projection)."""
+    the search is kept with the index for the next projection), with the reference cells'
+    offsets in ``embedding`` when given."""
     distances, indices = index.own_neighbors(np.arange(index.n_reference), n_neighbors + 1)
     return MappingCalibration.from_distances(
-        knn_distance_matrix(indices, distances, exclude_self=True), metric=index.metric
+        knn_distance_matrix(indices, distances, exclude_self=True), metric=index.metric, embedding=embedding
     )
 
 
