@@ -344,6 +344,30 @@ def test_bad_recentre_is_refused_before_writing(ref_query, value):
     assert "X_numap" not in q.obsm
 
 
+def test_the_corrected_sample_search_is_reused_by_the_projection(ref_query, monkeypatch):
+    """With the query correction on a plain reference (scored as measured, voted corrected),
+    recentring searches the corrected sample; the projection reuses that search for the
+    sample's rows: one search less, the same result as searching again."""
+    from scnumap.core.projection import BlockProjector
+    from scnumap.core.reference_index import ReferenceIndex
+
+    ref, query = ref_query
+    calls = []
+    query_index = ReferenceIndex.query
+    monkeypatch.setattr(ReferenceIndex, "query", lambda self, *a, **k: calls.append(1) or query_index(self, *a, **k))
+    reused = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)  # correct=True
+    n_reused = len(calls)
+    monkeypatch.setattr(
+        BlockProjector,
+        "_corrected_search",
+        lambda self, block, positions: self.index.query(block, self.n_neighbors, n_queries=self.n_queries),
+    )
+    again = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)
+    assert len(calls) - n_reused == n_reused + 1
+    np.testing.assert_array_equal(again.obsm["X_numap"], reused.obsm["X_numap"])
+    np.testing.assert_array_equal(again.obs["bulk_labels_numap"], reused.obs["bulk_labels_numap"])
+
+
 # --- placement by label ----------------------------------------------------------------------
 
 

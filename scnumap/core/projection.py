@@ -76,10 +76,19 @@ class SampleSearch:
     """The query sample's own search, made when the pool is built: its ``k`` nearest
     reference cells and its query shares (``None`` when the pool is not used), reused for
     blocks made of sampled rows only (a query no larger than the sample is never searched
-    twice)."""
+    twice). ``corrected``: the corrected sample's ``n_neighbors`` nearest reference cells
+    (distances, indices) when the sample was scored as measured and recentring searched
+    it corrected; reused in the same way."""
 
-    def __init__(self, distances: np.ndarray, indices: np.ndarray, shares: np.ndarray | None):
+    def __init__(
+        self,
+        distances: np.ndarray,
+        indices: np.ndarray,
+        shares: np.ndarray | None,
+        corrected: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self.distances, self.indices, self.shares = distances, indices, shares
+        self.corrected = corrected
 
 
 def search_width(n_neighbors: int, calibration: MappingCalibration, pool: QueryShare | None) -> int:
@@ -236,7 +245,7 @@ class BlockProjector:
             score = c.score(statistics, share - self.shift, self.pool.null, self.pool.null_rows)
         out[:, layout.score] = score
         if scored is not block:
-            distances, indices = self.index.query(block, self.n_neighbors, n_queries=self.n_queries)
+            distances, indices = self._corrected_search(block, np.asarray(positions))
         d, i = distances[:, : self.n_neighbors], indices[:, : self.n_neighbors]
         weights = neighbour_weights(d, i, c.radius)
         placed = self.model.transform_blocks([block], block.shape[0])
@@ -279,6 +288,14 @@ class BlockProjector:
         out[:, layout.embedding] = placed
         out[:, layout.moved] = how
         return out
+
+    def _corrected_search(self, block: np.ndarray, positions: np.ndarray):
+        """The ``n_neighbors`` nearest reference cells of the corrected rows (scored as measured)."""
+        sample = self.sample
+        if sample is not None and sample.corrected is not None and positions.size and positions.min() >= 0:
+            distances, indices = sample.corrected
+            return distances[positions], indices[positions]
+        return self.index.query(block, self.n_neighbors, n_queries=self.n_queries)
 
     def _search(self, scored: np.ndarray, positions: np.ndarray):
         """The ``k`` nearest reference cells of the scored rows and their query shares."""

@@ -375,7 +375,7 @@ def project(
         logg.info("    the model stores no reference offsets (an older scnumap): not recentred")
     elif recentre:
         same_space = correction is None or score_corrected  # the sample was searched where the blocks are
-        recentring = _recentring(
+        recentring, corrected_search = _recentring(
             measured,
             query,
             correction,
@@ -387,6 +387,8 @@ def project(
             sample if same_space else None,
             n_neighbors,
         )
+        if sample is not None and corrected_search is not None:
+            sample.corrected = corrected_search  # the projection's corrected search of these rows
     projector = BlockProjector(
         model,
         index,
@@ -575,23 +577,26 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
 
 def _recentring(
     measured, query: _Query, correction, index, model, ref_embedding, calibration, position, sample, n_neighbors: int
-) -> Recentring | None:
+) -> tuple[Recentring | None, tuple[np.ndarray, np.ndarray] | None]:
     """The query sample's :class:`Recentring` (``None`` when the query has no sample: fewer than
-    :data:`MIN_QUERY_CELLS` cells). ``measured`` is the sample as read, ``sample`` its search
-    when it was made where the blocks are searched (then reused), else ``None`` (the corrected
-    sample is searched here)."""
+    :data:`MIN_QUERY_CELLS` cells) and the corrected sample's search when it was made here.
+    ``measured`` is the sample as read, ``sample`` its search when it was made where the blocks
+    are searched (then reused), else ``None`` (the corrected sample is searched here, and the
+    projection reuses that search for the sample's rows)."""
     if measured is None:
-        return None
+        return None, None
     rows = np.flatnonzero(position >= 0)  # the query sample, in its order
     block = measured
     if correction is not None:
         block = correction.apply(block, rows)
+    searched = None
     if sample is not None:
         indices = sample.indices[:, :n_neighbors]
     else:
-        _, indices = index.query(block, n_neighbors, n_queries=query.n_rows)
+        searched = index.query(block, n_neighbors, n_queries=query.n_rows)
+        indices = searched[1]
     placed = model.transform_blocks([block], block.shape[0])
-    return Recentring.from_sample(placed, indices, ref_embedding, calibration.offset)
+    return Recentring.from_sample(placed, indices, ref_embedding, calibration.offset), searched
 
 
 class _Query:
