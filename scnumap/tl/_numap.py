@@ -125,7 +125,8 @@ def numap(
         standardisation and the representation, with PCA loadings, gene names and the
         reference mean when the representation is ``X_pca`` from ``adata.X``; and
         ``'mapping'``, the calibration of :func:`scnumap.tl.project`'s mapping score: each
-        cell's local radius and ratio statistic from the graph's kNN distances).
+        cell's local radius and ratio statistic from the graph's kNN distances, and its
+        offset from its graph neighbours in the embedding, for the query's recentring).
     """
     import scanpy as sc
 

@@ -238,9 +238,9 @@ def project(
         difference, averaged over its neighbours. A query from another batch or
         technology then spreads among the reference cells it resembles instead of lying
         beside them; the spread of the cells around that mean is kept. Needs at least
-        50 query cells and a model of format 5 or later (older models: not
-        recentred, as with ``False``; re-run :func:`scnumap.tl.numap`). Reference cells projected again keep
-        their place.
+        50 query cells and a model of format 5 or later (a format-4 model is not
+        recentred, as with ``False``: re-run :func:`scnumap.tl.numap`). Reference cells
+        projected again keep their place.
     place_by_label
         With labels transferred (``obs``), keep each cell among reference cells of its
         label (the first column of ``obs``): a cell whose ``n_neighbors`` nearest reference
