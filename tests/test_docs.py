@@ -12,7 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_docs_build(tmp_path):
     for module in ("sphinx", "myst_nb", "numpydoc", "pydata_sphinx_theme"):
         pytest.importorskip(module)
