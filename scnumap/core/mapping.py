@@ -354,10 +354,10 @@ def anchored_placement(
     offset = embedding - centre
     length = np.linalg.norm(offset, axis=1)
     limit = anchor * spread
-    moved = length > limit
-    factor = limit / np.maximum(length, 1e-12)
-    placed = np.where(moved[:, None], centre + offset * factor[:, None], embedding)
-    return placed.astype(np.float32), moved
+    moved = length > limit  # so length > 0 and limit finite where moved (anchor=inf moves none)
+    placed = np.array(embedding, dtype=np.float32)
+    placed[moved] = centre[moved] + offset[moved] * (limit[moved] / length[moved])[:, None]
+    return placed, moved
 
 
 def label_consistent_placement(
