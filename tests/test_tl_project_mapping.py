@@ -335,15 +335,6 @@ def test_a_model_without_offsets_projects_without_recentring(ref_query, projecte
     np.testing.assert_array_equal(out.obs["numap_mapping_score"], projected.obs["numap_mapping_score"])
 
 
-@pytest.mark.parametrize("value", ["yes", 1, None])
-def test_bad_recentre_is_refused_before_writing(ref_query, value):
-    ref, query = ref_query
-    q = query.copy()
-    with pytest.raises(ValueError, match=r"`recentre` must be True or False, got"):
-        project(q, ref, recentre=value)
-    assert "X_numap" not in q.obsm
-
-
 def test_the_corrected_sample_search_is_reused_by_the_projection(ref_query, monkeypatch):
     """With the query correction on a plain reference (scored as measured, voted corrected),
     recentring searches the corrected sample; the projection reuses that search for the
@@ -420,12 +411,13 @@ def test_place_by_label_leaves_reference_cells_where_the_map_puts_them(ref_query
     np.testing.assert_allclose(out.obsm["X_numap"], ref.obsm["X_numap"], atol=1e-3)
 
 
+@pytest.mark.parametrize("name", ["place_by_label", "recentre"])
 @pytest.mark.parametrize("value", ["yes", 1, None])
-def test_bad_place_by_label_is_refused_before_writing(ref_query, value):
+def test_bad_switch_is_refused_before_writing(ref_query, name, value):
     ref, query = ref_query
     q = query.copy()
-    with pytest.raises(ValueError, match=r"`place_by_label` must be True or False, got"):
-        project(q, ref, obs="bulk_labels", place_by_label=value)
+    with pytest.raises(ValueError, match=rf"`{name}` must be True or False, got"):
+        project(q, ref, obs="bulk_labels", **{name: value})
     assert "X_numap" not in q.obsm
 
 

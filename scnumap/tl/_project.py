@@ -367,27 +367,21 @@ def project(
     labels = [_labels(adata_ref.obs[col], col) for col in columns]
     vote_in_2d = bool(columns) and label_space == "embedding"
     by_label = bool(columns) and place_by_label and not vote_in_2d
-    pool, position, sample, shift, measured = _share_pool(
+    pool, position, sample, shift, searched_rows = _share_pool(
         query, correction if score_corrected else None, index, n_neighbors, calibration, random_state
     )
     recentring = None
     if recentre and calibration.offset is None:
         logg.info("    the model stores no reference offsets (an older scnumap): not recentred")
-    elif recentre:
-        same_space = correction is None or score_corrected  # the sample was searched where the blocks are
+    elif recentre and searched_rows is not None:
+        # the sample was searched where the blocks are searched unless it was scored as measured
+        # and the blocks are corrected: then it is corrected (and searched) here
+        same_space = correction is None or score_corrected
+        block = searched_rows if same_space else correction.apply(searched_rows, np.flatnonzero(position >= 0))
         recentring, corrected_search = _recentring(
-            measured,
-            query,
-            correction,
-            index,
-            model,
-            ref_embedding,
-            calibration,
-            position,
-            sample if same_space else None,
-            n_neighbors,
+            block, index, model, ref_embedding, calibration, sample if same_space else None, n_neighbors, n_rows
         )
-        if sample is not None and corrected_search is not None:
+        if corrected_search is not None:
             sample.corrected = corrected_search  # the projection's corrected search of these rows
     projector = BlockProjector(
         model,
@@ -541,12 +535,13 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
 
     Returns
     -------
-    pool, position, sample, shift, measured
+    pool, position, sample, shift, searched_rows
         The :class:`QueryShare` (the reference ``index`` and a query sample, ``None`` when
         the query is small or does not mix with the reference), each query row's place in
         the query sample (-1: not in it), the sample's :class:`SampleSearch` (its nearest
         reference cells, as many as :func:`search_width` asks for, and shares), the
-        shift of the shares and the sample's rows as read (``None`` for a small query).
+        shift of the shares and the sample's rows as searched (corrected when ``correction``
+        is given; ``None`` for a small query).
     """
     n_rows = query.n_rows
     position = np.full(n_rows, -1, dtype=np.int64)
@@ -555,7 +550,7 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
         return None, position, None, 0.0, None
     rng = np.random.default_rng(random_state)
     query_rows = np.sort(rng.choice(n_rows, SAMPLE_SIZE, replace=False)) if n_rows > SAMPLE_SIZE else np.arange(n_rows)
-    sample = measured = query.rows(query_rows)
+    sample = query.rows(query_rows)
     if correction is not None:
         sample = correction.apply(sample, query_rows)
     seed = int(rng.integers(0, 2**31 - 1))
@@ -568,32 +563,25 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
             "    query and reference cells do not mix (a batch or technology shift?): mapping score from "
             "distances alone; an integrated reference (`tl.numap(batch_key=...)`) can correct the query"
         )
-        return None, position, SampleSearch(distances, indices, None), 0.0, measured
+        return None, position, SampleSearch(distances, indices, None), 0.0, sample
     shift = pool.shift(shares)
     if shift > 0:
         logg.info(f"    the query's typical query share lies {shift:.2f} above the reference's: discounted")
-    return pool, position, SampleSearch(distances, indices, shares), shift, measured
+    return pool, position, SampleSearch(distances, indices, shares), shift, sample
 
 
 def _recentring(
-    measured, query: _Query, correction, index, model, ref_embedding, calibration, position, sample, n_neighbors: int
-) -> tuple[Recentring | None, tuple[np.ndarray, np.ndarray] | None]:
-    """The query sample's :class:`Recentring` (``None`` when the query has no sample: fewer than
-    :data:`MIN_QUERY_CELLS` cells) and the corrected sample's search when it was made here.
-    ``measured`` is the sample as read, ``sample`` its search when it was made where the blocks
-    are searched (then reused), else ``None`` (the corrected sample is searched here, and the
-    projection reuses that search for the sample's rows)."""
-    if measured is None:
-        return None, None
-    rows = np.flatnonzero(position >= 0)  # the query sample, in its order
-    block = measured
-    if correction is not None:
-        block = correction.apply(block, rows)
+    block: np.ndarray, index, model, ref_embedding, calibration, sample, n_neighbors: int, n_queries: int
+) -> tuple[Recentring, tuple[np.ndarray, np.ndarray] | None]:
+    """The :class:`Recentring` of the query sample ``block`` (in the blocks' space, corrected
+    when they are) and the sample's search when it was made here. ``sample`` is the sample's
+    search when it was made in that space (then reused), else ``None``: the sample is searched
+    here, and the projection reuses that search for the sample's rows."""
     searched = None
     if sample is not None:
         indices = sample.indices[:, :n_neighbors]
     else:
-        searched = index.query(block, n_neighbors, n_queries=query.n_rows)
+        searched = index.query(block, n_neighbors, n_queries=n_queries)
         indices = searched[1]
     placed = model.transform_blocks([block], block.shape[0])
     return Recentring.from_sample(placed, indices, ref_embedding, calibration.offset), searched
