@@ -335,28 +335,31 @@ def test_a_model_without_offsets_projects_without_recentring(ref_query, projecte
     np.testing.assert_array_equal(out.obs["numap_mapping_score"], projected.obs["numap_mapping_score"])
 
 
-def test_the_corrected_sample_search_is_reused_by_the_projection(ref_query, monkeypatch):
+def test_the_corrected_search_reuses_the_measured_one(ref_query, monkeypatch):
     """With the query correction on a plain reference (scored as measured, voted corrected),
-    recentring searches the corrected sample; the projection reuses that search for the
-    sample's rows: one search less, the same result as searching again."""
-    from scnumap.core.projection import BlockProjector
-    from scnumap.core.reference_index import ReferenceIndex
+    the corrected rows' neighbours are re-ranked from the measured search where the bound
+    proves them (:mod:`scnumap.core.reranking`), and recentring's corrected sample is
+    reused for the sample's rows: the same result as searching every corrected row."""
+    import scnumap.core.projection as projection_module
+    import scnumap.tl._project as project_module
 
     ref, query = ref_query
+    reranked = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)  # correct=True
     calls = []
-    query_index = ReferenceIndex.query
-    monkeypatch.setattr(ReferenceIndex, "query", lambda self, *a, **k: calls.append(1) or query_index(self, *a, **k))
-    reused = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)  # correct=True
-    n_reused = len(calls)
-    monkeypatch.setattr(
-        BlockProjector,
-        "_corrected_search",
-        lambda self, block, positions: self.index.query(block, self.n_neighbors, n_queries=self.n_queries),
-    )
+
+    def full_search(index, before, after, distances, indices, n_neighbors, *, n_queries=None):
+        calls.append(after.shape[0])
+        d, i = index.query(after, n_neighbors, n_queries=n_queries)
+        return d, i, np.ones(after.shape[0], dtype=bool)
+
+    monkeypatch.setattr(projection_module, "moved_neighbours", full_search)
+    monkeypatch.setattr(project_module, "moved_neighbours", full_search)
     again = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)
-    assert len(calls) - n_reused == n_reused + 1
-    np.testing.assert_array_equal(again.obsm["X_numap"], reused.obsm["X_numap"])
-    np.testing.assert_array_equal(again.obs["bulk_labels_numap"], reused.obs["bulk_labels_numap"])
+    assert calls == [query.n_obs]  # the sample (here the whole query), once: the blocks reuse it
+    # the re-ranked distances are computed anew (float32 sums in another order): same cells, same weights
+    np.testing.assert_allclose(again.obsm["X_numap"], reranked.obsm["X_numap"], atol=1e-5)
+    np.testing.assert_array_equal(again.obs["bulk_labels_numap"], reranked.obs["bulk_labels_numap"])
+    np.testing.assert_array_equal(again.obs["numap_mapping_score"], reranked.obs["numap_mapping_score"])
 
 
 # --- placement by label ----------------------------------------------------------------------

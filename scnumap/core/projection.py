@@ -31,6 +31,7 @@ from .mapping import (
 from .query_share import QueryShare
 from .recentring import Recentring
 from .reference_index import ReferenceIndex
+from .reranking import moved_neighbours
 from .threads import limited_threads
 
 
@@ -245,7 +246,7 @@ class BlockProjector:
             score = c.score(statistics, share - self.shift, self.pool.null, self.pool.null_rows)
         out[:, layout.score] = score
         if scored is not block:
-            distances, indices = self._corrected_search(block, np.asarray(positions))
+            distances, indices = self._corrected_search(raw, block, distances, indices, np.asarray(positions))
         d, i = distances[:, : self.n_neighbors], indices[:, : self.n_neighbors]
         weights = neighbour_weights(d, i, c.radius)
         placed = self.model.transform_blocks([block], block.shape[0])
@@ -289,13 +290,17 @@ class BlockProjector:
         out[:, layout.moved] = how
         return out
 
-    def _corrected_search(self, block: np.ndarray, positions: np.ndarray):
-        """The ``n_neighbors`` nearest reference cells of the corrected rows (scored as measured)."""
+    def _corrected_search(self, raw, block, distances, indices, positions: np.ndarray):
+        """The ``n_neighbors`` nearest reference cells of the corrected rows ``block`` (scored
+        as measured: ``raw``, whose search gave ``distances`` and ``indices``); found among
+        those where the correction moved a row by less than the bound of
+        :func:`~scnumap.core.reranking.moved_neighbours`, searched otherwise."""
         sample = self.sample
         if sample is not None and sample.corrected is not None and positions.size and positions.min() >= 0:
             distances, indices = sample.corrected
             return distances[positions], indices[positions]
-        return self.index.query(block, self.n_neighbors, n_queries=self.n_queries)
+        found = moved_neighbours(self.index, raw, block, distances, indices, self.n_neighbors, n_queries=self.n_queries)
+        return found[:2]
 
     def _search(self, scored: np.ndarray, positions: np.ndarray):
         """The ``k`` nearest reference cells of the scored rows and their query shares."""

@@ -29,6 +29,7 @@ from ..core.query_share import MIN_QUERY_CELLS, SAMPLE_SIZE, QueryShare
 from ..core.recentring import Recentring
 from ..core.reference_index import cached_index
 from ..core.representation import Representation
+from ..core.reranking import moved_neighbours
 from ._representation import dense_block
 
 #: Passes of the query correction, each assigning the query to the reference clusters from
@@ -379,7 +380,15 @@ def project(
         same_space = correction is None or score_corrected
         block = searched_rows if same_space else correction.apply(searched_rows, np.flatnonzero(position >= 0))
         recentring, corrected_search = _recentring(
-            block, index, model, ref_embedding, calibration, sample if same_space else None, n_neighbors, n_rows
+            block,
+            index,
+            model,
+            ref_embedding,
+            calibration,
+            sample,
+            n_neighbors,
+            n_rows,
+            measured=None if same_space else searched_rows,
         )
         if corrected_search is not None:
             sample.corrected = corrected_search  # the projection's corrected search of these rows
@@ -571,17 +580,21 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
 
 
 def _recentring(
-    block: np.ndarray, index, model, ref_embedding, calibration, sample, n_neighbors: int, n_queries: int
+    block: np.ndarray, index, model, ref_embedding, calibration, sample, n_neighbors: int, n_queries: int, *, measured
 ) -> tuple[Recentring, tuple[np.ndarray, np.ndarray] | None]:
     """The :class:`Recentring` of the query sample ``block`` (in the blocks' space, corrected
     when they are) and the sample's search when it was made here. ``sample`` is the sample's
-    search when it was made in that space (then reused), else ``None``: the sample is searched
-    here, and the projection reuses that search for the sample's rows."""
+    search; ``measured`` ``None`` when it was made in the blocks' space (then reused), else
+    the sample's rows as measured, which ``sample`` searched: the corrected rows' neighbours
+    are then found from that search (:func:`~scnumap.core.reranking.moved_neighbours`), and
+    the projection reuses them for the sample's rows."""
     searched = None
-    if sample is not None:
+    if measured is None:
         indices = sample.indices[:, :n_neighbors]
     else:
-        searched = index.query(block, n_neighbors, n_queries=n_queries)
+        searched = moved_neighbours(
+            index, measured, block, sample.distances, sample.indices, n_neighbors, n_queries=n_queries
+        )[:2]
         indices = searched[1]
     placed = model.transform_blocks([block], block.shape[0])
     return Recentring.from_sample(placed, indices, ref_embedding, calibration.offset), searched
