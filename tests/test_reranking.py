@@ -42,8 +42,9 @@ def test_a_row_moved_onto_an_unfound_cell_is_searched():
     after = np.array([[9.0, 0.0]], dtype=np.float32)
     d, i = index.query(before, 3)
     assert 3 not in i
-    d2, i2, searched = moved_neighbours(index, before, after, d, i, 1)
-    assert searched[0] and i2[0, 0] == 3
+    _, i2, searched = moved_neighbours(index, before, after, d, i, 1)
+    assert searched[0]
+    assert i2[0, 0] == 3
 
 
 def test_unmoved_rows_keep_their_neighbours():
@@ -61,7 +62,7 @@ def test_all_reference_cells_found_needs_no_bound():
     before = clusters(5, 1)
     after = before + 5.0
     d, i = index.query(before, 12)
-    d2, i2, searched = moved_neighbours(index, before, after, d, i, 4)
+    _, i2, searched = moved_neighbours(index, before, after, d, i, 4)
     assert not searched.any()
     np.testing.assert_array_equal(i2, index.query(after, 4)[1])
 
@@ -70,6 +71,6 @@ def test_sparse_reference_is_searched_again():
     index = ReferenceIndex(sp.csr_matrix(clusters(100, 0)))
     rows = clusters(10, 1)
     d, i = index.query(rows, 15)
-    d2, i2, searched = moved_neighbours(index, rows, rows, d, i, 5)
+    _, i2, searched = moved_neighbours(index, rows, rows, d, i, 5)
     assert searched.all()
     np.testing.assert_array_equal(i2, index.query(rows, 5)[1])

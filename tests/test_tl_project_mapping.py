@@ -414,12 +414,14 @@ def test_place_by_label_leaves_reference_cells_where_the_map_puts_them(ref_query
     np.testing.assert_allclose(out.obsm["X_numap"], ref.obsm["X_numap"], atol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["place_by_label", "recentre"])
+@pytest.mark.parametrize("name", ["place_by_label", "recentre", "correct", "copy", "query_pca_in_reference_basis"])
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_bad_switch_is_refused_before_writing(ref_query, name, value):
+    """A switch that is not True or False is a TypeError (as in every scnumap call), raised
+    before anything is written."""
     ref, query = ref_query
     q = query.copy()
-    with pytest.raises(ValueError, match=rf"`{name}` must be True or False, got"):
+    with pytest.raises(TypeError, match=rf"`{name}` must be True or False, got"):
         project(q, ref, obs="bulk_labels", **{name: value})
     assert "X_numap" not in q.obsm
 

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scanpy import logging as logg
 
+from ..core._checks import check_bool
 from ..core.correction import CompressionFormatError, QueryCorrection, ReferenceCompression
 from ..core.mapping import CALIBRATION_NEIGHBORS, CalibrationFormatError, MappingCalibration, knn_distance_matrix
 from ..core.model_io import ModelFormatError, model_from_dict
@@ -326,10 +327,10 @@ def project(
     _check_threshold(unknown_threshold)
     if anchor is not None and (isinstance(anchor, bool) or not isinstance(anchor, numbers.Real) or not anchor > 0):
         raise ValueError(f"`anchor` must be a number > 0 or None, got {anchor!r}.")
-    if not isinstance(place_by_label, bool | np.bool_):
-        raise ValueError(f"`place_by_label` must be True or False, got {place_by_label!r}.")
-    if not isinstance(recentre, bool | np.bool_):
-        raise ValueError(f"`recentre` must be True or False, got {recentre!r}.")
+    switches = dict(query_pca_in_reference_basis=query_pca_in_reference_basis, recentre=recentre)
+    switches.update(place_by_label=place_by_label, correct=correct, copy=copy)
+    for name, value in switches.items():
+        check_bool(value, name)
     columns = [obs] if isinstance(obs, str) else list(obs or [])
     adata_ref, entry, model, rep = _load(adata_ref, ref_key, True)
     for col in columns:
