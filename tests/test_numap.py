@@ -1,3 +1,4 @@
+import copy
 import tracemalloc
 
 import numpy as np
@@ -324,9 +325,10 @@ def blobs_and_new_cluster(blobs):
 
 
 def test_extend_keeps_old_rows_and_gives_a_new_cluster_its_own_place(blobs, fitted_blobs, blobs_and_new_cluster):
-    import copy
-
+    """The extension with the automatic budget (the displacement targets are for it: in the
+    quick fit's 18 steps the pull of the new rows has no time to settle beside the hold)."""
     model = copy.deepcopy(fitted_blobs)
+    model.epochs = None
     before = fitted_blobs.embedding_.copy()
     X = blobs_and_new_cluster
     model.extend(X, before)
@@ -349,9 +351,23 @@ def test_extend_keeps_old_rows_and_gives_a_new_cluster_its_own_place(blobs, fitt
     np.testing.assert_array_equal(fitted_blobs.embedding_, before)  # the copy was trained, not the original
 
 
-def test_extend_errors_name_value_and_fix(blobs, fitted_blobs, blobs_and_new_cluster):
-    import copy
+def test_extend_pulls_new_rows_towards_their_layout(monkeypatch, fitted_blobs, blobs_and_new_cluster):
+    """The new cluster is trained towards where the layout of the new rows puts it; without
+    the pull (``NEW_ROWS_HOLD = 0``) it stays where the network first put it."""
+    before = fitted_blobs.embedding_
+    start = fitted_blobs.transform(blobs_and_new_cluster[300:])
+    shift = np.array([0.0, 0.5 * np.ptp(before, axis=0).max()], dtype=np.float32)
+    monkeypatch.setattr(numap_module, "layout_new_rows", lambda positions, start, *args, **kwargs: start + shift)
+    gaps, default = {}, numap_module.NEW_ROWS_HOLD
+    for weight in (default, 0.0):
+        monkeypatch.setattr(numap_module, "NEW_ROWS_HOLD", weight)
+        model = copy.deepcopy(fitted_blobs).extend(blobs_and_new_cluster, before)
+        gaps[weight] = np.linalg.norm(model.embedding_[300:] - (start + shift), axis=1).mean()
+    assert gaps[default] < 0.5 * np.linalg.norm(shift)
+    assert gaps[0.0] > 0.8 * np.linalg.norm(shift)
 
+
+def test_extend_errors_name_value_and_fix(blobs, fitted_blobs, blobs_and_new_cluster):
     model = copy.deepcopy(fitted_blobs)
     before = fitted_blobs.embedding_
     with pytest.raises(RuntimeError, match="not fitted"):

@@ -5,7 +5,11 @@ how much its neighbourhood changed: with the new cells in the graph, an old cell
 neighbours are new in the same proportion as the new cells are in the union (new cells
 of known types, spread like the old ones) keeps the full weight, while a cell whose
 neighbours are mostly new (it borders something the first map did not have) is held
-less and can make room (docs/method.md, "Growing a reference").
+less and can make room. The new cells are pulled, in the mirror image, towards their
+place in a layout of the new cells alone (:mod:`scnumap.core.new_rows`): a new cell
+whose neighbours are new in the proportion a uniform mix gives is not pulled (the network
+already puts a known type among its kind), one whose neighbours are all new (a type the
+first map lacked) with the full weight (docs/method.md, "Growing a reference").
 """
 
 from __future__ import annotations
@@ -19,26 +23,35 @@ import torch
 
 @dataclass
 class HoldTerm:
-    """Keep rows ``0 .. n_fixed - 1`` at ``positions`` (extending a trained map).
+    """Keep rows ``0 .. n_old - 1`` at ``positions`` and pull the rest towards theirs.
 
-    Adds ``weight`` × the mean over held rows of ``row_weights[i]`` × the squared distance
-    between row ``i``'s embedding and ``positions[i]``, over the rows of each step's tails
-    and negatives (the edge heads carry the input noise) or over every row in a
-    whole-graph step. ``row_weights`` ``None`` holds every row with weight 1.
+    Adds ``weight`` × the mean over the held rows of ``row_weights[i]`` × the squared
+    distance between row ``i``'s embedding and ``positions[i]``, over the rows of each
+    step's tails and negatives (the edge heads carry the input noise) or over every row in
+    a whole-graph step; rows from ``n_old`` to ``len(positions) - 1`` (new rows pulled
+    towards their layout; ``n_old`` ``None``: none) add ``new_weight`` × their own mean,
+    so that pulling new rows leaves the old rows' hold as strong as without them.
+    ``row_weights`` ``None`` weighs every row 1.
     """
 
-    positions: torch.Tensor  # (n_fixed, n_components) coordinates to keep
+    positions: torch.Tensor  # (n_rows, n_components) coordinates to keep or to approach
     weight: float
-    row_weights: torch.Tensor | None = None  # (n_fixed,) in [0, 1]
+    row_weights: torch.Tensor | None = None  # (n_rows,) in [0, 1]
+    n_old: int | None = None
+    new_weight: float = 0.0
 
     def loss(self, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        held = rows < self.positions.shape[0]
-        if not bool(held.any()):
-            return y.sum() * 0.0
-        squared = ((y[held] - self.positions[rows[held]]) ** 2).sum(dim=1)
-        if self.row_weights is not None:
-            squared = squared * self.row_weights[rows[held]]
-        return self.weight * squared.mean()
+        total = y.sum() * 0.0
+        n_old = self.positions.shape[0] if self.n_old is None else self.n_old
+        parts = ((rows < n_old, self.weight), ((rows >= n_old) & (rows < self.positions.shape[0]), self.new_weight))
+        for part, weight in parts:
+            if weight == 0 or not bool(part.any()):
+                continue
+            squared = ((y[part] - self.positions[rows[part]]) ** 2).sum(dim=1)
+            if self.row_weights is not None:
+                squared = squared * self.row_weights[rows[part]]
+            total = total + weight * squared.mean()
+        return total
 
 
 def release_weights(graph, n_fixed: int) -> np.ndarray:
@@ -59,3 +72,20 @@ def release_weights(graph, n_fixed: int) -> np.ndarray:
     share = np.divide(new, total, out=np.zeros_like(total), where=total > 0)
     expected = (n - n_fixed) / n
     return np.clip((1.0 - share) / (1.0 - expected), 0.0, 1.0).astype(np.float32)
+
+
+def novelty_weights(graph, n_fixed: int) -> np.ndarray:
+    """Pull weight in ``[0, 1]`` of each vertex of ``graph`` from ``n_fixed`` on (the new ones).
+
+    With ``s_i`` the share of vertex ``i``'s edge weight that goes to new vertices and ``rho``
+    the share of new vertices, the weight is ``(s_i - rho) / (1 - rho)`` clipped to
+    ``[0, 1]``: 0 for a new vertex among old ones as a uniform mix would put it (a known
+    type), 1 when all its neighbours are new (a type the first map lacked).
+    """
+    g = sp.csr_matrix(graph)
+    n = g.shape[0]
+    total = np.asarray(g[n_fixed:].sum(axis=1), dtype=np.float64).ravel()
+    new = np.asarray(g[n_fixed:, n_fixed:].sum(axis=1), dtype=np.float64).ravel()
+    share = np.divide(new, total, out=np.zeros_like(total), where=total > 0)
+    expected = (n - n_fixed) / n
+    return np.clip((share - expected) / (1.0 - expected), 0.0, 1.0).astype(np.float32)

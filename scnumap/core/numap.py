@@ -14,9 +14,10 @@ from .device import np_rng, resolve_device, torch_generator
 from .encoder import Encoder
 from .graph import build_graph, check_metric, edge_distances, graph_from_matrices
 from .grease import GrEASE
-from .hold import HoldTerm, release_weights
+from .hold import HoldTerm, novelty_weights, release_weights
 from .layers import init_parameters
 from .losses import find_ab_params
+from .new_rows import layout_new_rows
 from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
 from .threads import limited_threads
@@ -69,6 +70,12 @@ EXTEND_LR_FACTOR = 2.0
 
 #: Default weight of the term that keeps the fixed cells in place during :meth:`NUMAP.extend`.
 HOLD = 1.0
+
+#: Weight of the term that pulls each new row of an extension towards its place in the
+#: layout of the new rows (:func:`~scnumap.core.new_rows.layout_new_rows`), times the row's
+#: novelty (:func:`~scnumap.core.hold.novelty_weights`); ``hold`` weighs the old rows only.
+#: 0 lets the network place the new rows from where it first put them.
+NEW_ROWS_HOLD = 1.0
 
 
 class NUMAP:
@@ -399,10 +406,18 @@ class NUMAP:
         if not hasattr(self, "ab_"):
             self.ab_ = find_ab_params(self.spread, self.min_dist)
         table = RowTable(X, self.standardizer_, device, extra=self._spectral_rows(X, device))
-        row_weights = None
-        if release:
-            row_weights = torch.as_tensor(release_weights(knn.connectivities, n_fixed), device=device)
-        hold_term = HoldTerm(torch.as_tensor(positions, device=device), float(hold), row_weights)
+        weights = release_weights(knn.connectivities, n_fixed) if release else np.ones(n_fixed, np.float32)
+        if NEW_ROWS_HOLD > 0:
+            # the new rows' place: laid out with the old rows fixed, from where the network puts
+            # them; each pulled there in proportion to how new its neighbourhood is
+            start = self.transform(X[n_fixed:])
+            placed = layout_new_rows(positions, start, knn.connectivities, *self.ab_, random_state=graph_seed)
+            positions = np.concatenate([positions, placed])
+            weights = np.concatenate([weights, novelty_weights(knn.connectivities, n_fixed)])
+        row_weights = torch.as_tensor(weights, device=device)
+        hold_term = HoldTerm(
+            torch.as_tensor(positions, device=device), float(hold), row_weights, n_fixed, float(NEW_ROWS_HOLD)
+        )
         self._train(X, knn, table, train_seed, fraction=EXTEND_FRACTION, hold=hold_term)
         self.embedding_ = self.transform(X)
         return self

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from scnumap.core import metrics
+from scnumap.core.graph import build_graph
+from scnumap.core.losses import find_ab_params
+from scnumap.core.new_rows import layout_epochs, layout_new_rows
+
+AB = find_ab_params(1.0, 0.1)
+
+
+@pytest.fixture(scope="module")
+def overlaid():
+    """Two old clusters (placed in 2-D) and a new type next to the second in the input space,
+    started on top of the second cluster, where an extrapolating network would put it."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate(
+        [rng.normal(0, 1, (100, 5)), rng.normal(8, 1, (100, 5)), rng.normal([14, 8, 8, 8, 8], 1, (60, 5))]
+    ).astype(np.float32)
+    graph = build_graph(X, 10, random_state=0).connectivities
+    positions = np.concatenate([rng.normal([0, 0], 1, (100, 2)), rng.normal([10, 0], 1, (100, 2))]).astype(np.float32)
+    start = rng.normal([10, 0], 1, (60, 2)).astype(np.float32)
+    labels = np.repeat([0, 1, 2], [100, 100, 60])
+    return positions, start, graph, labels
+
+
+def _accuracy(positions, placed, labels):
+    """Majority label of each new row's nearest rows in 2-D, the new rows in turn left out."""
+    Y = np.concatenate([positions, placed])
+    new = np.arange(positions.shape[0], Y.shape[0])
+    return np.mean(
+        [
+            metrics.label_transfer_accuracy(np.delete(Y, i, 0), np.delete(labels, i), Y[i : i + 1], labels[i : i + 1])
+            for i in new
+        ]
+    )
+
+
+def test_a_new_type_comes_out_of_the_old_cells_it_was_put_on(overlaid):
+    positions, start, graph, labels = overlaid
+    kept, started = positions.copy(), start.copy()
+    placed = layout_new_rows(positions, start, graph, *AB, random_state=0)
+    assert placed.shape == start.shape
+    assert placed.dtype == np.float32
+    np.testing.assert_array_equal(positions, kept)  # the inputs are not written to
+    np.testing.assert_array_equal(start, started)
+    assert _accuracy(positions, start, labels) < 0.5
+    assert _accuracy(positions, placed, labels) >= 0.9
+    # its room is next to the old cluster it borders in the input space, not by the other one
+    centre = placed.mean(axis=0)
+    assert np.linalg.norm(centre - positions[100:].mean(axis=0)) < np.linalg.norm(centre - positions[:100].mean(axis=0))
+
+
+def test_layout_is_seeded_and_checks_the_graph(overlaid):
+    positions, start, graph, _ = overlaid
+    one = layout_new_rows(positions, start, graph, *AB, random_state=3)
+    np.testing.assert_array_equal(one, layout_new_rows(positions, start, graph, *AB, random_state=3))
+    with pytest.raises(ValueError, match="shape"):
+        layout_new_rows(positions, start[:10], graph, *AB)
+    # new rows without edges stay where they started
+    empty = sp.csr_matrix(graph.shape, dtype=np.float32)
+    np.testing.assert_array_equal(layout_new_rows(positions, start, empty, *AB), start)
+
+
+def test_more_new_rows_get_fewer_epochs_down_to_a_floor():
+    assert layout_epochs(10) == layout_epochs(10_000) == 200
+    assert layout_epochs(20_000) == 100
+    assert layout_epochs(1_000_000) == 30
+    epochs = [layout_epochs(n) for n in (10_000, 20_000, 50_000, 100_000, 1_000_000)]
+    assert epochs == sorted(epochs, reverse=True)
