@@ -18,12 +18,14 @@ import scipy.sparse as sp
 
 from .device import np_rng
 
-#: Epochs of the layout of up to :data:`FULL_LAYOUT_ROWS` new rows (umap-learn's layout of a
-#: fit above 10,000 cells uses 200). The layout runs on one core (umap-learn's parallel
-#: layout is not reproducible), its time proportional to new rows × epochs, so more new rows
-#: get fewer epochs, down to :data:`MIN_LAYOUT_EPOCHS`: their time stays that of 10,000 rows
-#: until the floor (1,000,000 new rows: 30 epochs).
-LAYOUT_EPOCHS = 200
+#: Epochs of the layout of up to :data:`FULL_LAYOUT_ROWS` new rows. The layout starts from
+#: where the trained network puts the new rows, not from a spectral initialisation as
+#: ``UMAP.fit`` does (200 epochs above 10,000 cells): with 100 epochs the extensions placed
+#: the new cells as well as with 200 (benchmarks/extend.py). It runs on one core
+#: (umap-learn's parallel layout is not reproducible), its time proportional to new rows ×
+#: epochs, so more new rows get fewer epochs, down to :data:`MIN_LAYOUT_EPOCHS`: their time
+#: stays that of 10,000 rows until the floor (1,000,000 new rows: 30 epochs).
+LAYOUT_EPOCHS = 100
 FULL_LAYOUT_ROWS = 10_000
 MIN_LAYOUT_EPOCHS = 30
 
