@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/extend.py [--seeds N] [pbmc68k_reduced paul15 pbmc4k bladder kidney ...]
     .venv/bin/python benchmarks/extend.py --hold 1 0.3 0.1 [--release on off] [--seeds N] [paul15 kidney ...]
+    .venv/bin/python benchmarks/extend.py --no-layout [--seeds N] [...]
 
 For each labelled set: one cell type (the median-sized of those with at least 30 cells)
 and 30 % of the other cells are held out of the first fit (``sc.pp.pca`` on the first
@@ -27,6 +28,9 @@ With ``--hold H ...`` no refit is made: the same first map is extended once per 
 how far the old cells move and how well the added cells are placed; ``--release on off``
 extends it once per ``hold`` with and once without the release of old cells whose
 neighbours are mostly new (``tl.extend(release=...)``).
+
+``--no-layout`` extends without the layout of the new cells and their pull towards it
+(``scnumap.core.numap.NEW_ROWS_HOLD = 0``), as the code did before 2026-12-03.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from sklearn.neighbors import NearestNeighbors
 
 import scnumap
 from scnumap.core import metrics
+from scnumap.core import numap as numap_module
 
 warnings.filterwarnings("ignore")
 
@@ -220,7 +225,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--release", choices=["on", "off"], nargs="+", default=["on"], help="with --hold: tl.extend's release"
     )
+    parser.add_argument(
+        "--no-layout",
+        action="store_true",
+        help="extend without the layout of the new cells (NEW_ROWS_HOLD = 0: the code before 2026-12-03)",
+    )
     args = parser.parse_args()
+    if args.no_layout:
+        numap_module.NEW_ROWS_HOLD = 0.0
     if args.hold:
         main_holds(args.names, args.seeds, args.hold, [value == "on" for value in args.release])
     else:

@@ -20,8 +20,8 @@ from .device import np_rng
 
 #: Epochs of the layout of up to :data:`FULL_LAYOUT_ROWS` new rows. The layout starts from
 #: where the trained network puts the new rows, not from a spectral initialisation as
-#: ``UMAP.fit`` does (200 epochs above 10,000 cells): with 100 epochs the extensions placed
-#: the new cells as well as with 200 (benchmarks/extend.py). It runs on one core
+#: ``UMAP.fit`` does (200 epochs above 10,000 cells); with 100 epochs the extensions of two
+#: of benchmarks/extend.py's sets placed the new cells as well as with 200. It runs on one core
 #: (umap-learn's parallel layout is not reproducible), its time proportional to new rows ×
 #: epochs, so more new rows get fewer epochs, down to :data:`MIN_LAYOUT_EPOCHS`: their time
 #: stays that of 10,000 rows until the floor (1,000,000 new rows: 30 epochs).
