@@ -349,11 +349,15 @@ class NUMAP:
         coordinates, e.g. ``embedding_``), the rest are new. The network is fine-tuned
         from its current weights with the UMAP (+ DensMAP) loss on the graph of all rows
         plus ``hold`` × the mean squared distance of the old rows to ``positions`` (each
-        row weighted by how little its neighbourhood changed, with ``release``); GrEASE
-        and the input standardisation stay as fitted, so ``transform`` keeps its input
-        space. The training budget is :data:`EXTEND_FRACTION` of the steps a fit on ``X``
-        would take (``epochs`` scales both); with DensMAP, of 0.3 × a fit's UMAP phase and
-        twice its density phase (:data:`EXTEND_PHASES`).
+        row weighted by how little its neighbourhood changed, with ``release``) plus a pull of
+        each new row towards its place in a UMAP layout of the new rows with the old ones
+        fixed (:func:`~scnumap.core.new_rows.layout_new_rows`), weighted by how new its
+        neighbourhood is (:func:`~scnumap.core.hold.novelty_weights`), so that a type the
+        map lacked comes out of the old cells the network first put it on; GrEASE and the
+        input standardisation stay as fitted, so ``transform`` keeps its input space. The
+        training budget is :data:`EXTEND_FRACTION` of the steps a fit on ``X`` would take
+        (``epochs`` scales both); with DensMAP, of 0.3 × a fit's UMAP phase and twice its
+        density phase (:data:`EXTEND_PHASES`).
 
         Parameters
         ----------

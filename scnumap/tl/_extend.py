@@ -66,9 +66,11 @@ def extend(
     reference), the neighbour graph of all cells is built with the reference graph's
     settings, and the network is fine-tuned from its stored weights with the UMAP (and
     DensMAP, if the reference used it) loss on the union plus a term that holds the old
-    cells at their coordinates (:meth:`scnumap.NUMAP.extend`). New cells of known types
-    land among them; a type the reference lacked gets room of its own. Costs about a
-    quarter of a fit on the union; GrEASE is not refitted.
+    cells at their coordinates and one that pulls the cells of a new type towards a place
+    found for them first by a UMAP layout of the new cells with the old ones fixed
+    (:meth:`scnumap.NUMAP.extend`). New cells of known types land among them; a type the
+    reference lacked gets room of its own. Costs about a quarter of a fit on the union;
+    GrEASE is not refitted.
 
     Parameters
     ----------
