@@ -88,7 +88,7 @@ def extend(
     hold
         Weight of the term that keeps the old cells in place (typically 0.1–100): larger
         moves them less and gives new cells less room. With the default the old cells
-        moved by 0.3–0.6 % of the map's extent (median) in the benchmarks (documentation:
+        moved by 0.5–0.7 % of the map's extent (median) in the benchmarks (documentation:
         method, "Growing a reference").
     release
         Hold each old cell in proportion to how little the new cells entered its
