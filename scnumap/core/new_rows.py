@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from .device import np_rng
 
@@ -100,3 +101,87 @@ def layout_new_rows(
         move_other=False,
     )
     return embedding[n_old:].copy()
+
+
+#: With DensMAP, the layout is then polished by this many whole-graph steps of the UMAP loss
+#: and the density term on the free coordinates of the new rows (Adam at
+#: :data:`POLISH_LR`): the layout alone leaves a new type's internal densities as UMAP lays
+#: them out, and the network, pulled towards it, kept them (pbmc4k's union lost density
+#: correlation); see docs/method.md, "Growing a reference".
+POLISH_STEPS = 100
+POLISH_LR = 0.03
+
+
+class _Coordinates(torch.nn.Module):
+    """Free coordinates of the new rows after the fixed old ones, looked up by row index."""
+
+    def __init__(self, fixed: torch.Tensor, free: torch.Tensor):
+        super().__init__()
+        self.register_buffer("fixed", fixed)
+        self.free = torch.nn.Parameter(free.clone())
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.fixed, self.free])[index[:, 0].long()]
+
+
+class _RowIndex:
+    """The table :func:`~scnumap.core.train.train_embedding` reads rows from: each row is its index."""
+
+    def __init__(self, n_obs: int, device: torch.device):
+        self.n_obs, self.device = n_obs, device
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.to(torch.float32)[:, None]
+
+
+def polish_density(
+    positions: np.ndarray,
+    placed: np.ndarray,
+    edges,
+    density,
+    a: float,
+    b: float,
+    *,
+    batch_size: int,
+    negative_sample_rate: int,
+    generator: torch.Generator,
+    n_steps: int = POLISH_STEPS,
+    lr: float = POLISH_LR,
+) -> np.ndarray:
+    """``placed`` after ``n_steps`` whole-graph steps of the UMAP loss and the density term.
+
+    The same training loop as the network's (:func:`~scnumap.core.train.train_embedding`),
+    on free coordinates: the old rows fixed at ``positions``, the new rows' coordinates the
+    parameters; ``edges`` ``(heads, tails, weights)`` of the graph of all rows (only those
+    touching a new row are sampled) and ``density`` (a
+    :class:`~scnumap.core.train.DensityTerm` of all rows, active from its ``start_step``).
+    """
+    from .sampling import EdgeSampler
+    from .train import train_embedding
+
+    device = density.r_orig.device
+    n_old = positions.shape[0]
+    heads, tails, weights = edges
+    keep = (heads >= n_old) | (tails >= n_old)
+    if not keep.any():
+        return placed
+    coordinates = _Coordinates(
+        torch.as_tensor(positions, dtype=torch.float32, device=device),
+        torch.as_tensor(placed, dtype=torch.float32, device=device),
+    )
+    train_embedding(
+        coordinates,
+        _RowIndex(n_old + placed.shape[0], device),
+        EdgeSampler(heads[keep], tails[keep], weights[keep], device),
+        a=a,
+        b=b,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        negative_sample_rate=negative_sample_rate,
+        lr=lr,
+        generator=generator,
+        density=density,
+        whole_graph=True,
+        step_lr=lr,
+    )
+    return coordinates.free.detach().cpu().numpy()

@@ -17,7 +17,7 @@ from .grease import GrEASE
 from .hold import HoldTerm, novelty_weights, release_weights
 from .layers import init_parameters
 from .losses import find_ab_params
-from .new_rows import layout_new_rows
+from .new_rows import layout_new_rows, polish_density
 from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
 from .threads import limited_threads
@@ -416,6 +416,19 @@ class NUMAP:
             # them; each pulled there in proportion to how new its neighbourhood is
             start = self.transform(X[n_fixed:])
             placed = layout_new_rows(positions, start, knn.connectivities, *self.ab_, random_state=graph_seed)
+            if self.densmap:
+                edges = knn.edges()
+                _, density = self._regularisers(X, knn, edges, 0, device)
+                placed = polish_density(
+                    positions,
+                    placed,
+                    edges,
+                    density,
+                    *self.ab_,
+                    batch_size=self.batch_size,
+                    negative_sample_rate=self.negative_sample_rate,
+                    generator=torch_generator(graph_seed, device),
+                )
             positions = np.concatenate([positions, placed])
             weights = np.concatenate([weights, novelty_weights(knn.connectivities, n_fixed)])
         row_weights = torch.as_tensor(weights, device=device)
