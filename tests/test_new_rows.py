@@ -69,3 +69,56 @@ def test_more_new_rows_get_fewer_epochs_down_to_a_floor():
     assert layout_epochs(1_000_000) == 30
     epochs = [layout_epochs(n) for n in (10_000, 20_000, 50_000, 100_000, 1_000_000)]
     assert epochs == sorted(epochs, reverse=True)
+
+
+def test_density_polish_gives_a_sparse_part_of_a_new_type_more_room():
+    """A new type of a dense and a sparse half: UMAP's layout packs both alike; the polish with
+    the density term spreads the sparse half more than the dense one, and keeps its place."""
+    import torch
+
+    from scnumap.core.density import NeighbourhoodSampler, original_log_radius
+    from scnumap.core.graph import edge_distances
+    from scnumap.core.new_rows import polish_density
+    from scnumap.core.train import DensityTerm
+
+    rng = np.random.default_rng(0)
+    old = np.concatenate([rng.normal(0, 1, (150, 5)), rng.normal(10, 1, (150, 5))])
+    dense = rng.normal([10, -10, 10, -10, 10], 0.3, (60, 5))
+    sparse = rng.normal([10, -10, 10, -10, 14], 1.5, (60, 5))
+    X = np.concatenate([old, dense, sparse]).astype(np.float32)
+    knn = build_graph(X, 10, random_state=0)
+    positions = np.concatenate([rng.normal([0, 0], 1, (150, 2)), rng.normal([10, 0], 1, (150, 2))]).astype(np.float32)
+    start = rng.normal([10, 8], 1, (120, 2)).astype(np.float32)
+    placed = layout_new_rows(positions, start, knn.connectivities, *AB, random_state=0)
+    heads, tails, weights = knn.edges()
+    density = DensityTerm(
+        sampler=NeighbourhoodSampler(knn.connectivities, torch.device("cpu")),
+        r_orig=torch.as_tensor(original_log_radius(knn.connectivities, edge_distances(X, heads, tails))),
+        dens_lambda=2.0,
+        var_shift=0.1,
+        subsample_size=10_000,
+        start_step=0,
+    )
+    kept = placed.copy()
+    polished = polish_density(
+        positions,
+        placed,
+        (heads, tails, weights),
+        density,
+        *AB,
+        batch_size=256,
+        negative_sample_rate=5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    np.testing.assert_array_equal(placed, kept)  # the layout passed in is not written to
+    assert polished.shape == placed.shape
+    assert np.isfinite(polished).all()
+
+    def spread(Y):  # mean distance to the part's own centre
+        return np.linalg.norm(Y - Y.mean(axis=0), axis=1).mean()
+
+    before = spread(placed[60:]) / spread(placed[:60])
+    after = spread(polished[60:]) / spread(polished[:60])
+    assert after > 1.2 * before
+    # the new type stays where the layout put it
+    assert np.linalg.norm(polished.mean(axis=0) - placed.mean(axis=0)) < 0.25 * np.ptp(positions, axis=0).max()

@@ -7,8 +7,10 @@ head is new (towards its old and new neighbours, away from negative samples of a
 while the old rows stay where they are. Free coordinates find room quickly where a network
 fine-tuned for a few hundred steps does not: a cell type the first map lacked, lying
 against an old type in the input space, comes out of the old cells it was extrapolated
-onto. The network then learns these coordinates (the hold term of the extension) together
-with the UMAP loss (docs/method.md, "Growing a reference").
+onto. With DensMAP, a few steps of the UMAP loss and the density term on the free
+coordinates then give the new rows their local densities (:func:`polish_density`). The
+network then learns these coordinates (the pull of the extension) together with the UMAP
+loss (docs/method.md, "Growing a reference").
 """
 
 from __future__ import annotations
