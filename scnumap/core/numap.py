@@ -351,7 +351,8 @@ class NUMAP:
         plus ``hold`` × the mean squared distance of the old rows to ``positions`` (each
         row weighted by how little its neighbourhood changed, with ``release``) plus a pull of
         each new row towards its place in a UMAP layout of the new rows with the old ones
-        fixed (:func:`~scnumap.core.new_rows.layout_new_rows`), weighted by how new its
+        fixed (:func:`~scnumap.core.new_rows.layout_new_rows`; with DensMAP, polished with
+        the density term, :func:`~scnumap.core.new_rows.polish_density`), weighted by how new its
         neighbourhood is (:func:`~scnumap.core.hold.novelty_weights`), so that a type the
         map lacked comes out of the old cells the network first put it on; GrEASE and the
         input standardisation stay as fitted, so ``transform`` keeps its input space. The
