@@ -63,14 +63,7 @@ def release_weights(graph, n_fixed: int) -> np.ndarray:
     than a uniform mix would give it, 0 when all its neighbours are new. A vertex without
     edges keeps weight 1.
     """
-    g = sp.csr_matrix(graph)
-    n = g.shape[0]
-    if not 0 < n_fixed < n:
-        raise ValueError(f"`n_fixed` must be between 1 and {n - 1}, got {n_fixed}.")
-    total = np.asarray(g[:n_fixed].sum(axis=1), dtype=np.float64).ravel()
-    new = np.asarray(g[:n_fixed, n_fixed:].sum(axis=1), dtype=np.float64).ravel()
-    share = np.divide(new, total, out=np.zeros_like(total), where=total > 0)
-    expected = (n - n_fixed) / n
+    share, expected = _share_to_new(graph, n_fixed, new_rows=False)
     return np.clip((1.0 - share) / (1.0 - expected), 0.0, 1.0).astype(np.float32)
 
 
@@ -80,12 +73,22 @@ def novelty_weights(graph, n_fixed: int) -> np.ndarray:
     With ``s_i`` the share of vertex ``i``'s edge weight that goes to new vertices and ``rho``
     the share of new vertices, the weight is ``(s_i - rho) / (1 - rho)`` clipped to
     ``[0, 1]``: 0 for a new vertex among old ones as a uniform mix would put it (a known
-    type), 1 when all its neighbours are new (a type the first map lacked).
+    type), 1 when all its neighbours are new (a type the first map lacked). A vertex without
+    edges gets weight 0.
     """
+    share, expected = _share_to_new(graph, n_fixed, new_rows=True)
+    return np.clip((share - expected) / (1.0 - expected), 0.0, 1.0).astype(np.float32)
+
+
+def _share_to_new(graph, n_fixed: int, *, new_rows: bool) -> tuple[np.ndarray, float]:
+    """Share of each old (or, with ``new_rows``, each new) vertex's edge weight that goes to
+    the new vertices (index ``>= n_fixed``; 0 without edges), and the share of new vertices."""
     g = sp.csr_matrix(graph)
     n = g.shape[0]
-    total = np.asarray(g[n_fixed:].sum(axis=1), dtype=np.float64).ravel()
-    new = np.asarray(g[n_fixed:, n_fixed:].sum(axis=1), dtype=np.float64).ravel()
+    if not 0 < n_fixed < n:
+        raise ValueError(f"`n_fixed` must be between 1 and {n - 1}, got {n_fixed}.")
+    rows = g[n_fixed:] if new_rows else g[:n_fixed]
+    total = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+    new = np.asarray(rows[:, n_fixed:].sum(axis=1), dtype=np.float64).ravel()
     share = np.divide(new, total, out=np.zeros_like(total), where=total > 0)
-    expected = (n - n_fixed) / n
-    return np.clip((share - expected) / (1.0 - expected), 0.0, 1.0).astype(np.float32)
+    return share, (n - n_fixed) / n

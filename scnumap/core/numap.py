@@ -419,12 +419,12 @@ class NUMAP:
             placed = layout_new_rows(positions, start, knn.connectivities, *self.ab_, random_state=graph_seed)
             if self.densmap:
                 edges = knn.edges()
-                _, density = self._regularisers(X, knn, edges, 0, device)
+                lengths = edge_distances(X, edges[0], edges[1], metric=check_metric(self.metric))
                 placed = polish_density(
                     positions,
                     placed,
                     edges,
-                    density,
+                    self._density_term(knn, lengths, 0, device),
                     *self.ab_,
                     batch_size=self.batch_size,
                     negative_sample_rate=self.negative_sample_rate,
@@ -512,18 +512,20 @@ class NUMAP:
                 spectral=self.grease_.embed,
                 device=device,
             )
-        density = None
-        if self.densmap:
-            r_orig = original_log_radius(knn.connectivities, edge_lengths(metric))
-            density = DensityTerm(
-                sampler=NeighbourhoodSampler(knn.connectivities, device),
-                r_orig=torch.as_tensor(r_orig, device=device),
-                dens_lambda=float(self.dens_lambda),
-                var_shift=float(self.dens_var_shift),
-                subsample_size=int(self.dens_subsample_size),
-                start_step=start_step,
-            )
+        density = self._density_term(knn, edge_lengths(metric), start_step, device) if self.densmap else None
         return noise, density
+
+    def _density_term(self, knn, edge_lengths: np.ndarray, start_step: int, device) -> DensityTerm:
+        """The DensMAP term of the graph ``knn`` (``edge_lengths``: its edges' input-space
+        lengths in ``metric``, in CSR order), active from ``start_step`` on."""
+        return DensityTerm(
+            sampler=NeighbourhoodSampler(knn.connectivities, device),
+            r_orig=torch.as_tensor(original_log_radius(knn.connectivities, edge_lengths), device=device),
+            dens_lambda=float(self.dens_lambda),
+            var_shift=float(self.dens_var_shift),
+            subsample_size=int(self.dens_subsample_size),
+            start_step=start_step,
+        )
 
     def _phases(self, *, extension: bool = False) -> tuple[float, float]:
         """Lengths of the UMAP phase and the DensMAP phase relative to a budget: ``1 - dens_frac``
