@@ -69,7 +69,7 @@ def extend(
     cells at their coordinates and one that pulls the cells of a new type towards a place
     found for them first by a UMAP layout of the new cells with the old ones fixed
     (:meth:`scnumap.NUMAP.extend`). New cells of known types land among them; a type the
-    reference lacked gets room of its own. Costs about a quarter of a fit on the union;
+    reference lacked gets room of its own. Takes about 30 % of a fit's time on the union;
     GrEASE is not refitted.
 
     Parameters
