@@ -110,7 +110,7 @@ def layout_new_rows(
 #: :data:`POLISH_LR`): the layout alone leaves a new type's internal densities as UMAP lays
 #: them out, and the network, pulled towards it, kept them (pbmc4k's union lost density
 #: correlation); see docs/method.md, "Growing a reference". 100 steps gave the same union
-#: quality within 0.01 on benchmarks/extend.py's five sets, at 2–3 % more of a refit's time.
+#: quality within 0.01 on benchmarks/extend.py's five sets, at 1–3 % more of a refit's time.
 POLISH_STEPS = 50
 POLISH_LR = 0.03
 
