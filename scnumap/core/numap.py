@@ -412,12 +412,14 @@ class NUMAP:
             self.ab_ = find_ab_params(self.spread, self.min_dist)
         table = RowTable(X, self.standardizer_, device, extra=self._spectral_rows(X, device))
         weights = release_weights(knn.connectivities, n_fixed) if release else np.ones(n_fixed, np.float32)
+        edges = lengths = None
         if NEW_ROWS_HOLD > 0:
             # the new rows' place: laid out with the old rows fixed, from where the network puts
             # them; each pulled there in proportion to how new its neighbourhood is
             start = self.transform(X[n_fixed:])
             placed = layout_new_rows(positions, start, knn.connectivities, *self.ab_, random_state=graph_seed)
             if self.densmap:
+                # the union's edges and their lengths, for the polish and then for _train
                 edges = knn.edges()
                 lengths = edge_distances(X, edges[0], edges[1], metric=check_metric(self.metric))
                 placed = polish_density(
@@ -436,7 +438,9 @@ class NUMAP:
         hold_term = HoldTerm(
             torch.as_tensor(positions, device=device), float(hold), row_weights, n_fixed, float(NEW_ROWS_HOLD)
         )
-        self._train(X, knn, table, train_seed, fraction=EXTEND_FRACTION, hold=hold_term)
+        self._train(
+            X, knn, table, train_seed, fraction=EXTEND_FRACTION, hold=hold_term, edges=edges, edge_lengths=lengths
+        )
         self.embedding_ = self.transform(X)
         return self
 
@@ -449,15 +453,20 @@ class NUMAP:
         self.graph_ = knn.connectivities
         return knn
 
-    def _train(self, X, knn, table: RowTable, seed: int, *, fraction: float = 1.0, hold=None) -> None:
-        """Train ``encoder_`` on the graph for ``fraction`` of :meth:`n_steps` (fit: all of it)."""
+    def _train(
+        self, X, knn, table: RowTable, seed: int, *, fraction: float = 1.0, hold=None, edges=None, edge_lengths=None
+    ) -> None:
+        """Train ``encoder_`` on the graph for ``fraction`` of :meth:`n_steps` (fit: all of it).
+
+        ``edges`` (``knn.edges()``) and ``edge_lengths`` (their lengths in ``metric``) are
+        computed here when not passed."""
         device = table.device
-        heads, tails, weights = knn.edges()
+        heads, tails, weights = knn.edges() if edges is None else edges
         sampler = EdgeSampler(heads, tails, weights, device)
         extension = hold is not None
         n_steps = self._steps(sampler.n_edges, X.shape[0], fraction, extension=extension)
         start = round(n_steps * (1.0 - self._density_share(extension=extension)))
-        noise, density = self._regularisers(X, knn, (heads, tails, weights), start, device)
+        noise, density = self._regularisers(X, knn, (heads, tails, weights), start, device, edge_lengths)
         whole = whole_graph(X.shape[0])
         # a fit runs at STEP_LR_FACTOR × lr, an extension at the smaller EXTEND_LR_FACTOR × lr:
         # Adam's first updates move every weight by about the learning rate whatever the
@@ -493,15 +502,24 @@ class NUMAP:
                 "pass data with the same features, in the same order."
             )
 
-    def _regularisers(self, X, knn, edges, start_step: int, device) -> tuple[HeadNoise | None, DensityTerm | None]:
-        """The input noise and the DensMAP term (from ``start_step`` on) of a training run on ``X`` and its graph."""
+    def _regularisers(
+        self, X, knn, edges, start_step: int, device, known_lengths: np.ndarray | None = None
+    ) -> tuple[HeadNoise | None, DensityTerm | None]:
+        """The input noise and the DensMAP term (from ``start_step`` on) of a training run on ``X``
+        and its graph; ``known_lengths``: the edges' lengths in ``metric`` when already computed."""
         heads, tails, weights = edges
         n = X.shape[0]
         metric = check_metric(self.metric)
         # input-space length of every edge (aligned with CSR order), once per metric: the
         # noise needs Euclidean lengths (it is Gaussian in the input space), DensMAP the
         # graph's metric (its radii are umap-learn's), often the same
-        edge_lengths = functools.cache(lambda metric: edge_distances(X, heads, tails, metric=metric))
+        edge_lengths = functools.cache(
+            lambda name: (
+                known_lengths
+                if name == metric and known_lengths is not None
+                else edge_distances(X, heads, tails, metric=name)
+            )
+        )
         noise = None
         if self.input_noise > 0:
             noise = HeadNoise.from_radius(
