@@ -89,3 +89,17 @@ def test_hold_term_averages_new_rows_apart():
     assert float(term.loss(y[2:4], rows[2:4])) == pytest.approx(3.0 * 1.0)
     # without a weight for them, new rows are left alone
     assert float(HoldTerm(positions, 2.0, n_old=2).loss(y[2:4], rows[2:4])) == 0.0
+
+
+@pytest.mark.parametrize(("n_old", "n_positions", "new_weight", "weighted"), [
+    (40, 60, 1.0, True), (40, 60, 0.5, False), (40, 40, 0.0, True), (70, 70, 0.0, False),
+])  # fmt: skip
+def test_hold_term_on_every_row_equals_the_loss_over_all_rows(n_old, n_positions, new_weight, weighted):
+    """A whole-graph step's weighted sum equals :meth:`HoldTerm.loss` over every row in order
+    (rows past the positions are free)."""
+    gen = torch.Generator().manual_seed(0)
+    positions = torch.randn(n_positions, 2, generator=gen, dtype=torch.float64)
+    weights = torch.rand(n_positions, generator=gen, dtype=torch.float64) if weighted else None
+    term = HoldTerm(positions, 2.0, weights, n_old, new_weight)
+    y = torch.randn(70, 2, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(term.loss_every_row(y), term.loss(y, torch.arange(70)), rtol=1e-12, atol=0.0)

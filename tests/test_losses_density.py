@@ -3,13 +3,15 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from scnumap.core.batching import take_rows
 from scnumap.core.density import (
     NeighbourhoodSampler,
     density_correlation_loss,
     embedding_log_radius,
     original_log_radius,
+    whole_graph_density_loss,
 )
-from scnumap.core.losses import find_ab_params, membership, umap_cross_entropy
+from scnumap.core.losses import edge_cross_entropy, find_ab_params, membership, umap_cross_entropy
 
 
 def test_ab_params_match_umap_defaults():
@@ -84,3 +86,66 @@ def test_neighbourhood_sampler_everything_is_every_vertex_in_order():
     assert rows.shape[0] == 14
     for v in range(7):
         assert set(cols[rows == v].tolist()) == {(v + 1) % 7, (v - 1) % 7}
+
+
+def _random_graph(n: int, seed: int, symmetric: bool) -> sp.csr_matrix:
+    """A random weighted graph; vertex 0 has no edges (its radius is log(EPS))."""
+    rng = np.random.default_rng(seed)
+    g = sp.random(n, n, density=0.15, random_state=rng, format="csr")
+    g.setdiag(0)
+    if symmetric:
+        g = g.maximum(g.T)
+    g = g.tolil()
+    g[0, :] = 0
+    g[:, 0] = 0
+    g = g.tocsr()
+    g.eliminate_zeros()
+    return g
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_whole_graph_density_loss_equals_the_composition_and_its_gradient(symmetric):
+    """The written-out gradient equals autograd's of embedding_log_radius + density_correlation_loss."""
+    a, b = find_ab_params(1.0, 0.1)
+    g = _random_graph(60, 0, symmetric)
+    sampler = NeighbourhoodSampler(g, torch.device("cpu"))
+    _, rows, cols = sampler.everything()
+    gen = torch.Generator().manual_seed(0)
+    r_orig = torch.randn(60, generator=gen, dtype=torch.float64)
+    y = (3 * torch.randn(60, 2, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    with torch.no_grad():
+        y[2] = y[int(cols[rows == 2][0])]  # a zero-length edge
+    expected = density_correlation_loss(r_orig, embedding_log_radius(y, take_rows(y, cols), rows, a, b), 0.1)
+    (expected_grad,) = torch.autograd.grad(expected, y)
+    value = whole_graph_density_loss(y, sampler, r_orig, a, b, 0.1)
+    (grad,) = torch.autograd.grad(value, y)
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-14)
+    assert torch.count_nonzero(grad[0]) == 0  # no edges, no gradient
+
+
+def test_edge_cross_entropy_equals_the_composition_and_its_gradient():
+    """Value and gradients (heads from one table, tails and negatives from another) equal
+    autograd's of gathering the rows and umap_cross_entropy, clamps included."""
+    a, b = find_ab_params(1.0, 0.1)
+    gen = torch.Generator().manual_seed(1)
+    heads = torch.randint(0, 50, (300,), generator=gen)
+    tails = torch.randint(0, 50, (300,), generator=gen)
+    negatives = torch.randint(0, 50, (300, 5), generator=gen)
+    tails[:4], negatives[:3, 0] = heads[:4], heads[:3]  # zero distances: both clamps hold
+    y_heads = (3 * torch.randn(50, 2, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    y = (3 * torch.randn(50, 2, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    with torch.no_grad():
+        y_heads[heads[:4]] = y[heads[:4]]
+    for first in (y_heads, y):  # noisy heads, and one table for all
+        h = take_rows(first, heads)
+        sq_pos = ((h - take_rows(y, tails)) ** 2).sum(dim=1)
+        sq_neg = ((h[:, None] - take_rows(y, negatives)) ** 2).sum(dim=2)
+        expected = umap_cross_entropy(sq_pos, sq_neg, a, b)
+        inputs = (y_heads, y) if first is y_heads else (y,)
+        expected_grads = torch.autograd.grad(expected, inputs)
+        value = edge_cross_entropy(first, y, heads, tails, negatives, a, b)
+        grads = torch.autograd.grad(value, inputs)
+        torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-14)
+        for got, want in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)

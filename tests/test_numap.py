@@ -257,7 +257,11 @@ def test_loss_history_is_the_umap_loss_and_the_density_term_is_apart(blobs, monk
     def constant_density_term(r_orig, r_emb, var_shift):
         return r_emb.sum() * 0 + 100.0
 
+    def constant_whole_graph_term(y, sampler, r_orig, a, b, var_shift):
+        return y.sum() * 0 + 100.0
+
     monkeypatch.setattr(train, "density_correlation_loss", constant_density_term)
+    monkeypatch.setattr(train, "whole_graph_density_loss", constant_whole_graph_term)
     model = NUMAP(random_state=0, densmap=True, dens_frac=0.5, **QUICK).fit(blobs)
     assert len(model.density_loss_history_) >= len(model.loss_history_) // 2
     np.testing.assert_allclose(model.density_loss_history_, 100.0)

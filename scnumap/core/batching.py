@@ -83,6 +83,15 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
     return out
 
 
+def segment_sum(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Sums of consecutive runs of ``values`` along the first axis, ``lengths[k]`` values in
+    run ``k`` (0 gives a zero row): ``(len(lengths), *values.shape[1:])``. Each run is added
+    in order, so the sums do not depend on the number of threads."""
+    if values.shape[0] == 0:
+        return values.new_zeros((lengths.shape[0], *values.shape[1:]))
+    return torch.segment_reduce(values, "sum", lengths=lengths, axis=0)
+
+
 class _TakeRows(torch.autograd.Function):
     """``index_select`` along rows whose backward adds the gradient with :func:`add_rows`."""
 

@@ -14,7 +14,7 @@ first map lacked) with the full weight (docs/method.md, "Growing a reference").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,6 +39,7 @@ class HoldTerm:
     row_weights: torch.Tensor | None = None  # (n_rows,) in [0, 1]
     n_old: int | None = None
     new_weight: float = 0.0
+    _row_coefficients: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def loss(self, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         total = y.sum() * 0.0
@@ -52,6 +53,25 @@ class HoldTerm:
                 squared = squared * self.row_weights[rows[part]]
             total = total + weight * squared.mean()
         return total
+
+    def loss_every_row(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`loss` of the embedding ``y`` of every row in order (a whole-graph step), as one
+        weighted sum: each held row's coefficient is its weight ÷ the number of rows of its part."""
+        if self._row_coefficients is None:
+            self._row_coefficients = self._coefficients()
+        n = self.positions.shape[0]
+        return (((y[:n] - self.positions) ** 2).sum(dim=1) * self._row_coefficients).sum()
+
+    def _coefficients(self) -> torch.Tensor:
+        n = self.positions.shape[0]
+        n_old = n if self.n_old is None else self.n_old
+        coefficients = torch.zeros(n, dtype=self.positions.dtype, device=self.positions.device)
+        for start, stop, weight in ((0, n_old, self.weight), (n_old, n, self.new_weight)):
+            if stop > start:
+                coefficients[start:stop] = weight / (stop - start)
+        if self.row_weights is not None:
+            coefficients = coefficients * self.row_weights[:n]
+        return coefficients
 
 
 def release_weights(graph, n_fixed: int) -> np.ndarray:

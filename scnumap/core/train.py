@@ -8,10 +8,15 @@ from dataclasses import dataclass
 import torch
 
 from .batching import RowTable, chunks, take_rows
-from .density import NeighbourhoodSampler, density_correlation_loss, embedding_log_radius
+from .density import (
+    NeighbourhoodSampler,
+    density_correlation_loss,
+    embedding_log_radius,
+    whole_graph_density_loss,
+)
 from .encoder import Encoder
 from .hold import HoldTerm
-from .losses import umap_cross_entropy
+from .losses import edge_cross_entropy, umap_cross_entropy
 from .noise import HeadNoise
 from .progress import progress
 from .sampling import EdgeSampler, sample_vertices
@@ -117,19 +122,19 @@ def train_embedding(
         whole = whole_graph or (densmap_phase and density.subsample_size >= n_obs)
         if whole:
             n_edges = batch_size * EDGE_FACTOR
-            y, rows, sq_pos, sq_neg = _whole_graph_distances(
-                encoder, table, sampler, n_edges, r, generator, None if densmap_phase else noise
+            y, rows, loss = _whole_graph_loss(
+                encoder, table, sampler, n_edges, r, a, b, generator, None if densmap_phase else noise
             )
             clean = 0
         else:
             y, rows, sq_pos, sq_neg = _grouped_distances(
                 encoder, table, sampler, batch_size, r, generator, None if densmap_phase else noise
             )
+            loss = umap_cross_entropy(sq_pos, sq_neg, a, b)
             clean = batch_size  # the heads may carry noise
-        loss = umap_cross_entropy(sq_pos, sq_neg, a, b)
         running = running + loss.detach()
         if hold is not None:
-            loss = loss + hold.loss(y[clean:], rows[clean:])
+            loss = loss + (hold.loss_every_row(y) if whole else hold.loss(y[clean:], rows[clean:]))
         if densmap_phase:
             if whole:
                 dens = _whole_density_loss(y, density, a, b)
@@ -160,8 +165,9 @@ def train_embedding(
     return history
 
 
-def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noise=None):
-    """Embed every vertex once; ``n_edges`` edges and uniform negatives are read from it.
+def _whole_graph_loss(encoder, table, sampler, n_edges, r, a, b, generator, noise=None):
+    """Embed every vertex once; the UMAP loss of ``n_edges`` edges and uniform negatives read
+    from it (:func:`~scnumap.core.losses.edge_cross_entropy`).
 
     With ``noise``, every vertex is embedded a second time from a perturbed input and the
     edge heads are read from that pass (as the heads of a grouped step carry noise); ``y``
@@ -178,7 +184,7 @@ def _whole_graph_distances(encoder, table, sampler, n_edges, r, generator, noise
     else:
         both = encoder(torch.cat([noise(x, rows, generator), x]))
         y_noisy, y = both[:n], both[n:]
-    return y, rows, *_squared_distances(take_rows(y_noisy, heads), take_rows(y, tails), take_rows(y, neg))
+    return y, rows, edge_cross_entropy(y_noisy, y, heads, tails, neg, a, b)
 
 
 def _grouped_distances(encoder, table, sampler, n_heads, r, generator, noise):
@@ -205,10 +211,6 @@ def _grouped_distances(encoder, table, sampler, n_heads, r, generator, noise):
     return y, rows, sq_pos.reshape(-1), sq_neg.reshape(-1, r)
 
 
-def _squared_distances(y_heads, y_tails, y_neg):
-    return ((y_heads - y_tails) ** 2).sum(dim=1), ((y_heads[:, None, :] - y_neg) ** 2).sum(dim=2)
-
-
 def lr_factor(step: int, n_steps: int, restart_step: int) -> float:
     """Learning-rate multiplier: linear decay to ``LR_FLOOR``, back to 1 at ``restart_step``.
 
@@ -224,9 +226,7 @@ def lr_factor(step: int, n_steps: int, restart_step: int) -> float:
 
 def _whole_density_loss(y: torch.Tensor, density: DensityTerm, a, b) -> torch.Tensor:
     """The density term on every vertex, from the embedding ``y`` of all of them (exact gradient)."""
-    _, edge_rows, edge_cols = density.sampler.everything()
-    r_emb = embedding_log_radius(y, take_rows(y, edge_cols), edge_rows, a, b)
-    return density_correlation_loss(density.r_orig, r_emb, density.var_shift)
+    return whole_graph_density_loss(y, density.sampler, density.r_orig, a, b, density.var_shift)
 
 
 def _density_loss(encoder, table, density: DensityTerm, a, b, generator, step) -> torch.Tensor:
