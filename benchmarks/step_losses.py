@@ -1,7 +1,7 @@
 """The losses of a whole-graph step with their gradient written out, against autograd's
 gradient of the same composition, in one run.
 
-    .venv/bin/python benchmarks/step_losses.py [pbmc68k_reduced pbmc4k ...] [--repeats N]
+    .venv/bin/python benchmarks/step_losses.py [pbmc68k_reduced pbmc4k ...] [--repeats N] [--transfer-seeds N]
 
 A whole-graph step (graphs of at most 5,000 cells, docs/method.md "Whole-graph steps on
 small data") computes the UMAP cross-entropy of 8,192 sampled edges and their negatives
@@ -14,7 +14,11 @@ is rebuilt here. Prints, per data set (its ``X_pca`` and a 15-neighbour graph):
 - one loss, forward + backward, ms per call (median of 5 rounds of 100 calls), and the
   largest relative difference of the two gradients (float64);
 - whole fits (``NUMAP()``, ``NUMAP(densmap=True)``), each way, ``--repeats`` times
-  alternating, in seconds.
+  (default 2; 0: none) alternating, in seconds;
+- with ``--transfer-seeds N``: the held-out transfer of ``benchmarks/quality.py`` (fit
+  ``NUMAP()`` on 70 %, ``transform`` the other 30 %, 15-NN vote in 2-D) on N seeded splits,
+  each way: the two ways train by the same maths and differ in the rounding of float32
+  sums, which shows how much of a difference between two fits is the seed's.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from datasets import LABELLED
 from scaling import warm_up
 
 from scnumap import NUMAP
-from scnumap.core import train
+from scnumap.core import metrics, train
 from scnumap.core.batching import take_rows
 from scnumap.core.density import (
     NeighbourhoodSampler,
@@ -164,26 +168,61 @@ def fits(X: np.ndarray, repeats: int) -> dict[tuple[str, bool], list[float]]:
     return times
 
 
+def transfer(X: np.ndarray, labels: np.ndarray, seeds: int) -> dict[str, list[float]]:
+    """Held-out transfer accuracy per seeded 70/30 split, each way (as ``quality.transfer``)."""
+    written = (train._whole_graph_loss, train._whole_density_loss)
+    ways = {"composed": (composed_whole_graph_loss, composed_whole_density_loss), "written out": written}
+    accuracy: dict[str, list[float]] = {way: [] for way in ways}
+    try:
+        for seed in range(seeds):
+            order = np.random.default_rng(seed).permutation(len(X))
+            fit_rows, held_out = order[: int(0.7 * len(X))], order[int(0.7 * len(X)) :]
+            for way, (step_loss, density_loss) in ways.items():
+                train._whole_graph_loss, train._whole_density_loss = step_loss, density_loss
+                model = NUMAP(random_state=seed, device="cpu", verbose=False).fit(X[fit_rows])
+                accuracy[way].append(
+                    metrics.label_transfer_accuracy(
+                        model.embedding_, labels[fit_rows], model.transform(X[held_out]), labels[held_out]
+                    )
+                )
+    finally:
+        train._whole_graph_loss, train._whole_density_loss = written
+    return accuracy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sets", nargs="*", default=["pbmc68k_reduced", "pbmc4k"])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--transfer-seeds", type=int, default=0)
     args = parser.parse_args()
     warm_up(peers=False)
     for name in args.sets:
-        X = np.asarray(LABELLED[name]().obsm["X_pca"], dtype=np.float32)
+        ad = LABELLED[name]()
+        X = np.asarray(ad.obsm["X_pca"], dtype=np.float32)
         print(f"\n### {name}: {X.shape[0]} cells × {X.shape[1]} dims\n", flush=True)
         print("| loss (forward + backward) | autograd's composition, ms | written out, ms | gradients differ by |")
         print("|---|---|---|---|")
         for label, old, new, diff in losses(name, X):
             print(f"| {label} | {old:.2f} | {new:.2f} | {diff:.1e} |", flush=True)
-        times = fits(X, args.repeats)
-        print("\n| fit | autograd's composition, s | written out, s |")
-        print("|---|---|---|")
-        for densmap in (False, True):
-            old = ", ".join(f"{t:.1f}" for t in times[("composed", densmap)])
-            new = ", ".join(f"{t:.1f}" for t in times[("written out", densmap)])
-            print(f"| NUMAP{'(densmap=True)' if densmap else '()'} | {old} | {new} |", flush=True)
+        if args.repeats:
+            times = fits(X, args.repeats)
+            print("\n| fit | autograd's composition, s | written out, s |")
+            print("|---|---|---|")
+            for densmap in (False, True):
+                old = ", ".join(f"{t:.1f}" for t in times[("composed", densmap)])
+                new = ", ".join(f"{t:.1f}" for t in times[("written out", densmap)])
+                print(f"| NUMAP{'(densmap=True)' if densmap else '()'} | {old} | {new} |", flush=True)
+        if args.transfer_seeds:
+            accuracy = transfer(X, ad.obs["label"].astype(str).to_numpy(), args.transfer_seeds)
+            print("\n| held-out transfer, `NUMAP()` | per seed | mean of seeds 0–2 | mean | sd |")
+            print("|---|---|---|---|---|")
+            for way, values in accuracy.items():
+                print(
+                    f"| {way} | {', '.join(f'{v:.3f}' for v in values)} | {np.mean(values[:3]):.3f} "
+                    f"| {np.mean(values):.3f} | {np.std(values):.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
