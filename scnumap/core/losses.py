@@ -67,8 +67,8 @@ def edge_cross_entropy(
     The same value as gathering the rows and composing the squared distances with
     :func:`umap_cross_entropy`, with the gradient written out (:class:`_EdgeCrossEntropy`):
     on a small graph a step is bound by the number of operations, and autograd's gradient
-    of that composition takes several times as many. The gradient's sums over repeated rows
-    are added in a fixed order (:func:`~scnumap.core.batching.add_rows`).
+    of that composition takes more of them. The gradient's sums over repeated rows are
+    added in a fixed order (:func:`~scnumap.core.batching.add_rows`).
     """
     return _EdgeCrossEntropy.apply(y_heads, y, heads, tails, negatives, float(a), float(b))
 
