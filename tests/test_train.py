@@ -5,6 +5,7 @@ from scnumap.core.batching import RowTable
 from scnumap.core.density import NeighbourhoodSampler
 from scnumap.core.encoder import Encoder
 from scnumap.core.graph import build_graph
+from scnumap.core.hold import HoldTerm
 from scnumap.core.noise import HeadNoise
 from scnumap.core.sampling import EdgeSampler
 from scnumap.core.scaling import Standardizer
@@ -247,6 +248,26 @@ def test_whole_graph_steps_are_reproducible_on_two_threads(blobs, two_torch_thre
         encoder = Encoder(blobs.shape[1], 2, 2, (16,))
         init_parameters(encoder, torch.Generator().manual_seed(0))
         _whole_graph_run(blobs, encoder, None, batch_size=512)  # 4,096 edges × 6 reads
+        outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_whole_graph_density_steps_with_a_hold_are_reproducible_on_two_threads(blobs, two_torch_threads):
+    """The density term's segment sums and the hold term's weighted sum: same seed, same weights."""
+    from scnumap.core.layers import init_parameters
+
+    cpu = torch.device("cpu")
+    graph, table, density = _density_setup(blobs, subsample_size=len(blobs), start_step=5)
+    hold = HoldTerm(torch.randn(len(blobs) - 10, 2, generator=torch.Generator().manual_seed(1)), 1.0, None, 100, 0.5)
+    outputs = []
+    for _ in range(2):
+        encoder = Encoder(blobs.shape[1], 2, 2, (16,))
+        init_parameters(encoder, torch.Generator().manual_seed(0))
+        train_embedding(
+            encoder, table, EdgeSampler(*graph.edges(), cpu), a=1.6, b=0.9, n_steps=30, batch_size=512,
+            negative_sample_rate=5, lr=1e-3, generator=torch.Generator().manual_seed(0), density=density,
+            hold=hold, whole_graph=True,
+        )  # fmt: skip
         outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
     assert torch.equal(outputs[0], outputs[1])
 

@@ -107,8 +107,8 @@ def whole_graph_density_loss(
     The same value as composing those two functions, with the gradient with respect to
     ``y`` written out (:class:`_WholeGraphDensity`): a few passes over the edges, whose sums
     per vertex are segment sums (the edges in CSR order, and sorted by tail), in fewer
-    operations than autograd's gradient of the composition (24–35 % less time a call,
-    benchmarks/step_losses.py). Summed in a fixed order, so two runs agree to the bit.
+    operations than autograd's gradient of the composition (benchmarks/step_losses.py
+    compares them). Summed in a fixed order, so two runs agree to the bit.
     """
     _, edge_rows, edge_cols = sampler.everything()
     row_lengths, by_tail, tail_lengths = sampler.segments()
