@@ -66,21 +66,6 @@ def composed_density(y, sampler, r_orig, a, b, var_shift):
     return density_correlation_loss(r_orig, embedding_log_radius(y, take_rows(y, cols), rows, a, b), var_shift)
 
 
-def composed_whole_graph_loss(encoder, table, sampler, n_edges, r, a, b, generator, noise=None):
-    """``scnumap.core.train._whole_graph_loss`` with the composed UMAP loss."""
-    n = table.n_obs
-    rows = torch.arange(n, device=table.device)
-    x = table[rows]
-    heads, tails = sampler.sample(n_edges, generator)
-    neg = sample_vertices(n, n_edges * r, generator, table.device).view(n_edges, r)
-    if noise is None:
-        y = y_noisy = encoder(x)
-    else:
-        both = encoder(torch.cat([noise(x, rows, generator), x]))
-        y_noisy, y = both[:n], both[n:]
-    return y, rows, composed_cross_entropy(y_noisy, y, heads, tails, neg, a, b)
-
-
 def composed_whole_density_loss(y, density, a, b):
     return composed_density(y, density.sampler, density.r_orig, a, b, density.var_shift)
 
@@ -152,33 +137,33 @@ def losses(name: str, X: np.ndarray) -> list[tuple[str, float, float, float]]:
 
 
 def fits(X: np.ndarray, repeats: int) -> dict[tuple[str, bool], list[float]]:
-    written = (train._whole_graph_loss, train._whole_density_loss)
-    composed = (composed_whole_graph_loss, composed_whole_density_loss)
+    written = (train.edge_cross_entropy, train._whole_density_loss)
+    composed = (composed_cross_entropy, composed_whole_density_loss)
     times: dict[tuple[str, bool], list[float]] = {}
     try:
         for _ in range(repeats):
             for way, (step_loss, density_loss) in (("composed", composed), ("written out", written)):
-                train._whole_graph_loss, train._whole_density_loss = step_loss, density_loss
+                train.edge_cross_entropy, train._whole_density_loss = step_loss, density_loss
                 for densmap in (False, True):
                     t0 = time.perf_counter()
                     NUMAP(random_state=0, densmap=densmap, device="cpu", verbose=False).fit(X)
                     times.setdefault((way, densmap), []).append(time.perf_counter() - t0)
     finally:
-        train._whole_graph_loss, train._whole_density_loss = written
+        train.edge_cross_entropy, train._whole_density_loss = written
     return times
 
 
 def transfer(X: np.ndarray, labels: np.ndarray, seeds: int) -> dict[str, list[float]]:
     """Held-out transfer accuracy per seeded 70/30 split, each way (as ``quality.transfer``)."""
-    written = (train._whole_graph_loss, train._whole_density_loss)
-    ways = {"composed": (composed_whole_graph_loss, composed_whole_density_loss), "written out": written}
+    written = (train.edge_cross_entropy, train._whole_density_loss)
+    ways = {"composed": (composed_cross_entropy, composed_whole_density_loss), "written out": written}
     accuracy: dict[str, list[float]] = {way: [] for way in ways}
     try:
         for seed in range(seeds):
             order = np.random.default_rng(seed).permutation(len(X))
             fit_rows, held_out = order[: int(0.7 * len(X))], order[int(0.7 * len(X)) :]
             for way, (step_loss, density_loss) in ways.items():
-                train._whole_graph_loss, train._whole_density_loss = step_loss, density_loss
+                train.edge_cross_entropy, train._whole_density_loss = step_loss, density_loss
                 model = NUMAP(random_state=seed, device="cpu", verbose=False).fit(X[fit_rows])
                 accuracy[way].append(
                     metrics.label_transfer_accuracy(
@@ -186,7 +171,7 @@ def transfer(X: np.ndarray, labels: np.ndarray, seeds: int) -> dict[str, list[fl
                     )
                 )
     finally:
-        train._whole_graph_loss, train._whole_density_loss = written
+        train.edge_cross_entropy, train._whole_density_loss = written
     return accuracy
 
 
