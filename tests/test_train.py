@@ -239,53 +239,55 @@ def test_grouped_edges_come_in_proportion_to_weight():
         assert counts[(head, tail)] / len(pairs) == pytest.approx(w / weights.sum(), abs=0.005)
 
 
-def test_whole_graph_steps_are_reproducible_on_two_threads(blobs, two_torch_threads):
-    """The gradient of rows read many times (edges, negatives) is summed in a fixed order."""
+def _weights_of_two_runs(n_features: int, train) -> list[torch.Tensor]:
+    """The weights of two encoders initialised alike (seed 0), each after ``train(encoder)``."""
     from scnumap.core.layers import init_parameters
 
     outputs = []
     for _ in range(2):
-        encoder = Encoder(blobs.shape[1], 2, 2, (16,))
+        encoder = Encoder(n_features, 2, 2, (16,))
         init_parameters(encoder, torch.Generator().manual_seed(0))
-        _whole_graph_run(blobs, encoder, None, batch_size=512)  # 4,096 edges × 6 reads
+        train(encoder)
         outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
+    return outputs
+
+
+def test_whole_graph_steps_are_reproducible_on_two_threads(blobs, two_torch_threads):
+    """The gradient of rows read many times (edges, negatives) is summed in a fixed order."""
+    outputs = _weights_of_two_runs(
+        blobs.shape[1], lambda encoder: _whole_graph_run(blobs, encoder, None, batch_size=512)
+    )  # 4,096 edges × 6 reads
     assert torch.equal(outputs[0], outputs[1])
 
 
 def test_whole_graph_density_steps_with_a_hold_are_reproducible_on_two_threads(blobs, two_torch_threads):
     """The density term's segment sums and the hold term's weighted sum: same seed, same weights."""
-    from scnumap.core.layers import init_parameters
-
     cpu = torch.device("cpu")
     graph, table, density = _density_setup(blobs, subsample_size=len(blobs), start_step=5)
     hold = HoldTerm(torch.randn(len(blobs) - 10, 2, generator=torch.Generator().manual_seed(1)), 1.0, None, 100, 0.5)
-    outputs = []
-    for _ in range(2):
-        encoder = Encoder(blobs.shape[1], 2, 2, (16,))
-        init_parameters(encoder, torch.Generator().manual_seed(0))
+
+    def train(encoder):
         train_embedding(
             encoder, table, EdgeSampler(*graph.edges(), cpu), a=1.6, b=0.9, n_steps=30, batch_size=512,
             negative_sample_rate=5, lr=1e-3, generator=torch.Generator().manual_seed(0), density=density,
             hold=hold, whole_graph=True,
         )  # fmt: skip
-        outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
+
+    outputs = _weights_of_two_runs(blobs.shape[1], train)
     assert torch.equal(outputs[0], outputs[1])
 
 
 def test_grouped_steps_are_reproducible_on_two_threads(blobs, two_torch_threads):
     """Heads, tails and negatives read many times within a grouped step: same seed, same weights."""
-    from scnumap.core.layers import init_parameters
-
     cpu = torch.device("cpu")
     graph = build_graph(blobs, 10)
     table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(len(blobs), 2))
-    outputs = []
-    for _ in range(2):
-        encoder = Encoder(blobs.shape[1], 2, 2, (16,))
-        init_parameters(encoder, torch.Generator().manual_seed(0))
+
+    def train(encoder):
         train_embedding(
             encoder, table, EdgeSampler(*graph.edges(), cpu), a=1.6, b=0.9, n_steps=30, batch_size=256,
             negative_sample_rate=5, lr=1e-3, generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
-        outputs.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
+
+    outputs = _weights_of_two_runs(blobs.shape[1], train)
     assert torch.equal(outputs[0], outputs[1])
