@@ -11,6 +11,7 @@ from settings import QUICK
 
 import scnumap
 from scnumap.core.model_io import ModelFormatError
+from scnumap.tl._integrate import _seeded_centres, compress
 
 FAST = {k: v for k, v in QUICK.items() if k != "hidden"} | {"densmap": False, "verbose": False}
 
@@ -134,3 +135,41 @@ def test_plain_reference_corrects_the_query_and_batch_key_needs_a_correction(pbm
     del old.uns["numap"]["model"]["correction"]
     with pytest.raises(ValueError, match="this model has no correction"):
         scnumap.tl.project(query, old, batch_key="tech")
+
+
+def _blobs(directions, n_each, rng):
+    """Tight clusters of ``n_each`` rows around each of ``directions`` (scaled to length 5)."""
+    return np.vstack([rng.normal(5.0 * d / np.linalg.norm(d), 0.05, size=(n_each, len(d))) for d in directions])
+
+
+def test_compress_from_previous_clusters_keeps_them_and_seeds_new_ones():
+    """An extension's compression starts from the reference's clusters: the old clusters are
+    found again, and the K_new - K_old extra centres go where the old ones were far (a new type)."""
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(10, 8))
+    first = _blobs(directions, 30, rng)  # 300 rows: K = 10
+    before = compress(first, 0)
+    new_direction = -directions.mean(axis=0)  # away from every old cluster
+    union = np.vstack([first, _blobs([new_direction], 60, rng)])  # 360 rows: K = 12
+    after = compress(union, 1, previous=before.centroids)
+    assert after.n_clusters == 12
+    # every old cluster is still a cluster, and one centre sits on the new blob
+    cosine = before.centroids @ after.centroids.T
+    assert np.all(cosine.max(axis=1) > 0.999)
+    assert np.max(after.centroids @ (new_direction / np.linalg.norm(new_direction))) > 0.999
+    np.testing.assert_allclose(after.sizes.sum(), union.shape[0])
+    # reproducible, and the same K warm-started equals a cold start on well-separated clusters
+    np.testing.assert_array_equal(compress(union, 1, previous=before.centroids).sums, after.sums)
+    same_k = compress(first, 2, previous=before.centroids)
+    cold = compress(first, 2)
+    assert np.all((same_k.centroids @ cold.centroids.T).max(axis=1) > 0.999)
+
+
+def test_seeded_centres_keep_the_previous_ones_and_add_far_rows():
+    rng = np.random.default_rng(0)
+    near = rng.normal(0.0, 0.01, size=(50, 3))
+    far = rng.normal(0.0, 0.01, size=(5, 3)) + np.array([10.0, 0.0, 0.0])
+    previous = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    centres = _seeded_centres(np.vstack([near, far]), previous, 3, np.random.default_rng(1))
+    np.testing.assert_array_equal(centres[:2], previous)
+    assert centres[2][0] > 9.0  # drawn ∝ squared distance: the far group carries almost all of it

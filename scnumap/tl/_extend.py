@@ -14,6 +14,7 @@ from anndata import AnnData
 from scanpy import logging as logg
 
 from ..core._checks import check_bool
+from ..core.correction import ReferenceCompression
 from ..core.device import resolve_device
 from ..core.model_io import model_to_dict
 from ..core.numap import HOLD
@@ -215,7 +216,11 @@ def extend(
     if rep.integrated:
         new_entry["correction"] = copy.deepcopy(entry["correction"])
     elif "correction" in entry and not sp.issparse(union_space) and union_space.shape[1] <= MAX_COMPRESSED_DIMS:
-        new_entry["correction"] = compress(np.asarray(union_space, dtype=np.float64), random_state).to_dict()
+        # the k-means of the union starts from the reference's clusters (a sixth of the cost)
+        where = f"uns[{key!r}]['model']/correction"
+        previous = ReferenceCompression.from_dict(entry["correction"], n_dims=union_space.shape[1], where=where)
+        union_rows = np.asarray(union_space, dtype=np.float64)
+        new_entry["correction"] = compress(union_rows, random_state, previous=previous.centroids).to_dict()
     params["extensions"] = _history(params.get("extensions"), positions.shape[0], adata_new.n_obs, model, hold, release)
     union = _union(adata_ref, adata_new, rep, union_space, raw)
     union.obsm[embedding_key] = model.embedding_
