@@ -54,7 +54,7 @@ from ._checks import as_matrix, check_float, check_hidden, check_int
 from .batching import RowTable, as_numpy, chunks, random_rows
 from .device import np_rng, resolve_device, torch_generator
 from .graph import check_metric
-from .layers import init_parameters, mlp
+from .layers import adam, init_parameters, mlp
 from .progress import progress
 from .scaling import Standardizer
 from .threads import limited_threads
@@ -429,7 +429,7 @@ class GrEASE:
             target = self._exact_targets(graph, p, torch_seed)
         lr = DEFAULT_LR[self.solver_] if self.lr is None else self.lr
         max_steps = DEFAULT_STEPS[self.solver_] if self.max_steps is None else self.max_steps
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        opt = adam(net.parameters(), lr)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=4)
 
         # rows held out of every training batch, for the plateau schedule

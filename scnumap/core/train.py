@@ -16,6 +16,7 @@ from .density import (
 )
 from .encoder import Encoder
 from .hold import HoldTerm
+from .layers import adam
 from .losses import edge_cross_entropy, umap_cross_entropy
 from .noise import HeadNoise
 from .progress import progress
@@ -108,7 +109,7 @@ def train_embedding(
     """
     device = table.device
     n_obs = table.n_obs
-    opt = torch.optim.Adam(encoder.parameters(), lr=lr if step_lr is None else step_lr)
+    opt = adam(encoder.parameters(), lr if step_lr is None else step_lr)
     restart = density.start_step if density is not None else n_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, n_steps, restart))
     history: list[float] = []
