@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/extend.py [--seeds N] [pbmc68k_reduced paul15 pbmc4k bladder kidney ...]
     .venv/bin/python benchmarks/extend.py --hold 1 0.3 0.1 [--release on off] [--seeds N] [paul15 kidney ...]
+    .venv/bin/python benchmarks/extend.py --stages [--seeds N] [...]
     .venv/bin/python benchmarks/extend.py --no-layout [--seeds N] [...]
 
 For each labelled set: one cell type (the median-sized of those with at least 30 cells)
@@ -30,6 +31,12 @@ With ``--hold H ...`` no refit is made: the same first map is extended once per 
 how far the old cells move and how well the added cells are placed; ``--release on off``
 extends it once per ``hold`` with and once without the release of old cells whose
 neighbours are mostly new (``tl.extend(release=...)``).
+
+With ``--stages`` no refit is made either: for each set and seed, the added cells' kNN
+accuracy (all of them, and the held-out type) at each stage of the extension: the layout of
+the new cells (``layout_new_rows``, the old cells fixed), that layout after the density
+polish (``polish_density``; with DensMAP) and the network's final embedding. It shows which
+stage loses the placement the layout found.
 
 ``--no-layout`` extends without the layout of the new cells and their pull towards it
 (``scnumap.core.numap.NEW_ROWS_HOLD = 0``), as the code did before 2026-12-03.
@@ -201,6 +208,60 @@ def spread(values: list[float], digits: int) -> str:
     return f"{mean} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
+class StageRecorder:
+    """Wraps the extension's layout and polish (as ``NUMAP.extend`` calls them) to keep their outputs."""
+
+    def __init__(self):
+        self.outputs: dict[str, np.ndarray] = {}
+        self._layout, self._polish = numap_module.layout_new_rows, numap_module.polish_density
+
+    def __enter__(self):
+        numap_module.layout_new_rows = self._recorded(self._layout, "layout")
+        numap_module.polish_density = self._recorded(self._polish, "polish")
+        return self
+
+    def __exit__(self, *exc):
+        numap_module.layout_new_rows, numap_module.polish_density = self._layout, self._polish
+
+    def _recorded(self, function, name: str):
+        def wrapper(*args, **kwargs):
+            self.outputs[name] = function(*args, **kwargs)
+            return self.outputs[name]
+
+        return wrapper
+
+
+def main_stages(names: list[str], seeds: int) -> None:
+    warm_up(False)
+    warm_up_layout()
+    print(
+        "| data | seed | layout: added cells / new type kNN acc | after the polish | network (tl.extend) | time (s) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        if not available(name):
+            print(f"| {name} | (data absent) | | | | |")
+            continue
+        for seed in range(seeds):
+            ref, add, new_type, before = first_map(name, seed)
+            with StageRecorder() as stages:
+                union, seconds = timed_extend(ref, add, seed)
+            labels = union.obs["label"].astype(str).to_numpy()
+            added = np.arange(ref.n_obs, union.n_obs)
+            new_rows = added[labels[added] == new_type]
+            cells = []
+            for stage in ("layout", "polish", "network"):
+                if stage == "network":
+                    Y = union.obsm["X_numap"]
+                elif stage in stages.outputs:
+                    Y = np.concatenate([before, stages.outputs[stage]])
+                else:
+                    cells.append("–")
+                    continue
+                cells.append(f"{knn_accuracy(Y, labels, added):.3f} / {knn_accuracy(Y, labels, new_rows):.3f}")
+            print(f"| {name} | {seed} | " + " | ".join(cells) + f" | {seconds:.1f} |", flush=True)
+
+
 def main(names: list[str], seeds: int) -> None:
     warm_up(False)
     warm_up_layout()
@@ -240,6 +301,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--release", choices=["on", "off"], nargs="+", default=["on"], help="with --hold: tl.extend's release"
     )
+    parser.add_argument("--stages", action="store_true", help="added cells' kNN accuracy per stage (no refit)")
     parser.add_argument(
         "--no-layout",
         action="store_true",
@@ -248,7 +310,9 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.no_layout:
         numap_module.NEW_ROWS_HOLD = 0.0
-    if args.hold:
+    if args.stages:
+        main_stages(args.names, args.seeds)
+    elif args.hold:
         main_holds(args.names, args.seeds, args.hold, [value == "on" for value in args.release])
     else:
         main(args.names, args.seeds)

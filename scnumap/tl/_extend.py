@@ -216,7 +216,7 @@ def extend(
     if rep.integrated:
         new_entry["correction"] = copy.deepcopy(entry["correction"])
     elif "correction" in entry and not sp.issparse(union_space) and union_space.shape[1] <= MAX_COMPRESSED_DIMS:
-        # the k-means of the union starts from the reference's clusters (a sixth of the cost)
+        # the k-means of the union starts from the reference's clusters
         where = f"uns[{key!r}]['model']/correction"
         previous = ReferenceCompression.from_dict(entry["correction"], n_dims=union_space.shape[1], where=where)
         union_rows = np.asarray(union_space, dtype=np.float64)
