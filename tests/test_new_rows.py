@@ -71,14 +71,13 @@ def test_more_new_rows_get_fewer_epochs_down_to_a_floor():
     assert epochs == sorted(epochs, reverse=True)
 
 
-def test_density_polish_gives_a_sparse_part_of_a_new_type_more_room():
-    """A new type of a dense and a sparse half: UMAP's layout packs both alike; the polish with
-    the density term spreads the sparse half more than the dense one, and keeps its place."""
+def _polish_case():
+    """Old rows in two groups and a new type of a dense and a sparse half, laid out; the
+    arguments of :func:`polish_density` and the layout."""
     import torch
 
     from scnumap.core.density import NeighbourhoodSampler, original_log_radius
     from scnumap.core.graph import edge_distances
-    from scnumap.core.new_rows import polish_density
     from scnumap.core.train import DensityTerm
 
     rng = np.random.default_rng(0)
@@ -99,17 +98,26 @@ def test_density_polish_gives_a_sparse_part_of_a_new_type_more_room():
         subsample_size=10_000,
         start_step=0,
     )
-    kept = placed.copy()
-    polished = polish_density(
-        positions,
-        placed,
-        (heads, tails, weights),
-        density,
-        *AB,
-        batch_size=256,
-        negative_sample_rate=5,
-        generator=torch.Generator().manual_seed(0),
+    return positions, placed, (heads, tails, weights), density
+
+
+def _polish(positions, placed, edges, density, **kwargs):
+    import torch
+
+    from scnumap.core.new_rows import polish_density
+
+    generator = torch.Generator().manual_seed(0)
+    return polish_density(
+        positions, placed, edges, density, *AB, batch_size=256, negative_sample_rate=5, generator=generator, **kwargs
     )
+
+
+def test_density_polish_gives_a_sparse_part_of_a_new_type_more_room():
+    """A new type of a dense and a sparse half: UMAP's layout packs both alike; the polish with
+    the density term spreads the sparse half more than the dense one, and keeps its place."""
+    positions, placed, edges, density = _polish_case()
+    kept = placed.copy()
+    polished = _polish(positions, placed, edges, density)
     np.testing.assert_array_equal(placed, kept)  # the layout passed in is not written to
     assert polished.shape == placed.shape
     assert np.isfinite(polished).all()
@@ -122,3 +130,20 @@ def test_density_polish_gives_a_sparse_part_of_a_new_type_more_room():
     assert after > 1.2 * before
     # the new type stays where the layout put it
     assert np.linalg.norm(polished.mean(axis=0) - placed.mean(axis=0)) < 0.25 * np.ptp(positions, axis=0).max()
+
+
+def test_polish_pull_keeps_the_new_rows_near_their_layout():
+    """The pull of the polish towards the layout: a stronger one moves the new rows less, and
+    none at all (``pull=0``) lets the density term and the UMAP loss move them further."""
+    from scnumap.core.new_rows import POLISH_PULL
+
+    positions, placed, edges, density = _polish_case()
+    moved = {
+        pull: np.linalg.norm(_polish(positions, placed, edges, density, pull=pull) - placed, axis=1).mean()
+        for pull in (0.0, 1.0, 10.0)
+    }
+    assert moved[10.0] < moved[1.0] < moved[0.0]
+    # the default is POLISH_PULL
+    np.testing.assert_array_equal(
+        _polish(positions, placed, edges, density), _polish(positions, placed, edges, density, pull=POLISH_PULL)
+    )

@@ -114,6 +114,14 @@ def layout_new_rows(
 POLISH_STEPS = 50
 POLISH_LR = 0.03
 
+#: Weight of a pull of each new row towards its place in the layout during the polish (the
+#: mean squared distance over the new rows, as the extension's pull, whose weight is also 1):
+#: the density term sets the new rows' local densities without undoing the layout's
+#: neighbourhoods. Without it the polish took back much of what the layout found on two of
+#: benchmarks/extend.py's sets (``--stages``: the new type of paul15 and of kidney);
+#: 0 lets the density term and the UMAP loss move the new rows freely.
+POLISH_PULL = 1.0
+
 
 class _Coordinates(torch.nn.Module):
     """Free coordinates of the new rows after the fixed old ones, looked up by row index."""
@@ -150,6 +158,7 @@ def polish_density(
     generator: torch.Generator,
     n_steps: int = POLISH_STEPS,
     lr: float = POLISH_LR,
+    pull: float | None = None,
 ) -> np.ndarray:
     """``placed`` after ``n_steps`` whole-graph steps of the UMAP loss and the density term.
 
@@ -157,7 +166,8 @@ def polish_density(
     on free coordinates: the old rows fixed at ``positions``, the new rows' coordinates the
     parameters; ``edges`` ``(heads, tails, weights)`` of the graph of all rows (only those
     touching a new row are sampled) and ``density`` (a
-    :class:`~scnumap.core.train.DensityTerm` of all rows, active from its ``start_step``).
+    :class:`~scnumap.core.train.DensityTerm` of all rows, active from its ``start_step``);
+    ``pull`` (``None``: :data:`POLISH_PULL`) weighs a pull of the new rows towards ``placed``.
     """
     from .sampling import EdgeSampler
     from .train import train_embedding
@@ -186,5 +196,16 @@ def polish_density(
         density=density,
         whole_graph=True,
         step_lr=lr,
+        hold=_layout_pull(positions, placed, POLISH_PULL if pull is None else pull, device),
     )
     return coordinates.free.detach().cpu().numpy()
+
+
+def _layout_pull(positions: np.ndarray, placed: np.ndarray, weight: float, device):
+    """The pull of the new rows towards ``placed`` (the old rows, fixed, get none), or None."""
+    from .hold import HoldTerm
+
+    if weight <= 0:
+        return None
+    target = torch.as_tensor(np.concatenate([positions, placed]), dtype=torch.float32, device=device)
+    return HoldTerm(target, 0.0, None, positions.shape[0], float(weight))
