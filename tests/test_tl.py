@@ -127,16 +127,18 @@ def test_label_transfer(ref_query):
     assert acc >= 0.7
     assert "X_numap" not in query.obsm  # copy=True left the query alone
     # the vote above runs in PCA space; this checks the model: projected cells land among
-    # reference cells of their own label in the 2-D embedding (trained: 0.75; the encoder's last
-    # layer zeroed: 0.50; random encoder weights: 0.50-0.53, see test_broken_encoder_...)
+    # reference cells of their own label in the 2-D embedding (trained: 0.75-0.76; without
+    # recentring, the encoder's last layer zeroed: 0.65, shuffled: 0.66, negated: 0.61-0.63,
+    # random encoder weights: 0.65; see test_broken_encoder_...)
     embedded = metrics.label_transfer_accuracy(
         ref.obsm["X_numap"], ref.obs["bulk_labels"], out.obsm["X_numap"], query.obs["bulk_labels"]
     )
     assert embedded >= EMBEDDED_ACCURACY
 
 
-#: Threshold for the kNN accuracy of projected query cells in the reference embedding.
-EMBEDDED_ACCURACY = 0.65
+#: Threshold for the kNN accuracy of projected query cells in the reference embedding:
+#: between a broken model's (at most 0.66, above) and the trained one's (at least 0.75).
+EMBEDDED_ACCURACY = 0.70
 
 
 def test_broken_encoder_fails_the_embedded_label_check(ref_query):
