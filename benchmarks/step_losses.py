@@ -24,6 +24,7 @@ is rebuilt here. Prints, per data set (its ``X_pca`` and a 15-neighbour graph):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import warnings
 
@@ -136,42 +137,48 @@ def losses(name: str, X: np.ndarray) -> list[tuple[str, float, float, float]]:
     return rows
 
 
-def fits(X: np.ndarray, repeats: int) -> dict[tuple[str, bool], list[float]]:
+@contextlib.contextmanager
+def losses_of(way: str):
+    """``train`` computes a whole-graph step's losses the ``way`` given (``"composed"`` or
+    ``"written out"``) inside the block; the written-out losses are back afterwards."""
     written = (train.edge_cross_entropy, train._whole_density_loss)
-    composed = (composed_cross_entropy, composed_whole_density_loss)
-    times: dict[tuple[str, bool], list[float]] = {}
+    ways = {"composed": (composed_cross_entropy, composed_whole_density_loss), "written out": written}
+    train.edge_cross_entropy, train._whole_density_loss = ways[way]
     try:
-        for _ in range(repeats):
-            for way, (step_loss, density_loss) in (("composed", composed), ("written out", written)):
-                train.edge_cross_entropy, train._whole_density_loss = step_loss, density_loss
+        yield
+    finally:
+        train.edge_cross_entropy, train._whole_density_loss = written
+
+
+WAYS = ("composed", "written out")
+
+
+def fits(X: np.ndarray, repeats: int) -> dict[tuple[str, bool], list[float]]:
+    times: dict[tuple[str, bool], list[float]] = {}
+    for _ in range(repeats):
+        for way in WAYS:
+            with losses_of(way):
                 for densmap in (False, True):
                     t0 = time.perf_counter()
                     NUMAP(random_state=0, densmap=densmap, device="cpu", verbose=False).fit(X)
                     times.setdefault((way, densmap), []).append(time.perf_counter() - t0)
-    finally:
-        train.edge_cross_entropy, train._whole_density_loss = written
     return times
 
 
 def transfer(X: np.ndarray, labels: np.ndarray, seeds: int) -> dict[str, list[float]]:
     """Held-out transfer accuracy per seeded 70/30 split, each way (as ``quality.transfer``)."""
-    written = (train.edge_cross_entropy, train._whole_density_loss)
-    ways = {"composed": (composed_cross_entropy, composed_whole_density_loss), "written out": written}
-    accuracy: dict[str, list[float]] = {way: [] for way in ways}
-    try:
-        for seed in range(seeds):
-            order = np.random.default_rng(seed).permutation(len(X))
-            fit_rows, held_out = order[: int(0.7 * len(X))], order[int(0.7 * len(X)) :]
-            for way, (step_loss, density_loss) in ways.items():
-                train.edge_cross_entropy, train._whole_density_loss = step_loss, density_loss
+    accuracy: dict[str, list[float]] = {way: [] for way in WAYS}
+    for seed in range(seeds):
+        order = np.random.default_rng(seed).permutation(len(X))
+        fit_rows, held_out = order[: int(0.7 * len(X))], order[int(0.7 * len(X)) :]
+        for way in WAYS:
+            with losses_of(way):
                 model = NUMAP(random_state=seed, device="cpu", verbose=False).fit(X[fit_rows])
-                accuracy[way].append(
-                    metrics.label_transfer_accuracy(
-                        model.embedding_, labels[fit_rows], model.transform(X[held_out]), labels[held_out]
-                    )
+            accuracy[way].append(
+                metrics.label_transfer_accuracy(
+                    model.embedding_, labels[fit_rows], model.transform(X[held_out]), labels[held_out]
                 )
-    finally:
-        train.edge_cross_entropy, train._whole_density_loss = written
+            )
     return accuracy
 
 
