@@ -262,6 +262,35 @@ def test_reference_path_is_read_selectively(ref_query, tmp_path):
     (tmp_path / "ref.h5ad").unlink()  # the file was closed
 
 
+def test_a_query_within_the_sample_goes_through_the_network_once(ref_query, monkeypatch):
+    """A query no larger than the query sample (here 210 cells) is embedded once: the
+    projection reuses the placements the recentring made of the same rows, and they equal
+    those of a second pass."""
+    from scnumap.core.numap import NUMAP
+    from scnumap.core.projection import BlockProjector
+
+    ref, query = ref_query
+    embed = NUMAP.transform_blocks
+    calls = []
+
+    def counted(self, blocks, n_rows):
+        calls.append(n_rows)
+        return embed(self, blocks, n_rows)
+
+    monkeypatch.setattr(NUMAP, "transform_blocks", counted)
+    once = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)
+    assert calls == [query.n_obs]
+
+    def embedded_again(self, block, positions):
+        return embed(self.model, [block], len(block))
+
+    monkeypatch.setattr(BlockProjector, "_placed", embedded_again)
+    again = scnumap.tl.project(query, ref, obs="bulk_labels", copy=True)
+    assert calls == [query.n_obs, query.n_obs]  # the second call's recentring (its projection is not counted)
+    np.testing.assert_allclose(once.obsm["X_numap"], again.obsm["X_numap"], atol=1e-5)
+    np.testing.assert_array_equal(once.obs["bulk_labels_numap"].to_numpy(), again.obs["bulk_labels_numap"].to_numpy())
+
+
 def test_project_errors(ref_query, pbmc):
     ref, query = ref_query
     genes = ref.uns["numap"]["model"]["representation"]["var_names"]

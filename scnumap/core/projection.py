@@ -79,7 +79,9 @@ class SampleSearch:
     blocks made of sampled rows only (a query no larger than the sample is never searched
     twice). ``corrected``: the corrected sample's ``n_neighbors`` nearest reference cells
     (distances, indices) when the sample was scored as measured and recentring searched
-    it corrected; reused in the same way."""
+    it corrected; ``placed``: the network's placement of the sample's rows as the blocks
+    are embedded (corrected when they are), when recentring embedded them; both reused in
+    the same way."""
 
     def __init__(
         self,
@@ -87,9 +89,10 @@ class SampleSearch:
         indices: np.ndarray,
         shares: np.ndarray | None,
         corrected: tuple[np.ndarray, np.ndarray] | None = None,
+        placed: np.ndarray | None = None,
     ):
         self.distances, self.indices, self.shares = distances, indices, shares
-        self.corrected = corrected
+        self.corrected, self.placed = corrected, placed
 
 
 def search_width(n_neighbors: int, calibration: MappingCalibration, pool: QueryShare | None) -> int:
@@ -249,7 +252,7 @@ class BlockProjector:
             distances, indices = self._corrected_search(raw, block, distances, indices, np.asarray(positions))
         d, i = distances[:, : self.n_neighbors], indices[:, : self.n_neighbors]
         weights = neighbour_weights(d, i, c.radius)
-        placed = self.model.transform_blocks([block], block.shape[0])
+        placed = self._placed(block, np.asarray(positions))
         same_cell = d[:, 0] <= SAME_CELL_DISTANCE * c.radius[i[:, 0]]  # a reference cell projected again
         if self.recentring is not None:
             shift = self.recentring.shift(i)
@@ -301,6 +304,14 @@ class BlockProjector:
             return distances[positions], indices[positions]
         found = moved_neighbours(self.index, raw, block, distances, indices, self.n_neighbors, n_queries=self.n_queries)
         return found[:2]
+
+    def _placed(self, block: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The network's placement of ``block``: the sample's, when recentring embedded every
+        one of these rows already (a query no larger than the sample is embedded once)."""
+        sample = self.sample
+        if sample is not None and sample.placed is not None and positions.size and positions.min() >= 0:
+            return sample.placed[positions]
+        return self.model.transform_blocks([block], block.shape[0])
 
     def _search(self, scored: np.ndarray, positions: np.ndarray):
         """The ``k`` nearest reference cells of the scored rows and their query shares."""

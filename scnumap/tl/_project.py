@@ -380,7 +380,7 @@ def project(
         # and the blocks are corrected: then it is corrected (and searched) here
         same_space = correction is None or score_corrected
         block = searched_rows if same_space else correction.apply(searched_rows, np.flatnonzero(position >= 0))
-        recentring, corrected_search = _recentring(
+        recentring, corrected_search, sample.placed = _recentring(
             block,
             index,
             model,
@@ -582,9 +582,10 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
 
 def _recentring(
     block: np.ndarray, index, model, ref_embedding, calibration, sample, n_neighbors: int, n_queries: int, *, measured
-) -> tuple[Recentring, tuple[np.ndarray, np.ndarray] | None]:
+) -> tuple[Recentring, tuple[np.ndarray, np.ndarray] | None, np.ndarray]:
     """The :class:`Recentring` of the query sample ``block`` (in the blocks' space, corrected
-    when they are) and the sample's search when it was made here. ``sample`` is the sample's
+    when they are), the sample's search when it was made here and the network's placement
+    of ``block``, which the projection reuses for the sample's rows. ``sample`` is the sample's
     search; ``measured`` ``None`` when it was made in the blocks' space (then reused), else
     the sample's rows as measured, which ``sample`` searched: the corrected rows' neighbours
     are then found from that search (:func:`~scnumap.core.reranking.moved_neighbours`), and
@@ -598,7 +599,7 @@ def _recentring(
         )[:2]
         indices = searched[1]
     placed = model.transform_blocks([block], block.shape[0])
-    return Recentring.from_sample(placed, indices, ref_embedding, calibration.offset), searched
+    return Recentring.from_sample(placed, indices, ref_embedding, calibration.offset), searched, placed
 
 
 class _Query:
