@@ -299,24 +299,28 @@ class BlockProjector:
         those where the correction moved a row by less than the bound of
         :func:`~scnumap.core.reranking.moved_neighbours`, searched otherwise."""
         sample = self.sample
-        if sample is not None and sample.corrected is not None and positions.size and positions.min() >= 0:
+        if self._sampled(positions) and sample.corrected is not None:
             distances, indices = sample.corrected
             return distances[positions], indices[positions]
         found = moved_neighbours(self.index, raw, block, distances, indices, self.n_neighbors, n_queries=self.n_queries)
         return found[:2]
 
+    def _sampled(self, positions: np.ndarray) -> bool:
+        """Whether the block's rows (``positions``: their rows in the query sample, -1: none)
+        are all in the query sample, so that what was made for the sample serves them."""
+        return self.sample is not None and positions.size > 0 and bool(positions.min() >= 0)
+
     def _placed(self, block: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """The network's placement of ``block``: the sample's, when recentring embedded every
         one of these rows already (a query no larger than the sample is embedded once)."""
-        sample = self.sample
-        if sample is not None and sample.placed is not None and positions.size and positions.min() >= 0:
-            return sample.placed[positions]
+        if self._sampled(positions) and self.sample.placed is not None:
+            return self.sample.placed[positions]
         return self.model.transform_blocks([block], block.shape[0])
 
     def _search(self, scored: np.ndarray, positions: np.ndarray):
         """The ``k`` nearest reference cells of the scored rows and their query shares."""
         sample = self.sample
-        if sample is not None and positions.size and positions.min() >= 0:
+        if self._sampled(positions):
             shares = sample.shares[positions] if sample.shares is not None else None
             return sample.distances[positions], sample.indices[positions], shares
         distances, indices = self.index.query(scored, self.k, n_queries=self.n_queries)
