@@ -241,3 +241,39 @@ def test_tl_numap_passes_n_jobs_and_restores(pbmc, user_threads, monkeypatch):
     assert inside[:2] == (1, 1)  # the whole call runs with n_jobs, not only the fit
     assert "n_jobs" not in ad.uns["numap"]["params"]  # a runtime setting
     assert state() == user_threads
+
+
+def test_projection_threads_grow_with_the_work_up_to_torchs_count(user_threads, monkeypatch):
+    monkeypatch.setattr(threads, "PAIRS_PER_THREAD", 1000)
+    assert threads.projection_threads(10, 10) == 1  # 100 pairs: less than one thread's share
+    assert threads.projection_threads(40, 40) == 2  # 1,600 pairs: rounded to two
+    assert threads.projection_threads(10**6, 10**6) == 2  # never above torch's count
+    torch.set_num_threads(1)
+    assert threads.projection_threads(10**6, 10**6) == 1
+
+
+def test_a_small_projection_runs_on_one_thread_and_restores_the_users(pbmc, user_threads, monkeypatch):
+    import scnumap
+    from scnumap.core.projection import BlockProjector
+
+    ref = pbmc[:400].copy()
+    query = pbmc[400:].copy()
+    scnumap.tl.numap(ref, **QUICK)
+    project = BlockProjector._project
+    inside = []
+
+    def recorded(self, *args, **kwargs):
+        inside.append(state())
+        return project(self, *args, **kwargs)
+
+    monkeypatch.setattr(BlockProjector, "_project", recorded)
+    scnumap.tl.project(query, ref, obs="bulk_labels", query_pca_in_reference_basis=True)
+    assert inside
+    assert all(s[0] == 1 and s[1] == 1 and set(s[2].values()) == {1} for s in inside)
+    assert state() == user_threads
+    monkeypatch.setattr(threads, "PAIRS_PER_THREAD", 1)  # every projection is large
+    inside.clear()
+    scnumap.tl.project(query, ref, obs="bulk_labels", query_pca_in_reference_basis=True)
+    assert inside
+    assert all(s[0] == 2 for s in inside)
+    assert state() == user_threads

@@ -31,6 +31,7 @@ from ..core.recentring import Recentring
 from ..core.reference_index import cached_index
 from ..core.representation import Representation
 from ..core.reranking import moved_neighbours
+from ..core.threads import limited_threads, projection_threads
 from ._representation import dense_block
 
 #: Passes of the query correction, each assigning the query to the reference clusters from
@@ -342,91 +343,94 @@ def project(
     _check_pca_basis(rep, query_pca_in_reference_basis)
     if rep.scaled and rep.from_genes:
         _warn_if_scaled(adata_query)
-    query = _Query(adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
-    n_rows = adata_query.n_obs
-    correction = None
-    if correct and "correction" in entry:
-        correction = _fit_correction(query, entry, batch_key, f"uns[{ref_key!r}]['model']/correction")
-    elif batch_key is not None:
-        raise ValueError(
-            f"`batch_key` corrects the query's batches, and {'`correct=False`' if not correct else 'this model'} "
-            "has no correction (models from scnumap before the query correction, or on genes); "
-            "leave `batch_key=None`" + ("" if not correct else " or re-run `scnumap.tl.numap`") + "."
+    # small projections run on one thread: on a few cores, pools that wait for work in a spin
+    # (torch, BLAS, scikit-learn) slow each other more than a second thread gains
+    with limited_threads(projection_threads(adata_query.n_obs, adata_ref.n_obs), fit=False):
+        query = _Query(adata_query, rep, missing_genes, max_missing_fraction, chunk_size)
+        n_rows = adata_query.n_obs
+        correction = None
+        if correct and "correction" in entry:
+            correction = _fit_correction(query, entry, batch_key, f"uns[{ref_key!r}]['model']/correction")
+        elif batch_key is not None:
+            raise ValueError(
+                f"`batch_key` corrects the query's batches, and {'`correct=False`' if not correct else 'this model'} "
+                "has no correction (models from scnumap before the query correction, or on genes); "
+                "leave `batch_key=None`" + ("" if not correct else " or re-run `scnumap.tl.numap`") + "."
+            )
+        elif correct:
+            logg.info("    no reference clusters in the model (on genes, or an older scnumap): query not corrected")
+        elif rep.integrated:
+            logg.info("    `correct=False`: the query's uncorrected PCs are mapped into the integrated space")
+        # the mapping score is computed where the reference cells are: the integrated space for an
+        # integrated reference, else the query as measured (the correction would pull a missing
+        # type onto reference clusters and hide it)
+        score_corrected = rep.integrated and correction is not None
+        ref_space = _reference_space(adata_ref, rep)
+        metric = adata_ref.uns[ref_key].get("params", {}).get("metric", "euclidean")
+        calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric, ref_embedding)
+        threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
+        index = cached_index(ref_space, metric=calibration.metric)
+        labels = [_labels(adata_ref.obs[col], col) for col in columns]
+        vote_in_2d = bool(columns) and label_space == "embedding"
+        by_label = bool(columns) and place_by_label and not vote_in_2d
+        pool, position, sample, shift, searched_rows = _share_pool(
+            query, correction if score_corrected else None, index, n_neighbors, calibration, random_state
         )
-    elif correct:
-        logg.info("    no reference clusters in the model (on genes, or an older scnumap): query not corrected")
-    elif rep.integrated:
-        logg.info("    `correct=False`: the query's uncorrected PCs are mapped into the integrated space")
-    # the mapping score is computed where the reference cells are: the integrated space for an
-    # integrated reference, else the query as measured (the correction would pull a missing
-    # type onto reference clusters and hide it)
-    score_corrected = rep.integrated and correction is not None
-    ref_space = _reference_space(adata_ref, rep)
-    metric = adata_ref.uns[ref_key].get("params", {}).get("metric", "euclidean")
-    calibration = _calibration(entry, ref_space, f"uns[{ref_key!r}]['model']/mapping", metric, ref_embedding)
-    threshold = calibration.unknown_threshold if unknown_threshold == "auto" else unknown_threshold
-    index = cached_index(ref_space, metric=calibration.metric)
-    labels = [_labels(adata_ref.obs[col], col) for col in columns]
-    vote_in_2d = bool(columns) and label_space == "embedding"
-    by_label = bool(columns) and place_by_label and not vote_in_2d
-    pool, position, sample, shift, searched_rows = _share_pool(
-        query, correction if score_corrected else None, index, n_neighbors, calibration, random_state
-    )
-    recentring = None
-    if recentre and calibration.offset is None:
-        logg.info("    the model stores no reference offsets (an older scnumap): not recentred")
-    elif recentre and searched_rows is not None:
-        # the sample was searched where the blocks are searched unless it was scored as measured
-        # and the blocks are corrected: then it is corrected (and searched) here
-        same_space = correction is None or score_corrected
-        block = searched_rows if same_space else correction.apply(searched_rows, np.flatnonzero(position >= 0))
-        recentring, corrected_search, sample.placed = _recentring(
-            block,
-            index,
+        recentring = None
+        if recentre and calibration.offset is None:
+            logg.info("    the model stores no reference offsets (an older scnumap): not recentred")
+        elif recentre and searched_rows is not None:
+            # the sample was searched where the blocks are searched unless it was scored as measured
+            # and the blocks are corrected: then it is corrected (and searched) here
+            same_space = correction is None or score_corrected
+            block = searched_rows if same_space else correction.apply(searched_rows, np.flatnonzero(position >= 0))
+            recentring, corrected_search, sample.placed = _recentring(
+                block,
+                index,
+                model,
+                ref_embedding,
+                calibration,
+                sample,
+                n_neighbors,
+                n_rows,
+                measured=None if same_space else searched_rows,
+            )
+            if corrected_search is not None:
+                sample.corrected = corrected_search  # the projection's corrected search of these rows
+        projector = BlockProjector(
             model,
-            ref_embedding,
+            index,
             calibration,
-            sample,
-            n_neighbors,
-            n_rows,
-            measured=None if same_space else searched_rows,
+            ref_embedding,
+            n_neighbors=n_neighbors,
+            n_queries=n_rows,
+            correction=None if correction is None else correction.correction,
+            score_corrected=score_corrected,
+            keep_corrected=rep.integrated,
+            pool=pool,
+            sample=sample,
+            shift=shift,
+            labels=tuple(codes for codes, _ in labels),
+            n_categories=tuple(len(cats) for _, cats in labels),
+            anchor=anchor,
+            embedding_index=EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None,
+            label_placement=EmbeddingIndex(ref_embedding, n_neighbors) if by_label else None,
+            unknown_threshold=threshold,
+            recentring=recentring,
         )
-        if corrected_search is not None:
-            sample.corrected = corrected_search  # the projection's corrected search of these rows
-    projector = BlockProjector(
-        model,
-        index,
-        calibration,
-        ref_embedding,
-        n_neighbors=n_neighbors,
-        n_queries=n_rows,
-        correction=None if correction is None else correction.correction,
-        score_corrected=score_corrected,
-        keep_corrected=rep.integrated,
-        pool=pool,
-        sample=sample,
-        shift=shift,
-        labels=tuple(codes for codes, _ in labels),
-        n_categories=tuple(len(cats) for _, cats in labels),
-        anchor=anchor,
-        embedding_index=EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None,
-        label_placement=EmbeddingIndex(ref_embedding, n_neighbors) if by_label else None,
-        unknown_threshold=threshold,
-        recentring=recentring,
-    )
-    layout = projector.layout
-    batches = correction.codes if correction is not None else np.zeros(n_rows, dtype=np.int64)
-    if query.dask:
-        # one task per chunk, on the worker holding it; the results stay there (persisted)
-        packed = project_dask(query.dask_blocks(), projector, batches, position).persist(scheduler=query.scheduler)
-    else:
-        packed = np.empty((n_rows, layout.width), dtype=np.float32)
-        for rows, raw in query.blocks():
-            if raw.shape[1] != model.n_features_in_:
-                raise ValueError(
-                    f"A query block has {raw.shape[1]} columns; the reference model takes {model.n_features_in_}."
-                )
-            packed[rows] = projector(raw, batches[rows], position[rows])
+        layout = projector.layout
+        batches = correction.codes if correction is not None else np.zeros(n_rows, dtype=np.int64)
+        if query.dask:
+            # one task per chunk, on the worker holding it; the results stay there (persisted)
+            packed = project_dask(query.dask_blocks(), projector, batches, position).persist(scheduler=query.scheduler)
+        else:
+            packed = np.empty((n_rows, layout.width), dtype=np.float32)
+            for rows, raw in query.blocks():
+                if raw.shape[1] != model.n_features_in_:
+                    raise ValueError(
+                        f"A query block has {raw.shape[1]} columns; the reference model takes {model.n_features_in_}."
+                    )
+                packed[rows] = projector(raw, batches[rows], position[rows])
     # per-cell columns of obs are gathered; the wide results stay dask arrays for a dask query
     narrow = [layout.score, layout.moved] + [c for j in range(len(columns)) for c in layout.label(j)[:2]]
     narrow = _gathered([packed[:, c] for c in narrow], query.scheduler)
