@@ -156,3 +156,40 @@ def test_rounds_reassign_the_query_from_its_corrected_coordinates():
     fresh = QueryCorrection(compression, 1)
     with pytest.raises(RuntimeError, match="needs query rows"):
         fresh.next_round()
+
+
+def test_keyed_blocks_give_the_same_correction_with_fewer_assignments(monkeypatch):
+    """Blocks added under a key are corrected round after round from what the last round
+    kept: bit for bit the unkeyed result, with 6 soft assignments per block over three rounds
+    and the final correction instead of 9; a key that names rows of another shape is not used."""
+    rng = np.random.default_rng(3)
+    comp, centres = _reference(rng)
+    X = centres[rng.integers(0, 4, 300)] + rng.normal(size=(300, 5)) + 0.7
+    batches = rng.integers(0, 2, 300)
+    blocks = [slice(start, start + 100) for start in range(0, 300, 100)]
+    calls = []
+    assign = ReferenceCompression.assign
+    monkeypatch.setattr(ReferenceCompression, "assign", lambda self, Y: calls.append(len(Y)) or assign(self, Y))
+
+    def corrected(keyed: bool) -> np.ndarray:
+        corr = QueryCorrection(comp, n_batches=2)
+        for round_ in range(3):
+            if round_:
+                corr.next_round()
+            for rows in blocks:
+                corr.add(X[rows], batches[rows], key=(rows.start, rows.stop) if keyed else None)
+        out = [corr.apply(X[rows], batches[rows], key=(rows.start, rows.stop) if keyed else None) for rows in blocks]
+        assert not corr._kept  # apply lets go of what it used
+        return np.concatenate(out)
+
+    plain = corrected(False)
+    n_plain, calls[:] = len(calls), []
+    keyed = corrected(True)
+    np.testing.assert_array_equal(keyed, plain)
+    assert (n_plain, len(calls)) == (3 * 9, 3 * 6)
+    corr = QueryCorrection(comp, n_batches=2)
+    corr.add(X[:100], batches[:100], key="a")
+    corr.next_round()
+    corr.add(X[:100], batches[:100], key="a")
+    kept_for_other_rows = corr.apply(X[:50], batches[:50], key="a")  # "a" kept 100 rows: not used
+    np.testing.assert_array_equal(kept_for_other_rows, corr.apply(X[:50], batches[:50]))

@@ -90,11 +90,15 @@ class ReferenceCompression:
 
     def assign(self, X: np.ndarray) -> np.ndarray:
         """Soft cluster assignment ``(K, n)`` of query rows ``X`` (columns sum to 1)."""
-        cosine = self.centroids @ _unit_rows(np.asarray(X, dtype=np.float64)).T
-        logits = -2.0 * (1.0 - cosine) / self.sigma[:, None]
-        logits -= logits.max(axis=0, keepdims=True)
-        R = np.exp(logits)
-        return R / R.sum(axis=0, keepdims=True)
+        R = self.centroids @ _unit_rows(np.asarray(X, dtype=np.float64)).T  # the cosines
+        # -2 (1 - cosine) / sigma, shifted by its column maximum, exponentiated, normalised: in place
+        np.subtract(1.0, R, out=R)
+        R *= -2.0
+        R /= self.sigma[:, None]
+        R -= R.max(axis=0, keepdims=True)
+        np.exp(R, out=R)
+        R /= R.sum(axis=0, keepdims=True)
+        return R
 
     def to_dict(self) -> dict:
         return {
@@ -153,6 +157,7 @@ class QueryCorrection:
         self.n_batches = int(n_batches)
         self.ridge = float(ridge)
         self._done = []  # weights of finished rounds
+        self._kept = {}  # key -> (finished rounds, coordinates after them) of keyed row blocks
         self._reset()
 
     def _reset(self) -> None:
@@ -173,25 +178,31 @@ class QueryCorrection:
         codes, starts = np.unique(batches[order], return_index=True)
         return list(zip(codes.tolist(), np.split(order, starts[1:]), strict=True))
 
-    def add(self, X: np.ndarray, batches: np.ndarray) -> None:
+    def add(self, X: np.ndarray, batches: np.ndarray, *, key=None) -> None:
         """Add query rows ``X`` (``(n, d)``, reference PC coordinates) with their batch codes.
 
         The rows are assigned to the reference clusters from their coordinates after the
         finished rounds (:meth:`next_round`); the regression is on ``X`` itself. With the
         design ``φ = (1, one-hot batch)``, ``Σ R φ φᵀ`` and ``Σ R φ xᵀ`` are sums over
         each batch's rows (no ``(K, n, B + 1)`` product is formed).
-        """
-        self.add_statistics(self.statistics(X, batches))
 
-    def statistics(self, X: np.ndarray, batches: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        """What :meth:`add` adds for rows ``X``: ``(Σ R φ φᵀ, Σ R φ xᵀ, n)``; changes nothing.
+        ``key`` (any hashable, e.g. the block's first and last row) names the same rows in
+        every pass: their coordinates after the finished rounds are kept under it, so that
+        the next round and :meth:`apply` start from there instead of correcting the rows
+        again from the first round (the same numbers, about half the assignments).
+        """
+        self.add_statistics(self.statistics(X, batches, key=key))
+
+    def statistics(self, X: np.ndarray, batches: np.ndarray, *, key=None) -> tuple[np.ndarray, np.ndarray, int]:
+        """What :meth:`add` adds for rows ``X``: ``(Σ R φ φᵀ, Σ R φ xᵀ, n)``; changes nothing
+        but what ``key`` keeps (:meth:`add`).
 
         Blocks of the query can be summarised apart (e.g. on dask workers) and their sums
         added with :meth:`add_statistics`.
         """
         X = np.asarray(X, dtype=np.float64)
         groups = self._groups(batches)
-        R = self.reference.assign(self._after_rounds(X, groups))  # (K, n)
+        R = self.reference.assign(self._after_rounds(X, groups, key))  # (K, n)
         A, B = np.zeros_like(self._A), np.zeros_like(self._B)
         A[:, 0, 0] = R.sum(axis=1)
         B[:, 0, :] = R @ X
@@ -220,10 +231,18 @@ class QueryCorrection:
         self._done.append(self.weights())
         self._reset()
 
-    def _after_rounds(self, X: np.ndarray, groups) -> np.ndarray:
-        corrected = X
-        for W in self._done:
+    def _after_rounds(self, X: np.ndarray, groups, key=None, *, keep: bool = True) -> np.ndarray:
+        """``X`` corrected by the finished rounds, from what ``key`` kept (rows of the same
+        shape) when there is something; kept again under ``key`` unless ``keep`` is false."""
+        done, corrected = 0, X
+        if key is not None:
+            kept = self._kept.pop(key, None)
+            if kept is not None and kept[1].shape == X.shape and kept[0] <= len(self._done):
+                done, corrected = kept
+        for W in self._done[done:]:
             corrected = self._corrected(X, corrected, groups, W)
+        if key is not None and keep and self._done:
+            self._kept[key] = (len(self._done), corrected)
         return corrected
 
     def _corrected(self, X: np.ndarray, assigned_from: np.ndarray, groups, W: np.ndarray) -> np.ndarray:
@@ -248,11 +267,12 @@ class QueryCorrection:
             self._W = W
         return self._W
 
-    def apply(self, X: np.ndarray, batches: np.ndarray) -> np.ndarray:
-        """Corrected ``(n, d)`` float32 coordinates of query rows already :meth:`add`-ed."""
+    def apply(self, X: np.ndarray, batches: np.ndarray, *, key=None) -> np.ndarray:
+        """Corrected ``(n, d)`` float32 coordinates of query rows already :meth:`add`-ed;
+        what ``key`` kept of them (:meth:`add`) serves and is then let go."""
         X = np.asarray(X, dtype=np.float64)
         groups = self._groups(batches)
-        corrected = self._after_rounds(X, groups)
+        corrected = self._after_rounds(X, groups, key, keep=False)
         if self._n_added:
             corrected = self._corrected(X, corrected, groups, self.weights())
         return corrected.astype(np.float32)

@@ -223,22 +223,23 @@ class BlockProjector:
         n_corrected = index.space.shape[1] if keep_corrected and correction is not None else 0
         self.layout = Layout(model.n_components, n_corrected, tuple(int(n) for n in n_categories))
 
-    def __call__(self, raw: np.ndarray, batches: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def __call__(self, raw: np.ndarray, batches: np.ndarray, positions: np.ndarray, *, key=None) -> np.ndarray:
         """``(n, layout.width)`` float32 results of the query rows ``raw`` (their representation
-        as measured), with their batch codes and their rows in the query sample (-1: none).
+        as measured), with their batch codes and their rows in the query sample (-1: none);
+        ``key`` names the rows for the correction (:meth:`~scnumap.core.correction.QueryCorrection.add`).
 
         numba (pynndescent's search) and the BLAS pools use as many threads as torch: one
         on a dask worker process, whose torch starts with one thread, instead of one per core.
         """
         with limited_threads(torch.get_num_threads(), fit=False):
-            return self._project(raw, batches, positions)
+            return self._project(raw, batches, positions, key)
 
-    def _project(self, raw: np.ndarray, batches: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    def _project(self, raw: np.ndarray, batches: np.ndarray, positions: np.ndarray, key=None) -> np.ndarray:
         layout = self.layout
         out = np.zeros((raw.shape[0], layout.width), dtype=np.float32)
         if raw.shape[0] == 0:
             return out
-        block = raw if self.correction is None else self.correction.apply(raw, batches)
+        block = raw if self.correction is None else self.correction.apply(raw, batches, key=key)
         scored = block if self.score_corrected or self.correction is None else raw
         distances, indices, share = self._search(scored, np.asarray(positions))
         c = self.calibration

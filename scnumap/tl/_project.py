@@ -45,6 +45,10 @@ CHUNK_SIZE = 50_000
 #: (correction, query sample, projection); a larger one is read again for each pass.
 MAX_HELD_BYTES = 2 * 1024**3
 
+#: Largest query (its representation in float64, bytes) whose corrected coordinates the
+#: correction keeps between its rounds (:meth:`~scnumap.core.correction.QueryCorrection.add`).
+MAX_KEPT_BYTES = 1024**3
+
 #: Smallest graph for which ``sc.pp.neighbors`` searches with pynndescent (Euclidean: 8,192)
 #: and stores each cell's own entry as an explicit distance 0, which format-3 calibrations
 #: counted as a neighbour (radii too small: 9.6 % false Unknown instead of 1.1 % at atlas scale).
@@ -430,7 +434,7 @@ def project(
                     raise ValueError(
                         f"A query block has {raw.shape[1]} columns; the reference model takes {model.n_features_in_}."
                     )
-                packed[rows] = projector(raw, batches[rows], position[rows])
+                packed[rows] = projector(raw, batches[rows], position[rows], key=_block_key(rows, raw))
     # per-cell columns of obs are gathered; the wide results stay dask arrays for a dask query
     narrow = [layout.score, layout.moved] + [c for j in range(len(columns)) for c in layout.label(j)[:2]]
     narrow = _gathered([packed[:, c] for c in narrow], query.scheduler)
@@ -502,7 +506,14 @@ class _Correction:
         self.correction, self.codes = correction, codes
 
     def apply(self, block: np.ndarray, rows) -> np.ndarray:
-        return self.correction.apply(block, self.codes[rows])
+        return self.correction.apply(block, self.codes[rows], key=_block_key(rows, block))
+
+
+def _block_key(rows, block: np.ndarray):
+    """The key under which the correction keeps a block's coordinates between passes: its
+    first and last row for a block of consecutive rows (every pass cuts the query the same
+    way), ``None`` (nothing kept) for other rows."""
+    return (rows.start, rows.start + block.shape[0]) if isinstance(rows, slice) else None
 
 
 def _fit_correction(query: _Query, entry: dict, batch_key: str | None, where: str) -> _Correction:
@@ -515,6 +526,7 @@ def _fit_correction(query: _Query, entry: dict, batch_key: str | None, where: st
         raise ModelFormatError(str(err)) from None
     codes, n_batches = _batch_codes(adata, batch_key)
     correction = QueryCorrection(compression, n_batches)
+    keep = query.hold and query.n_rows * rep.n_dims * 8 <= MAX_KEPT_BYTES
     for round_ in range(CORRECTION_ROUNDS):
         if round_:
             correction.next_round()
@@ -524,7 +536,8 @@ def _fit_correction(query: _Query, entry: dict, batch_key: str | None, where: st
             )
             continue
         for rows, block in query.blocks():
-            correction.add(block, codes[rows])
+            # a query held in memory is corrected in each round from what the last one kept
+            correction.add(block, codes[rows], key=_block_key(rows, block) if keep else None)
     return _Correction(correction, codes)
 
 
