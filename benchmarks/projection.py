@@ -98,6 +98,20 @@ def row(name, n_ref, n_query, results, fits):
     )
 
 
+def split(ad, seed: int):
+    """``ad`` split 70/30 by cells (seed ``seed``), without its embeddings and graph; the
+    reference (70 %) gets its own PCA (seed ``seed``)."""
+    order = np.random.default_rng(seed).permutation(ad.n_obs)
+    ref = ad[order[: int(0.7 * ad.n_obs)]].copy()
+    query = ad[order[int(0.7 * ad.n_obs) :]].copy()
+    for a in (ref, query):
+        for key in ("X_pca", "X_umap"):
+            a.obsm.pop(key, None)
+        a.uns.pop("neighbors", None)
+    sc.pp.pca(ref, n_comps=min(50, ref.n_vars - 1), random_state=seed)
+    return ref, query
+
+
 def run(name):
     if name == "wang_xin":
         ref, query = wang_xin()
@@ -112,14 +126,7 @@ def run(name):
     ad = LABELLED[name]()
     results, fits = [], []
     for seed in range(3):
-        order = np.random.default_rng(seed).permutation(ad.n_obs)
-        ref = ad[order[: int(0.7 * ad.n_obs)]].copy()
-        query = ad[order[int(0.7 * ad.n_obs) :]].copy()
-        for a in (ref, query):
-            for key in ("X_pca", "X_umap"):
-                a.obsm.pop(key, None)
-            a.uns.pop("neighbors", None)
-        sc.pp.pca(ref, n_comps=min(50, ref.n_vars - 1), random_state=seed)
+        ref, query = split(ad, seed)
         fits.append(prepare_reference(ref))
         results.append(compare(ref, query))
     row(f"{name} (70/30 by cells, 3 seeds)", ref.n_obs, query.n_obs, results, fits)

@@ -5,9 +5,9 @@
 
 ``tl.project(query, ref, obs='label')`` (labels, mapping score, correction, placement),
 warm, timed ``--calls`` times in a row with the projection forced onto one thread, onto
-every torch thread, and with the default policy (one thread per
-``PAIRS_PER_THREAD`` query × reference pairs). Labelled sets: a 70/30 split by cells (seed
-0; reference PCA, ``sc.pp.neighbors``, ``tl.numap`` defaults). Synthetic ``RxQ``: ``R``
+every torch thread, and with the default policy (one thread per ``PAIRS_PER_THREAD``
+query × reference pairs). Labelled sets: ``projection.py``'s 70/30 split by cells (seed 0;
+reference PCA, ``sc.pp.neighbors``, ``tl.numap`` defaults). Synthetic ``RxQ``: ``R``
 reference and ``Q`` query cells of ``mapping_scale.py``'s 50-D mixture (a short fit). Prints
 mean and median milliseconds per call: single calls of a few tens of milliseconds vary
 up to 4× when the pools of torch, BLAS and scikit-learn wait for each other, so the mean
@@ -28,6 +28,7 @@ import scanpy as sc
 import torch
 from datasets import LABELLED, available
 from mapping_scale import as_adata, mixture
+from projection import split
 
 import scnumap
 import scnumap.tl._project as project_module
@@ -38,14 +39,7 @@ sc.settings.verbosity = 0
 
 
 def labelled_pair(name: str):
-    ad = LABELLED[name]()
-    order = np.random.default_rng(0).permutation(ad.n_obs)
-    ref, query = ad[order[: int(0.7 * ad.n_obs)]].copy(), ad[order[int(0.7 * ad.n_obs) :]].copy()
-    for a in (ref, query):
-        for key in ("X_pca", "X_umap"):
-            a.obsm.pop(key, None)
-        a.uns.pop("neighbors", None)
-    sc.pp.pca(ref, n_comps=min(50, ref.n_vars - 1), random_state=0)
+    ref, query = split(LABELLED[name](), 0)
     sc.pp.neighbors(ref, n_neighbors=15, random_state=0)
     scnumap.tl.numap(ref, random_state=0)
     return ref, query
