@@ -44,7 +44,7 @@ class NeighbourhoodSampler:
         self.indices = torch.as_tensor(graph.indices.astype(np.int64), device=device)
         self.n_obs = graph.shape[0]
         self._everything = None
-        self._segments = None
+        self._row_lengths = None
 
     def sample(self, size: int, generator: torch.Generator):
         """Return ``(vertices, edge_rows, edge_cols)``; ``edge_rows`` index into ``vertices``."""
@@ -57,17 +57,11 @@ class NeighbourhoodSampler:
             self._everything = self._neighbourhoods(torch.arange(self.n_obs, device=self.device))
         return self._everything
 
-    def segments(self):
-        """``(row_lengths, by_tail, tail_lengths)`` of :meth:`everything`'s edges (computed once):
-        each vertex's number of edges, the order that sorts the edges by tail (stable) and each
-        vertex's number of edges as a tail."""
-        if self._segments is None:
-            edge_cols = self.everything()[2]
-            row_lengths = torch.diff(self.indptr)
-            by_tail = torch.argsort(edge_cols, stable=True)
-            tail_lengths = torch.bincount(edge_cols, minlength=self.n_obs)
-            self._segments = (row_lengths, by_tail, tail_lengths)
-        return self._segments
+    def row_lengths(self) -> torch.Tensor:
+        """Each vertex's number of edges, the segments of :meth:`everything`'s edges (computed once)."""
+        if self._row_lengths is None:
+            self._row_lengths = torch.diff(self.indptr)
+        return self._row_lengths
 
     def _neighbourhoods(self, vertices: torch.Tensor):
         start = self.indptr[vertices]
@@ -108,12 +102,13 @@ def whole_graph_density_loss(
     ``y`` written out (:class:`_WholeGraphDensity`): a few passes over the edges, whose sums
     per vertex are segment sums (the edges in CSR order, and sorted by tail), in fewer
     operations than autograd's gradient of the composition (benchmarks/step_losses.py
-    compares them). Summed in a fixed order, so two runs agree to the bit.
+    compares them). Coordinates are handled column by column, as in
+    :func:`~scnumap.core.losses.edge_cross_entropy`. Summed in a fixed order (segment sums
+    and ``torch.bincount``), so two runs agree to the bit.
     """
     _, edge_rows, edge_cols = sampler.everything()
-    row_lengths, by_tail, tail_lengths = sampler.segments()
     return _WholeGraphDensity.apply(
-        y, edge_rows, edge_cols, row_lengths, by_tail, tail_lengths, r_orig, float(a), float(b), float(var_shift)
+        y, edge_rows, edge_cols, sampler.row_lengths(), r_orig, float(a), float(b), float(var_shift)
     )
 
 
@@ -126,13 +121,14 @@ class _WholeGraphDensity(torch.autograd.Function):
     ``dL/dr'_i = (c re_i / v' - ro_i) / (n sqrt(v v'))`` (``ro``, ``re`` centred,
     ``c`` the covariance, ``v``, ``v'`` the shifted variances), then through ``N_i``, ``D_i``
     to ``dL/ds_e`` and ``dL/dy_i = sum_e 2 (y_i - y_j) dL/ds_e`` over the edges leaving
-    ``i`` minus that over the edges arriving at ``i``.
+    ``i`` minus that over the edges arriving at ``i`` (both sums by ``torch.bincount``).
     """
 
     @staticmethod
-    def forward(ctx, y, edge_rows, edge_cols, row_lengths, by_tail, tail_lengths, r_orig, a, b, var_shift):
-        diff = torch.index_select(y, 0, edge_rows) - torch.index_select(y, 0, edge_cols)
-        sq = (diff * diff).sum(dim=1)
+    def forward(ctx, y, edge_rows, edge_cols, row_lengths, r_orig, a, b, var_shift):
+        columns = y.T.contiguous()  # (d, n): every operation below runs along the edges
+        diff = torch.index_select(columns, 1, edge_rows) - torch.index_select(columns, 1, edge_cols)
+        sq = (diff * diff).sum(dim=0)
         shifted = sq + 1e-10  # as membership()
         powered = shifted.pow(b)
         phi = 1.0 / (1.0 + a * powered)
@@ -148,14 +144,14 @@ class _WholeGraphDensity(torch.autograd.Function):
         cov = (ro * re).mean()
         root = torch.sqrt(var_orig * var_emb)
         ctx.save_for_backward(diff, sq, shifted, powered, phi, den, den_clamped, ratio, ro, re, var_emb, cov, root)
-        ctx.index = (edge_rows, row_lengths, by_tail, tail_lengths)
+        ctx.index = (edge_rows, edge_cols)
         ctx.a, ctx.b = a, b
         return -cov / root
 
     @staticmethod
     def backward(ctx, grad):
         diff, sq, shifted, powered, phi, den, den_clamped, ratio, ro, re, var_emb, cov, root = ctx.saved_tensors
-        edge_rows, row_lengths, by_tail, tail_lengths = ctx.index
+        edge_rows, edge_cols = ctx.index
         a, b = ctx.a, ctx.b
         n = ro.shape[0]
         # the centring adds nothing: ro and re sum to zero
@@ -166,7 +162,12 @@ class _WholeGraphDensity(torch.autograd.Function):
         dphi = (-a * b) * powered / shifted * phi * phi  # d phi / d s
         grad_sq = torch.index_select(grad_num, 0, edge_rows) * (phi + sq * dphi)
         grad_sq = grad_sq + torch.index_select(grad_den, 0, edge_rows) * dphi
-        grad_edge = (2.0 * grad_sq)[:, None] * diff
-        as_tail = segment_sum(torch.index_select(grad_edge, 0, by_tail), tail_lengths)
-        grad_y = segment_sum(grad_edge, row_lengths) - as_tail
-        return grad_y, None, None, None, None, None, None, None, None, None
+        grad_edge = diff.mul_(2.0 * grad_sq)  # (d, E)
+        grad_y = torch.stack(
+            [
+                torch.bincount(edge_rows, column, minlength=n) - torch.bincount(edge_cols, column, minlength=n)
+                for column in grad_edge
+            ],
+            1,
+        )
+        return grad_y, None, None, None, None, None, None, None

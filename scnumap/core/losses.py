@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from ._checks import check_float
-from .batching import add_rows
 
 #: Floor inside the logarithms, as umap-learn's clamp.
 EPS = 1e-4
@@ -67,58 +66,66 @@ def edge_cross_entropy(
     The same value as gathering the rows and composing the squared distances with
     :func:`umap_cross_entropy`, with the gradient written out (:class:`_EdgeCrossEntropy`):
     on a small graph a step is bound by the number of operations, and autograd's gradient
-    of that composition takes more of them. The gradient's sums over repeated rows are
-    added in a fixed order (:func:`~scnumap.core.batching.add_rows`).
+    of that composition takes more of them. ``negatives`` whose transpose is contiguous (a
+    view ``(r, E)`` transposed) is read without a copy. The gradient's sums over repeated
+    rows are added in a fixed order (``torch.bincount``, serial on the CPU).
     """
     return _EdgeCrossEntropy.apply(y_heads, y, heads, tails, negatives, float(a), float(b))
 
 
-class _EdgeCrossEntropy(torch.autograd.Function):
-    """Forward: :func:`edge_cross_entropy`; backward: its gradient with respect to both tables.
+#: ``-log EPS``: the clamped value of both terms.
+_CLAMPED = -float(np.log(EPS))
 
-    With ``p = (s + 1e-10)^b`` and ``q = 1 / (1 + a p)`` on a squared distance ``s``:
-    ``d(-log q)/ds = a b p q / (s + 1e-10)`` and ``d(-log(1 - q))/ds = -a b p q^2 / ((1 - q)(s + 1e-10))``,
-    each 0 where its clamp at ``EPS`` holds; ``d s / d y_head = 2 (y_head - y_other)``.
+
+class _EdgeCrossEntropy(torch.autograd.Function):
+    """Forward: :func:`edge_cross_entropy` and its gradient; backward: that gradient, scaled.
+
+    With ``s`` a squared distance, ``p = (s + 1e-10)^b`` and ``q = 1 / (1 + a p)``:
+    ``-log q = log(1 + a p)`` with ``d/ds = b a p q / (s + 1e-10)``, and, since
+    ``1 - q = a p q``, ``-log(1 - q) = -log(a p q)`` with ``d/ds = -b q / (s + 1e-10)``;
+    each derivative is 0 where its clamp at ``EPS`` holds; ``d s / d y_head = 2 (y_head -
+    y_other)``. Coordinates are handled column by column (``(d, E)`` and ``(d, r, E)``
+    tensors), so that every operation runs over a long contiguous axis: on rows of two
+    values torch's reductions and broadcasts are several times slower.
     """
 
     @staticmethod
     def forward(ctx, y_heads, y, heads, tails, negatives, a, b):
         n_edges, r = negatives.shape
-        head_rows = torch.index_select(y_heads, 0, heads)
-        to_tail = head_rows - torch.index_select(y, 0, tails)
-        to_negative = head_rows[:, None, :] - torch.index_select(y, 0, negatives.reshape(-1)).view(n_edges, r, -1)
-        sq_pos = (to_tail * to_tail).sum(dim=1)
-        sq_neg = (to_negative * to_negative).sum(dim=2)
-        shifted_pos, shifted_neg = sq_pos + 1e-10, sq_neg + 1e-10
-        p_pos, p_neg = shifted_pos.pow(b), shifted_neg.pow(b)
-        q_pos, q_neg = 1.0 / (1.0 + a * p_pos), 1.0 / (1.0 + a * p_neg)
-        attraction = -torch.log(q_pos.clamp_min(EPS))
-        repulsion = -torch.log((1.0 - q_neg).clamp_min(EPS))
-        ctx.save_for_backward(
-            heads, tails, negatives, to_tail, to_negative, shifted_pos, shifted_neg, p_pos, p_neg, q_pos, q_neg
-        )
-        ctx.a, ctx.b, ctx.rows = a, b, (y_heads.shape[0], y.shape[0])
-        return attraction.mean() + repulsion.sum(dim=1).mean()
+        by_draw = negatives.T.reshape(-1)  # negative k of every edge, k = 0 .. r - 1
+        columns = y.T.contiguous()
+        head = torch.index_select(columns if y_heads is y else y_heads.T.contiguous(), 1, heads)
+        to_tail = head - torch.index_select(columns, 1, tails)  # (d, E)
+        to_negative = head[:, None, :] - torch.index_select(columns, 1, by_draw).view(-1, r, n_edges)  # (d, r, E)
+        shifted_pos = (to_tail * to_tail).sum(dim=0).add_(1e-10)
+        shifted_neg = (to_negative * to_negative).sum(dim=0).add_(1e-10)
+        ap_pos, ap_neg = shifted_pos.pow(b).mul_(a), shifted_neg.pow(b).mul_(a)
+        q_pos, q_neg = ap_pos.add(1.0).reciprocal_(), ap_neg.add(1.0).reciprocal_()
+        attraction = torch.log1p(ap_pos)
+        attracted = attraction <= _CLAMPED  # q >= EPS
+        repelled = ap_neg * q_neg  # 1 - q
+        kept = repelled >= EPS
+        loss = (attraction.clamp_max_(_CLAMPED).sum() - repelled.clamp_min_(EPS).log_().sum()) / n_edges
+        d_pos = ap_pos.mul_(q_pos).div_(shifted_pos).mul_(2.0 * b / n_edges).mul_(attracted)
+        d_neg = q_neg.div_(shifted_neg).mul_(-2.0 * b / n_edges).mul_(kept)
+        g_pos, g_neg = to_tail.mul_(d_pos), to_negative.mul_(d_neg)  # d loss / d head, per pair
+        ctx.save_for_backward(heads, tails, by_draw, g_pos, g_neg)
+        ctx.rows = (y_heads.shape[0], y.shape[0])
+        return loss
 
     @staticmethod
     def backward(ctx, grad):
-        heads, tails, negatives, to_tail, to_negative, shifted_pos, shifted_neg, p_pos, p_neg, q_pos, q_neg = (
-            ctx.saved_tensors
-        )
-        a, b = ctx.a, ctx.b
-        n_edges = heads.shape[0]
-        scale = grad * (2.0 * a * b / n_edges)
-        d_pos = torch.where(q_pos >= EPS, scale * p_pos * q_pos / shifted_pos, torch.zeros_like(q_pos))
-        repelled = 1.0 - q_neg
-        d_neg = torch.where(
-            repelled >= EPS,
-            -scale * p_neg * q_neg * q_neg / (repelled.clamp_min(EPS) * shifted_neg),
-            torch.zeros_like(q_neg),
-        )
-        g_pos = d_pos[:, None] * to_tail
-        g_neg = d_neg[:, :, None] * to_negative
+        heads, tails, by_draw, g_pos, g_neg = ctx.saved_tensors
         n_heads_rows, n_rows = ctx.rows
-        grad_heads = add_rows(g_pos.new_zeros(n_heads_rows, g_pos.shape[1]), heads, g_pos + g_neg.sum(dim=1))
-        grad_y = add_rows(g_pos.new_zeros(n_rows, g_pos.shape[1]), tails, -g_pos)
-        grad_y = add_rows(grad_y, negatives.reshape(-1), -g_neg.reshape(-1, g_neg.shape[2]))
-        return grad_heads, grad_y, None, None, None, None, None
+        on_heads = g_pos + g_neg.sum(dim=1)
+        g_neg = g_neg.reshape(g_neg.shape[0], -1)
+        grad_heads = torch.stack([torch.bincount(heads, column, minlength=n_heads_rows) for column in on_heads], 1)
+        grad_y = torch.stack(
+            [
+                torch.bincount(tails, along_edge, minlength=n_rows)
+                + torch.bincount(by_draw, along_negative, minlength=n_rows)
+                for along_edge, along_negative in zip(g_pos, g_neg, strict=True)
+            ],
+            1,
+        )
+        return grad_heads * grad, grad_y * -grad, None, None, None, None, None

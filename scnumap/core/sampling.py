@@ -1,10 +1,11 @@
 """Edge sampling in proportion to the fuzzy-graph weights, over the whole graph.
 
-Every draw picks edge ``e`` with probability ``w_e / sum(w)`` by inverse-CDF
-search in the cumulative weights (``torch.searchsorted``), so memory stays
+Every draw picks edge ``e`` with probability ``w_e / sum(w)``, so memory stays
 ``O(n_edges)``: nothing is materialised per epoch and no fixed subset of edges
-is reused. A grouped draw (:meth:`EdgeSampler.sample_grouped`) draws several edges of
-each head, with the same probability per edge. Negatives are drawn uniformly over all
+is reused. :meth:`EdgeSampler.sample` reads Walker's alias table (:func:`alias_table`,
+two look-ups per draw); a grouped draw (:meth:`EdgeSampler.sample_grouped`) draws several
+edges of each head, with the same probability per edge, by inverse-CDF search in the
+cumulative weights (``torch.searchsorted``). Negatives are drawn uniformly over all
 vertices.
 """
 
@@ -40,10 +41,20 @@ class EdgeSampler:
         self.stop = torch.as_tensor(stop, device=device)
         self.below = torch.as_tensor(padded[start], device=device)
         self.above = torch.as_tensor(padded[stop], device=device)
+        self._weights = weights
+        self._alias = None  # (keep, alias), built by the first `sample`
 
     def sample(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        u = torch.rand(size, generator=generator, device=generator.device, dtype=torch.float64)
-        index = self._edges_at(u.to(self.device) * self.total)
+        """``size`` edges, each drawn with probability ∝ weight: tensors ``(size,)``."""
+        if self._alias is None:
+            keep, alias = alias_table(self._weights)
+            self._alias = torch.as_tensor(keep, device=self.device), torch.as_tensor(alias, device=self.device)
+        keep, alias = self._alias
+        # one uniform per draw: its integer part picks a column, its fraction keeps it or takes the alias
+        u = torch.rand(size, generator=generator, device=generator.device, dtype=torch.float64).to(self.device)
+        u = u.mul_(self.n_edges)
+        column = u.long().clamp_max_(self.n_edges - 1)
+        index = torch.where(u.sub_(column) < keep[column], column, alias[column])
         return self.heads[index], self.tails[index]
 
     def sample_grouped(self, n_heads: int, per_head: int, generator: torch.Generator):
@@ -66,6 +77,38 @@ class EdgeSampler:
     def _edges_at(self, positions: torch.Tensor) -> torch.Tensor:
         """The edge whose cumulative-weight interval holds each position in ``[0, total)``."""
         return torch.searchsorted(self.cumulative, positions, right=True).clamp_max(self.n_edges - 1)
+
+
+def alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table of non-negative ``weights`` (Vose's construction, vectorised).
+
+    Returns ``keep`` (float64) and ``alias`` (int64), both ``(n,)``: a column ``i`` drawn
+    uniformly is kept with probability ``keep[i]`` and otherwise replaced by ``alias[i]``,
+    which draws ``i`` with probability ``weights[i] / sum(weights)``.
+
+    Each round hands every column below the mean weight (a *small*) to one column above it
+    (a *large*) whose excess covers the start of the small's deficit, so a large gives
+    away at most its excess plus one deficit and keeps a non-negative share; larges that
+    fall below the mean are the next round's smalls. Columns left when either side runs
+    out (rounding) are kept whole.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    n = weights.shape[0]
+    scaled = weights * (n / weights.sum())
+    keep, alias = np.ones(n), np.arange(n, dtype=np.int64)
+    small, large = np.flatnonzero(scaled < 1.0), np.flatnonzero(scaled >= 1.0)
+    while small.size and large.size:
+        deficit = 1.0 - scaled[small]
+        owner = np.searchsorted(np.cumsum(scaled[large] - 1.0), np.cumsum(deficit) - deficit, side="right")
+        placed = owner < large.size
+        if not placed.any():
+            break
+        keep[small[placed]] = scaled[small[placed]]
+        alias[small[placed]] = large[owner[placed]]
+        scaled[large] -= np.bincount(owner[placed], deficit[placed], minlength=large.size)
+        fell = scaled[large] < 1.0
+        small, large = np.concatenate([small[~placed], large[fell]]), large[~fell]
+    return keep, alias
 
 
 def sample_vertices(n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:

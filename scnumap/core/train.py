@@ -179,7 +179,7 @@ def _whole_graph_loss(encoder, table, sampler, n_edges, r, a, b, generator, nois
     rows = torch.arange(n, device=device)
     x = table[rows]
     heads, tails = sampler.sample(n_edges, generator)
-    neg = sample_vertices(n, n_edges * r, generator, device).view(n_edges, r)
+    neg = sample_vertices(n, n_edges * r, generator, device).view(r, n_edges).T  # (E, r), read without a copy
     if noise is None:
         y = y_noisy = encoder(x)
     else:
