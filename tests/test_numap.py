@@ -186,10 +186,13 @@ def test_quality_on_pbmc68k_reduced(pbmc_pca, pbmc):
 
 @pytest.mark.slow
 def test_two_circles_stay_apart_and_held_out_points_land_on_their_circle(two_torch_threads):
-    """Tutorial 1's data with the default budget: the loops lie apart in the map (no training
-    point has a point of the other circle among its 15 nearest) and every held-out point lands
-    among its own circle. Whole-graph steps that kept each cell's input noise for 4 steps let
-    the loops touch on this seed (1.9 % of the points; benchmarks/circles.py)."""
+    """Tutorial 1's data with the default budget: the loops lie apart in the map or touch at
+    a few points (at most 1.5 % of the training points have a point of the other circle among
+    their 15 nearest) and held-out points land among their own circle (kNN accuracy >= 0.99).
+    benchmarks/circles.py, seeds 0-7: the loops lie apart on six seeds and touch on two
+    (1.1-1.4 % of the points), before and after the edge sampler's alias table changed
+    which seeds those are (this one touches now, at 1.1 %); whole-graph steps that kept each
+    cell's input noise for 4 steps made it 1.9 and 3.0 % on two seeds of four."""
     from sklearn.datasets import make_circles
     from sklearn.model_selection import train_test_split
 
@@ -199,8 +202,8 @@ def test_two_circles_stay_apart_and_held_out_points_land_on_their_circle(two_tor
     )
     m = NUMAP(random_state=0, device="cpu", verbose=False).fit(X_train)
     E = m.embedding_
-    assert metrics.other_label_share(E, y_train) == 0.0
-    assert metrics.label_transfer_accuracy(E, y_train, m.transform(X_test), y_test) == 1.0
+    assert metrics.other_label_share(E, y_train) <= 0.015
+    assert metrics.label_transfer_accuracy(E, y_train, m.transform(X_test), y_test) >= 0.99
 
 
 @pytest.mark.parametrize("subsample", [10000, pytest.param(100, marks=pytest.mark.slow)])

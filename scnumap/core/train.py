@@ -17,7 +17,7 @@ from .density import (
 from .encoder import Encoder
 from .hold import HoldTerm
 from .layers import adam
-from .losses import edge_cross_entropy, umap_cross_entropy
+from .losses import edge_cross_entropy
 from .noise import HeadNoise
 from .progress import progress
 from .sampling import EdgeSampler, sample_vertices
@@ -128,10 +128,9 @@ def train_embedding(
             )
             clean = 0
         else:
-            y, rows, sq_pos, sq_neg = _grouped_distances(
-                encoder, table, sampler, batch_size, r, generator, None if densmap_phase else noise
+            y, rows, loss = _grouped_loss(
+                encoder, table, sampler, batch_size, r, a, b, generator, None if densmap_phase else noise
             )
-            loss = umap_cross_entropy(sq_pos, sq_neg, a, b)
             clean = batch_size  # the heads may carry noise
         running = running + loss.detach()
         if hold is not None:
@@ -188,13 +187,13 @@ def _whole_graph_loss(encoder, table, sampler, n_edges, r, a, b, generator, nois
     return y, rows, edge_cross_entropy(y_noisy, y, heads, tails, neg, a, b)
 
 
-def _grouped_distances(encoder, table, sampler, n_heads, r, generator, noise):
+def _grouped_loss(encoder, table, sampler, n_heads, r, a, b, generator, noise):
     """Embed ``n_heads`` heads drawn ∝ degree, ``EDGE_FACTOR`` of each head's edges (each
-    distinct tail once) and a pool of ``n_heads`` uniform vertices, the negatives.
+    distinct tail once) and a pool of ``n_heads`` uniform vertices, the negatives; the UMAP
+    loss of the ``n_heads × EDGE_FACTOR`` edges and ``r`` negatives of each from the pool
+    (:func:`~scnumap.core.losses.edge_cross_entropy`).
 
-    Returns the embedded rows (heads, distinct tails, pool), their indices and the squared
-    distances of the ``E = n_heads × EDGE_FACTOR`` edges ``(E,)`` and of each edge's head to
-    its ``r`` negatives ``(E, r)``.
+    Returns the embedded rows (heads, distinct tails, pool), their indices and the loss.
     """
     device = table.device
     heads, tails = sampler.sample_grouped(n_heads, EDGE_FACTOR, generator)
@@ -204,12 +203,12 @@ def _grouped_distances(encoder, table, sampler, n_heads, r, generator, noise):
     if noise is not None:
         x_heads = noise(x_heads, heads, generator)
     y = encoder(torch.cat([x_heads, table[distinct], table[pool]]))
-    y_heads, y_tails, y_pool = torch.split(y, [n_heads, distinct.shape[0], n_heads])
-    neg = torch.randint(0, n_heads, (n_heads, EDGE_FACTOR, r), generator=generator, device=generator.device)
-    sq_pos = ((y_heads[:, None, :] - take_rows(y_tails, where)) ** 2).sum(dim=-1)
-    sq_neg = ((y_heads[:, None, None, :] - take_rows(y_pool, neg.to(device))) ** 2).sum(dim=-1)
-    rows = torch.cat([heads, distinct, pool])
-    return y, rows, sq_pos.reshape(-1), sq_neg.reshape(-1, r)
+    n_edges = n_heads * EDGE_FACTOR
+    head_rows = torch.arange(n_heads, device=device).repeat_interleave(EDGE_FACTOR)
+    neg = torch.randint(0, n_heads, (r, n_edges), generator=generator, device=generator.device).to(device)
+    neg = neg.add_(n_heads + distinct.shape[0]).T  # rows of the pool in y, (E, r)
+    loss = edge_cross_entropy(y, y, head_rows, where.reshape(-1) + n_heads, neg, a, b)
+    return y, torch.cat([heads, distinct, pool]), loss
 
 
 def lr_factor(step: int, n_steps: int, restart_step: int) -> float:
