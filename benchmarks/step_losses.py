@@ -13,6 +13,8 @@ is rebuilt here. Prints, per data set (its ``X_pca`` and a 15-neighbour graph):
 
 - one loss, forward + backward, ms per call (median of 5 rounds of 100 calls), and the
   largest relative difference of the two gradients (float64);
+- one draw of 8,192 edges ∝ weight (``EdgeSampler.sample``) by Walker's alias table, against
+  the inverse-CDF search in the cumulative weights that it replaced, ms per call;
 - whole fits (``NUMAP()``, ``NUMAP(densmap=True)``), each way, ``--repeats`` times
   (default 2; 0: none) alternating, in seconds;
 - with ``--transfer-seeds N``: the held-out transfer of ``benchmarks/quality.py`` (fit
@@ -71,16 +73,28 @@ def composed_whole_density_loss(y, density, a, b):
     return composed_density(y, density.sampler, density.r_orig, a, b, density.var_shift)
 
 
-def per_call_ms(loss, rounds: int = 5, calls: int = 100) -> float:
+def per_call_ms(loss, rounds: int = 5, calls: int = 100, backward: bool = True) -> float:
+    def call():
+        value = loss()
+        if backward:
+            value.backward()
+
     for _ in range(20):
-        loss().backward()
+        call()
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
         for _ in range(calls):
-            loss().backward()
+            call()
         times.append((time.perf_counter() - t0) / calls * 1e3)
     return float(np.median(times))
+
+
+def searched_draw(sampler: EdgeSampler, size: int, generator: torch.Generator):
+    """``size`` edges ∝ weight by a search in the cumulative weights (the draw before the alias table)."""
+    u = torch.rand(size, generator=generator, dtype=torch.float64)
+    index = torch.searchsorted(sampler.cumulative, u * sampler.total, right=True).clamp_max(sampler.n_edges - 1)
+    return sampler.heads[index], sampler.tails[index]
 
 
 def relative_difference(f, g, inputs) -> float:
@@ -97,8 +111,9 @@ def losses(name: str, X: np.ndarray) -> list[tuple[str, float, float, float]]:
     a, b = find_ab_params(1.0, 0.1)
     cpu = torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
-    heads, tails = EdgeSampler(*graph_from_matrices(graph, None, n_obs=n).edges(), cpu).sample(N_EDGES, gen)
-    negatives = sample_vertices(n, N_EDGES * NEGATIVES, gen, cpu).view(N_EDGES, NEGATIVES)
+    edges = EdgeSampler(*graph_from_matrices(graph, None, n_obs=n).edges(), cpu)
+    heads, tails = edges.sample(N_EDGES, gen)
+    negatives = sample_vertices(n, N_EDGES * NEGATIVES, gen, cpu).view(NEGATIVES, N_EDGES).T  # as a step draws them
     sampler = NeighbourhoodSampler(graph, cpu)
     r_orig = torch.randn(n, generator=gen, dtype=torch.float64)
     y64 = (3 * torch.randn(n, 2, generator=gen, dtype=torch.float64)).requires_grad_(True)
@@ -132,6 +147,14 @@ def losses(name: str, X: np.ndarray) -> list[tuple[str, float, float, float]]:
                     lambda: whole_graph_density_loss(y64, sampler, r_orig, a, b, 0.1),
                     (y64,),
                 ),
+            )
+        )
+        rows.append(
+            (
+                f"draw of {N_EDGES:,} edges of {edges.n_edges:,} (search in the cumulative weights; alias table)",
+                per_call_ms(lambda: searched_draw(edges, N_EDGES, gen), backward=False),
+                per_call_ms(lambda: edges.sample(N_EDGES, gen), backward=False),
+                float("nan"),
             )
         )
     return rows
@@ -193,10 +216,10 @@ def main() -> None:
         ad = LABELLED[name]()
         X = np.asarray(ad.obsm["X_pca"], dtype=np.float32)
         print(f"\n### {name}: {X.shape[0]} cells × {X.shape[1]} dims\n", flush=True)
-        print("| loss (forward + backward) | autograd's composition, ms | written out, ms | gradients differ by |")
+        print("| call (loss: forward + backward) | composed (draw: search), ms | now, ms | gradients differ by |")
         print("|---|---|---|---|")
         for label, old, new, diff in losses(name, X):
-            print(f"| {label} | {old:.2f} | {new:.2f} | {diff:.1e} |", flush=True)
+            print(f"| {label} | {old:.2f} | {new:.2f} | {'–' if np.isnan(diff) else f'{diff:.1e}'} |", flush=True)
         if args.repeats:
             times = fits(X, args.repeats)
             print("\n| fit | autograd's composition, s | written out, s |")
