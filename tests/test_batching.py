@@ -1,6 +1,6 @@
 import torch
 
-from scnumap.core.batching import SERIAL_ADD_VALUES, add_rows, segment_sum, take_rows
+from scnumap.core.batching import SERIAL_ADD_VALUES, add_rows, bin_sums, segment_sum, take_rows
 
 
 def test_add_rows_in_blocks_equals_one_serial_index_add(one_torch_thread):
@@ -57,3 +57,18 @@ def test_segment_sum_is_reproducible_on_two_threads(two_torch_threads):
     assert torch.equal(first, segment_sum(values, lengths))
     rows = torch.repeat_interleave(torch.arange(2000), lengths)
     torch.testing.assert_close(first, torch.zeros(2000, 2).index_add_(0, rows, values), rtol=1e-5, atol=1e-5)
+
+
+def test_bin_sums_add_in_the_order_of_the_index(two_torch_threads):
+    """Each bin gets its values added one after the other in the index's order (a float32
+    running sum, bit for bit), empty bins stay 0, and two calls on two threads agree."""
+    gen = torch.Generator().manual_seed(0)
+    index = torch.randint(0, 50, (100_000,), generator=gen)
+    values = torch.randn(100_000, generator=gen) * torch.logspace(-4, 4, 100_000)
+    sums = bin_sums(index, values, 60)
+    expected = [torch.tensor(0.0)] * 60
+    for i, v in zip(index.tolist(), values, strict=True):
+        expected[i] = expected[i] + v
+    assert torch.equal(sums, torch.stack(expected))
+    assert torch.count_nonzero(sums[50:]) == 0
+    assert torch.equal(sums, bin_sums(index, values, 60))

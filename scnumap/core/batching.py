@@ -83,6 +83,15 @@ def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> to
     return out
 
 
+def bin_sums(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    """``(n,)`` sums of ``values[k]`` into bin ``index[k]``, added in the order of ``index`` on
+    the CPU (``torch.bincount``, one thread: two runs agree to the bit) and by ``index_add_``
+    elsewhere (a weighted ``bincount`` on CUDA has no deterministic mode)."""
+    if values.device.type == "cpu":
+        return torch.bincount(index, values, minlength=n)
+    return values.new_zeros(n).index_add_(0, index, values)
+
+
 def segment_sum(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Sums of consecutive runs of ``values`` along the first axis, ``lengths[k]`` values in
     run ``k`` (0 gives a zero row): ``(len(lengths), *values.shape[1:])``. Each run is added

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .batching import add_rows, segment_sum, take_rows
+from .batching import add_rows, bin_sums, segment_sum, take_rows
 from .graph import mean_squared_edge_length
 from .losses import membership
 
@@ -100,11 +100,12 @@ def whole_graph_density_loss(
 
     The same value as composing those two functions, with the gradient with respect to
     ``y`` written out (:class:`_WholeGraphDensity`): a few passes over the edges, whose sums
-    per vertex are segment sums (the edges in CSR order, and sorted by tail), in fewer
-    operations than autograd's gradient of the composition (benchmarks/step_losses.py
-    compares them). Coordinates are handled column by column, as in
-    :func:`~scnumap.core.losses.edge_cross_entropy`. Summed in a fixed order (segment sums
-    and ``torch.bincount``), so two runs agree to the bit.
+    per vertex are segment sums over the edges in CSR order (and, in the gradient,
+    :func:`~scnumap.core.batching.bin_sums` over their heads and tails), in fewer operations
+    than autograd's gradient of the composition (benchmarks/step_losses.py compares them).
+    Coordinates are handled column by column, as in
+    :func:`~scnumap.core.losses.edge_cross_entropy`. Summed in a fixed order, so two runs on
+    the CPU agree to the bit.
     """
     _, edge_rows, edge_cols = sampler.everything()
     return _WholeGraphDensity.apply(
@@ -121,7 +122,7 @@ class _WholeGraphDensity(torch.autograd.Function):
     ``dL/dr'_i = (c re_i / v' - ro_i) / (n sqrt(v v'))`` (``ro``, ``re`` centred,
     ``c`` the covariance, ``v``, ``v'`` the shifted variances), then through ``N_i``, ``D_i``
     to ``dL/ds_e`` and ``dL/dy_i = sum_e 2 (y_i - y_j) dL/ds_e`` over the edges leaving
-    ``i`` minus that over the edges arriving at ``i`` (both sums by ``torch.bincount``).
+    ``i`` minus that over the edges arriving at ``i``.
     """
 
     @staticmethod
@@ -164,10 +165,7 @@ class _WholeGraphDensity(torch.autograd.Function):
         grad_sq = grad_sq + torch.index_select(grad_den, 0, edge_rows) * dphi
         grad_edge = diff.mul_(2.0 * grad_sq)  # (d, E)
         grad_y = torch.stack(
-            [
-                torch.bincount(edge_rows, column, minlength=n) - torch.bincount(edge_cols, column, minlength=n)
-                for column in grad_edge
-            ],
+            [bin_sums(edge_rows, column, n) - bin_sums(edge_cols, column, n) for column in grad_edge],
             1,
         )
         return grad_y, None, None, None, None, None, None, None

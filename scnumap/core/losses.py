@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ._checks import check_float
+from .batching import bin_sums
 
 #: Floor inside the logarithms, as umap-learn's clamp.
 EPS = 1e-4
@@ -68,7 +69,7 @@ def edge_cross_entropy(
     on a small graph a step is bound by the number of operations, and autograd's gradient
     of that composition takes more of them. ``negatives`` whose transpose is contiguous (a
     view ``(r, E)`` transposed) is read without a copy. The gradient's sums over repeated
-    rows are added in a fixed order (``torch.bincount``, serial on the CPU).
+    rows are added in a fixed order on the CPU (:func:`~scnumap.core.batching.bin_sums`).
     """
     return _EdgeCrossEntropy.apply(y_heads, y, heads, tails, negatives, float(a), float(b))
 
@@ -119,11 +120,10 @@ class _EdgeCrossEntropy(torch.autograd.Function):
         n_heads_rows, n_rows = ctx.rows
         on_heads = g_pos + g_neg.sum(dim=1)
         g_neg = g_neg.reshape(g_neg.shape[0], -1)
-        grad_heads = torch.stack([torch.bincount(heads, column, minlength=n_heads_rows) for column in on_heads], 1)
+        grad_heads = torch.stack([bin_sums(heads, column, n_heads_rows) for column in on_heads], 1)
         grad_y = torch.stack(
             [
-                torch.bincount(tails, along_edge, minlength=n_rows)
-                + torch.bincount(by_draw, along_negative, minlength=n_rows)
+                bin_sums(tails, along_edge, n_rows) + bin_sums(by_draw, along_negative, n_rows)
                 for along_edge, along_negative in zip(g_pos, g_neg, strict=True)
             ],
             1,
