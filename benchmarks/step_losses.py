@@ -1,11 +1,11 @@
-"""The losses of a whole-graph step with their gradient written out, against autograd's
-gradient of the same composition, in one run.
+"""The losses of a step with their gradient written out, against autograd's gradient of the
+same composition, and the alias table's edge draw against a search, in one run.
 
     .venv/bin/python benchmarks/step_losses.py [pbmc68k_reduced pbmc4k ...] [--repeats N] [--transfer-seeds N]
 
 A whole-graph step (graphs of at most 5,000 cells, docs/method.md "Whole-graph steps on
 small data") computes the UMAP cross-entropy of 8,192 sampled edges and their negatives
-and, in the density phase, the density term of every cell. ``scnumap.core.losses.
+(a grouped step too, on its rows) and, in the density phase, the density term of every cell. ``scnumap.core.losses.
 edge_cross_entropy`` and ``scnumap.core.density.whole_graph_density_loss`` compute them
 with the gradient written out; the composition they replace (gather the rows, squared
 distances, ``umap_cross_entropy``; ``embedding_log_radius`` + ``density_correlation_loss``)
