@@ -1,4 +1,5 @@
 import copy
+import sys
 import tracemalloc
 
 import numpy as np
@@ -247,8 +248,10 @@ def test_no_progress_bar_before_its_delay(blobs, monkeypatch, capsys):
 
 
 def test_no_progress_bars_in_a_log(blobs, monkeypatch, capsys):
-    """stderr captured (a file, a pipe, a CI log): no bar even by default."""
+    """stderr captured (a file, a pipe, a CI log): no bar even by default. (A notebook test
+    earlier in the same process leaves ``ipykernel`` imported, which reads as a notebook.)"""
     monkeypatch.setattr(progress, "PROGRESS_DELAY", 0.0)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     assert not progress.interactive()
     NUMAP(random_state=0, **QUICK).fit(blobs)
     assert capsys.readouterr().err == ""
