@@ -1,6 +1,6 @@
 import torch
 
-from scnumap.core.batching import SERIAL_ADD_VALUES, add_rows, bin_sums, segment_sum, take_rows
+from scnumap.core.batching import SERIAL_ADD_VALUES, add_rows, bin_sums, take_rows
 
 
 def test_add_rows_in_blocks_equals_one_serial_index_add(one_torch_thread):
@@ -38,25 +38,6 @@ def test_take_rows_gradient_is_reproducible_on_two_threads(two_torch_threads):
         (take_rows(leaf, index) * weights).sum().backward()
         grads.append(leaf.grad)
     assert torch.equal(grads[0], grads[1])
-
-
-def test_segment_sum_adds_consecutive_runs_and_gives_zero_for_empty_ones():
-    values = torch.arange(12.0).view(6, 2)
-    lengths = torch.tensor([2, 0, 3, 1])
-    expected = torch.tensor([[2.0, 4.0], [0.0, 0.0], [18.0, 21.0], [10.0, 11.0]])
-    assert torch.equal(segment_sum(values, lengths), expected)
-    assert torch.equal(segment_sum(values[:, 0], lengths), expected[:, 0])
-    assert torch.equal(segment_sum(torch.zeros(0, 2), torch.zeros(3, dtype=torch.long)), torch.zeros(3, 2))
-
-
-def test_segment_sum_is_reproducible_on_two_threads(two_torch_threads):
-    gen = torch.Generator().manual_seed(3)
-    lengths = torch.randint(0, 40, (2000,), generator=gen)
-    values = torch.randn(int(lengths.sum()), 2, generator=gen)
-    first = segment_sum(values, lengths)
-    assert torch.equal(first, segment_sum(values, lengths))
-    rows = torch.repeat_interleave(torch.arange(2000), lengths)
-    torch.testing.assert_close(first, torch.zeros(2000, 2).index_add_(0, rows, values), rtol=1e-5, atol=1e-5)
 
 
 def test_bin_sums_add_in_the_order_of_the_index(two_torch_threads):

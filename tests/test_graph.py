@@ -65,6 +65,23 @@ def test_edge_distances_are_euclidean():
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_edge_distances_equal_scikit_learns_paired_distances(metric, dtype):
+    from sklearn.metrics.pairwise import paired_distances
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(-3, 4, (50, 7)).astype(dtype) if dtype is np.int64 else rng.normal(size=(50, 7)).astype(dtype)
+    X[4] = 0  # a row of zeros: cosine as scikit-learn takes it
+    heads, tails = rng.integers(0, 50, 300), rng.integers(0, 50, 300)
+    heads[:3], tails[:2] = 4, 4
+    before = X.copy()
+    got = edge_distances(X, heads, tails, metric=metric, chunk_size=77)
+    np.testing.assert_allclose(got, paired_distances(X[heads], X[tails], metric=metric), rtol=1e-5, atol=1e-6)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(X, before)  # the input is left as it was
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "manhattan", "cosine"])
 def test_edge_distances_on_sparse_input_equal_dense(metric):
     rng = np.random.default_rng(0)
     X = sp.random(40, 30, density=0.3, random_state=1, format="lil", dtype=np.float32)

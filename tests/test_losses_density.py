@@ -88,6 +88,32 @@ def test_neighbourhood_sampler_everything_is_every_vertex_in_order():
         assert set(cols[rows == v].tolist()) == {(v + 1) % 7, (v - 1) % 7}
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mirrored_edges_stand_for_every_edge_once(symmetric):
+    """Each mirrored pair once (head < tail) and counted from both ends, every other edge
+    (no mirror, a loop) once from its head: together exactly the graph's edges."""
+    g = _random_graph(40, 1, symmetric).tolil()
+    g[5, 5] = 0.5  # a loop
+    g = g.tocsr()
+    heads, tails, n_pairs = NeighbourhoodSampler(g, torch.device("cpu")).mirrored_edges()
+    heads, tails = heads.tolist(), tails.tolist()
+    pairs = list(zip(heads[:n_pairs], tails[:n_pairs], strict=True))
+    counted = pairs + [(j, i) for i, j in pairs] + list(zip(heads[n_pairs:], tails[n_pairs:], strict=True))
+    coo = g.tocoo()
+    assert sorted(counted) == sorted(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
+    assert all(i < j for i, j in pairs)
+    assert (n_pairs == (g.nnz - 1) // 2) if symmetric else (0 < n_pairs < g.nnz // 2)
+
+
+def test_mirrored_edges_of_a_graph_with_duplicate_entries_keep_every_edge():
+    g = sp.csr_matrix((np.ones(3), np.array([1, 1, 0]), np.array([0, 2, 3])), shape=(2, 2))  # (0, 1) twice
+    assert not g.has_canonical_format
+    heads, tails, n_pairs = NeighbourhoodSampler(g, torch.device("cpu")).mirrored_edges()
+    assert n_pairs == 0
+    assert heads.tolist() == [0, 0, 1]
+    assert tails.tolist() == [1, 1, 0]
+
+
 def _random_graph(n: int, seed: int, symmetric: bool) -> sp.csr_matrix:
     """A random weighted graph; vertex 0 has no edges (its radius is log(EPS))."""
     rng = np.random.default_rng(seed)

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .batching import add_rows, bin_sums, segment_sum, take_rows
+from .batching import add_rows, bin_sums, take_rows
 from .graph import mean_squared_edge_length
 from .losses import membership
 
@@ -43,8 +43,9 @@ class NeighbourhoodSampler:
         self.indptr = torch.as_tensor(graph.indptr.astype(np.int64), device=device)
         self.indices = torch.as_tensor(graph.indices.astype(np.int64), device=device)
         self.n_obs = graph.shape[0]
+        self._graph = graph
         self._everything = None
-        self._row_lengths = None
+        self._mirrored = None
 
     def sample(self, size: int, generator: torch.Generator):
         """Return ``(vertices, edge_rows, edge_cols)``; ``edge_rows`` index into ``vertices``."""
@@ -57,11 +58,34 @@ class NeighbourhoodSampler:
             self._everything = self._neighbourhoods(torch.arange(self.n_obs, device=self.device))
         return self._everything
 
-    def row_lengths(self) -> torch.Tensor:
-        """Each vertex's number of edges, the segments of :meth:`everything`'s edges (computed once)."""
-        if self._row_lengths is None:
-            self._row_lengths = torch.diff(self.indptr)
-        return self._row_lengths
+    def mirrored_edges(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The edges of :meth:`everything` with each mirrored pair once: ``(heads, tails, n_pairs)``.
+
+        The first ``n_pairs`` edges ``(i, j)``, ``i < j``, stand for both ``(i, j)`` and
+        ``(j, i)`` of the graph (a symmetric graph's edges, half of them); the others are
+        edges whose mirror the graph lacks, and loops, each standing for itself. Every edge
+        of the graph is thus counted once from its head's side (computed once; a graph with
+        duplicate entries keeps every edge as its own).
+        """
+        if self._mirrored is None:
+            g = self._graph
+            rows = np.repeat(np.arange(g.shape[0], dtype=np.int64), np.diff(g.indptr))
+            cols = g.indices.astype(np.int64)
+            if g.has_canonical_format:
+                n = np.int64(g.shape[0])
+                mirrored = np.isin(cols * n + rows, rows * n + cols)
+            else:
+                mirrored = np.zeros(rows.shape[0], dtype=bool)
+            pair = mirrored & (rows < cols)
+            alone = ~mirrored | (rows == cols)
+            heads = np.concatenate([rows[pair], rows[alone]])
+            tails = np.concatenate([cols[pair], cols[alone]])
+            self._mirrored = (
+                torch.as_tensor(heads, device=self.device),
+                torch.as_tensor(tails, device=self.device),
+                int(pair.sum()),
+            )
+        return self._mirrored
 
     def _neighbourhoods(self, vertices: torch.Tensor):
         start = self.indptr[vertices]
@@ -99,42 +123,45 @@ def whole_graph_density_loss(
     of every vertex of ``sampler``'s graph, from the embedding ``y`` of all of them.
 
     The same value as composing those two functions, with the gradient with respect to
-    ``y`` written out (:class:`_WholeGraphDensity`): a few passes over the edges, whose sums
-    per vertex are segment sums over the edges in CSR order (and, in the gradient,
-    :func:`~scnumap.core.batching.bin_sums` over their heads and tails), in fewer operations
-    than autograd's gradient of the composition (benchmarks/step_losses.py compares them).
-    Coordinates are handled column by column, as in
-    :func:`~scnumap.core.losses.edge_cross_entropy`. Summed in a fixed order, so two runs on
-    the CPU agree to the bit.
+    ``y`` written out (:class:`_WholeGraphDensity`), in fewer operations than autograd's
+    gradient of the composition (benchmarks/step_losses.py compares them). A symmetric
+    graph's edge ``(i, j)`` and its mirror ``(j, i)`` have the same length, so each such
+    pair is computed once (:meth:`NeighbourhoodSampler.mirrored_edges`) and counted for
+    both ends; the sums per vertex are :func:`~scnumap.core.batching.bin_sums`. Coordinates
+    are handled column by column, as in :func:`~scnumap.core.losses.edge_cross_entropy`.
+    Summed in a fixed order, so two runs on the CPU agree to the bit.
     """
-    _, edge_rows, edge_cols = sampler.everything()
-    return _WholeGraphDensity.apply(
-        y, edge_rows, edge_cols, sampler.row_lengths(), r_orig, float(a), float(b), float(var_shift)
-    )
+    heads, tails, n_pairs = sampler.mirrored_edges()
+    return _WholeGraphDensity.apply(y, heads, tails, n_pairs, r_orig, float(a), float(b), float(var_shift))
 
 
 class _WholeGraphDensity(torch.autograd.Function):
     """Forward: the density term of every vertex; backward: its gradient with respect to ``y``.
 
     With ``s_e = |y_i - y_j|^2`` on edge ``e = (i, j)``, ``phi_e = 1 / (1 + a s_e^b)``,
-    ``N_i = sum_e phi_e s_e``, ``D_i = sum_e phi_e``, ``r'_i = log(eps + N_i / D_i)`` and
-    ``L = -cov(r, r') / sqrt((var r + eps)(var r' + shift))`` (means over vertices):
-    ``dL/dr'_i = (c re_i / v' - ro_i) / (n sqrt(v v'))`` (``ro``, ``re`` centred,
-    ``c`` the covariance, ``v``, ``v'`` the shifted variances), then through ``N_i``, ``D_i``
-    to ``dL/ds_e`` and ``dL/dy_i = sum_e 2 (y_i - y_j) dL/ds_e`` over the edges leaving
-    ``i`` minus that over the edges arriving at ``i``.
+    ``N_i = sum_e phi_e s_e``, ``D_i = sum_e phi_e`` over the edges of ``i`` (its own, and
+    the first ``n_pairs`` edges that end at ``i``, which stand for their mirrors),
+    ``r'_i = log(eps + N_i / D_i)`` and ``L = -cov(r, r') / sqrt((var r + eps)(var r' +
+    shift))`` (means over vertices): ``dL/dr'_i = (c re_i / v' - ro_i) / (n sqrt(v v'))``
+    (``ro``, ``re`` centred, ``c`` the covariance, ``v``, ``v'`` the shifted variances), then
+    through ``N_i``, ``D_i`` to ``dL/ds_e`` (from both ends for a pair) and
+    ``dL/dy_i = sum_e 2 (y_i - y_j) dL/ds_e`` over the edges leaving ``i`` minus that over
+    the edges arriving at ``i``.
     """
 
     @staticmethod
-    def forward(ctx, y, edge_rows, edge_cols, row_lengths, r_orig, a, b, var_shift):
+    def forward(ctx, y, heads, tails, n_pairs, r_orig, a, b, var_shift):
+        n = r_orig.shape[0]
         columns = y.T.contiguous()  # (d, n): every operation below runs along the edges
-        diff = torch.index_select(columns, 1, edge_rows) - torch.index_select(columns, 1, edge_cols)
+        diff = torch.index_select(columns, 1, heads) - torch.index_select(columns, 1, tails)
         sq = (diff * diff).sum(dim=0)
         shifted = sq + 1e-10  # as membership()
         powered = shifted.pow(b)
         phi = 1.0 / (1.0 + a * powered)
-        num = segment_sum(phi * sq, row_lengths)
-        den = segment_sum(phi, row_lengths)
+        paired = tails[:n_pairs]
+        phi_sq = phi * sq
+        num = bin_sums(heads, phi_sq, n) + bin_sums(paired, phi_sq[:n_pairs], n)
+        den = bin_sums(heads, phi, n) + bin_sums(paired, phi[:n_pairs], n)
         den_clamped = den.clamp_min(EPS)
         ratio = num / den_clamped
         r_emb = torch.log(EPS + ratio)
@@ -145,14 +172,14 @@ class _WholeGraphDensity(torch.autograd.Function):
         cov = (ro * re).mean()
         root = torch.sqrt(var_orig * var_emb)
         ctx.save_for_backward(diff, sq, shifted, powered, phi, den, den_clamped, ratio, ro, re, var_emb, cov, root)
-        ctx.index = (edge_rows, edge_cols)
+        ctx.index = (heads, tails, n_pairs)
         ctx.a, ctx.b = a, b
         return -cov / root
 
     @staticmethod
     def backward(ctx, grad):
         diff, sq, shifted, powered, phi, den, den_clamped, ratio, ro, re, var_emb, cov, root = ctx.saved_tensors
-        edge_rows, edge_cols = ctx.index
+        heads, tails, n_pairs = ctx.index
         a, b = ctx.a, ctx.b
         n = ro.shape[0]
         # the centring adds nothing: ro and re sum to zero
@@ -161,11 +188,17 @@ class _WholeGraphDensity(torch.autograd.Function):
         grad_num = grad_ratio / den_clamped
         grad_den = torch.where(den > EPS, -grad_ratio * ratio / den_clamped, torch.zeros_like(ratio))
         dphi = (-a * b) * powered / shifted * phi * phi  # d phi / d s
-        grad_sq = torch.index_select(grad_num, 0, edge_rows) * (phi + sq * dphi)
-        grad_sq = grad_sq + torch.index_select(grad_den, 0, edge_rows) * dphi
+        through_num = phi + sq * dphi  # d (phi s) / d s
+        grad_sq = torch.index_select(grad_num, 0, heads) * through_num + torch.index_select(grad_den, 0, heads) * dphi
+        if n_pairs:  # a pair's length also enters its tail's radius
+            paired = tails[:n_pairs]
+            grad_sq[:n_pairs] += (
+                torch.index_select(grad_num, 0, paired) * through_num[:n_pairs]
+                + torch.index_select(grad_den, 0, paired) * dphi[:n_pairs]
+            )
         grad_edge = diff.mul_(2.0 * grad_sq)  # (d, E)
         grad_y = torch.stack(
-            [bin_sums(edge_rows, column, n) - bin_sums(edge_cols, column, n) for column in grad_edge],
+            [bin_sums(heads, column, n) - bin_sums(tails, column, n) for column in grad_edge],
             1,
         )
         return grad_y, None, None, None, None, None, None, None

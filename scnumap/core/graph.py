@@ -204,17 +204,36 @@ def check_metric(metric: str) -> str:
 def edge_distances(
     X, heads: np.ndarray, tails: np.ndarray, *, metric: str = "euclidean", chunk_size: int = 200_000
 ) -> np.ndarray:
-    """Input-space distance of every edge ``(heads[e], tails[e])``, in chunks (dense or sparse ``X``)."""
-    from sklearn.metrics.pairwise import paired_distances
+    """Input-space distance of every edge ``(heads[e], tails[e])``, in chunks (dense or sparse ``X``).
 
+    Distances as scikit-learn's ``paired_distances`` gives them (cosine: half the squared
+    distance of the rows scaled to unit length, a row of zeros left as it is)."""
     metric = check_metric(metric)
     out = np.empty(heads.shape[0], dtype=np.float32)
+    if not sp.issparse(X) and metric == "cosine":
+        X = _unit_rows(np.asarray(X))
     for start in range(0, heads.shape[0], chunk_size):
         h = X[heads[start : start + chunk_size]]
         t = X[tails[start : start + chunk_size]]
         stop = start + h.shape[0]
-        out[start:stop] = _paired_sparse(h, t, metric) if sp.issparse(h) else paired_distances(h, t, metric=metric)
+        out[start:stop] = _paired_sparse(h, t, metric) if sp.issparse(h) else _paired_dense(h, t, metric)
     return out
+
+
+def _paired_dense(h: np.ndarray, t: np.ndarray, metric: str) -> np.ndarray:
+    """Row-wise distances between two dense arrays of the same shape (``h`` is overwritten;
+    for ``"cosine"``, rows already of unit length)."""
+    diff = np.subtract(h, t, out=h) if h.dtype.kind == "f" else h - t
+    if metric == "manhattan":
+        return np.abs(diff).sum(axis=1)
+    squared = np.einsum("ij,ij->i", diff, diff)
+    return 0.5 * squared if metric == "cosine" else np.sqrt(squared)
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows of ``X`` divided by their Euclidean length (a row of zeros stays zero)."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)
 
 
 def mean_squared_edge_length(rows: np.ndarray, lengths: np.ndarray, weights: np.ndarray, n_obs: int) -> np.ndarray:

@@ -32,8 +32,10 @@ import torch
 #: ``n_jobs=None`` never change a pool.
 DEFAULT_N_JOBS: int | str | None = "auto"
 
-#: Seconds over which :func:`free_cores` samples the machine's idle time.
-SAMPLE_SECONDS = 0.1
+#: Seconds over which :func:`free_cores` samples the machine's idle time. ``/proc/stat``
+#: counts each core's time in ticks of 1/100 s: 0.05 s give 5 ticks per core, enough to
+#: tell an idle core from one that another job keeps busy (a fit pays the wait once).
+SAMPLE_SECONDS = 0.05
 
 #: Query × reference cell pairs per thread of a projection (:func:`projection_threads`).
 #: On an idle 2-core CPU (``benchmarks/projection_threads.py``, ``tl.project`` with labels,
