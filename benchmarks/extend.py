@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/extend.py --hold 1 0.3 0.1 [--release on off] [--seeds N] [paul15 kidney ...]
     .venv/bin/python benchmarks/extend.py --stages [--seeds N] [...]
     .venv/bin/python benchmarks/extend.py --no-layout [--seeds N] [...]
+    .venv/bin/python benchmarks/extend.py --layout-epochs E [--seeds N] [...]
 
 For each labelled set: one cell type (the median-sized of those with at least 30 cells)
 and 30 % of the other cells are held out of the first fit (``sc.pp.pca`` on the first
@@ -38,6 +39,9 @@ the new cells (``layout_new_rows``, the old cells fixed), that layout after the 
 polish (``polish_density``; with DensMAP) and the network's final embedding. It shows which
 stage loses the placement the layout found.
 
+``--layout-epochs E`` runs the new cells' layout for E epochs instead of the library's
+``scnumap.core.new_rows.LAYOUT_EPOCHS`` (a sweep of that setting).
+
 ``--no-layout`` extends without the layout of the new cells and their pull towards it
 (``scnumap.core.numap.NEW_ROWS_HOLD = 0``), as the code did before 2026-12-03.
 """
@@ -56,7 +60,7 @@ from scaling import warm_up
 from sklearn.neighbors import NearestNeighbors
 
 import scnumap
-from scnumap.core import metrics
+from scnumap.core import metrics, new_rows
 from scnumap.core import numap as numap_module
 from scnumap.core.new_rows import layout_new_rows
 
@@ -307,7 +311,15 @@ if __name__ == "__main__":
         action="store_true",
         help="extend without the layout of the new cells (NEW_ROWS_HOLD = 0: the code before 2026-12-03)",
     )
+    parser.add_argument(
+        "--layout-epochs",
+        type=int,
+        default=None,
+        help="epochs of the new cells' layout (scnumap.core.new_rows.LAYOUT_EPOCHS; default: the library's)",
+    )
     args = parser.parse_args()
+    if args.layout_epochs is not None:
+        new_rows.LAYOUT_EPOCHS = args.layout_epochs
     if args.no_layout:
         numap_module.NEW_ROWS_HOLD = 0.0
     if args.stages:

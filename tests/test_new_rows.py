@@ -64,8 +64,8 @@ def test_layout_is_seeded_and_checks_the_graph(overlaid):
 
 
 def test_more_new_rows_get_fewer_epochs_down_to_a_floor():
-    assert layout_epochs(10) == layout_epochs(10_000) == 100
-    assert layout_epochs(20_000) == 50
+    assert layout_epochs(10) == layout_epochs(10_000) == 50
+    assert layout_epochs(12_500) == 40
     assert layout_epochs(1_000_000) == 30
     epochs = [layout_epochs(n) for n in (10_000, 20_000, 50_000, 100_000, 1_000_000)]
     assert epochs == sorted(epochs, reverse=True)
