@@ -211,7 +211,9 @@ def edge_distances(
     metric = check_metric(metric)
     out = np.empty(heads.shape[0], dtype=np.float32)
     if not sp.issparse(X) and metric == "cosine":
-        X = _unit_rows(np.asarray(X))
+        from sklearn.preprocessing import normalize
+
+        X = normalize(np.asarray(X))  # unit rows; a row of zeros stays zero
     for start in range(0, heads.shape[0], chunk_size):
         h = X[heads[start : start + chunk_size]]
         t = X[tails[start : start + chunk_size]]
@@ -228,12 +230,6 @@ def _paired_dense(h: np.ndarray, t: np.ndarray, metric: str) -> np.ndarray:
         return np.abs(diff).sum(axis=1)
     squared = np.einsum("ij,ij->i", diff, diff)
     return 0.5 * squared if metric == "cosine" else np.sqrt(squared)
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    """Rows of ``X`` divided by their Euclidean length (a row of zeros stays zero)."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0)
 
 
 def mean_squared_edge_length(rows: np.ndarray, lengths: np.ndarray, weights: np.ndarray, n_obs: int) -> np.ndarray:
