@@ -210,10 +210,10 @@ def edge_distances(
     distance of the rows scaled to unit length, a row of zeros left as it is)."""
     metric = check_metric(metric)
     out = np.empty(heads.shape[0], dtype=np.float32)
-    if not sp.issparse(X) and metric == "cosine":
+    if metric == "cosine":  # then half the squared Euclidean distance of these rows
         from sklearn.preprocessing import normalize
 
-        X = normalize(np.asarray(X))  # unit rows; a row of zeros stays zero
+        X = normalize(X if sp.issparse(X) else np.asarray(X))  # unit rows; a row of zeros stays zero
     for start in range(0, heads.shape[0], chunk_size):
         h = X[heads[start : start + chunk_size]]
         t = X[tails[start : start + chunk_size]]
@@ -242,14 +242,10 @@ def mean_squared_edge_length(rows: np.ndarray, lengths: np.ndarray, weights: np.
 
 
 def _paired_sparse(h: sp.spmatrix, t: sp.spmatrix, metric: str) -> np.ndarray:
-    """Row-wise distances between two sparse matrices of the same shape."""
-    h, t = sp.csr_matrix(h, dtype=np.float64), sp.csr_matrix(t, dtype=np.float64)
-    if metric == "cosine":  # as sklearn: half the squared distance of the normalised rows
-        norm_h = np.sqrt(np.asarray(h.multiply(h).sum(axis=1)).ravel())
-        norm_t = np.sqrt(np.asarray(t.multiply(t).sum(axis=1)).ravel())
-        dot = np.asarray(h.multiply(t).sum(axis=1)).ravel() / np.maximum(norm_h * norm_t, 1e-300)
-        return 0.5 * ((norm_h > 0).astype(np.float64) + (norm_t > 0)) - dot
-    diff = h - t
+    """Row-wise distances between two sparse matrices of the same shape (for ``"cosine"``,
+    rows already of unit length)."""
+    diff = sp.csr_matrix(h, dtype=np.float64) - sp.csr_matrix(t, dtype=np.float64)
     if metric == "manhattan":
         return np.asarray(abs(diff).sum(axis=1)).ravel()
-    return np.sqrt(np.asarray(diff.multiply(diff).sum(axis=1)).ravel())
+    squared = np.asarray(diff.multiply(diff).sum(axis=1)).ravel()
+    return 0.5 * squared if metric == "cosine" else np.sqrt(squared)
