@@ -136,3 +136,27 @@ def test_the_query_share_flags_a_missing_type_better(pbmc, pbmc_pca, removed_typ
     threshold = cal.unknown_threshold
     assert np.mean(joint[~y] < threshold) <= 0.03  # false Unknown
     assert np.mean(joint[y] < threshold) >= np.mean(alone[y] < threshold)
+
+
+def test_two_stage_search_of_the_sample_gives_the_full_searchs_shares(pbmc_pca):
+    """A narrow first search, widened where every sample cell found is among the k nearest."""
+    R, Q = split(pbmc_pca)
+    pool = QueryShare(R, Q)
+    full = pool.share(Q, np.arange(Q.shape[0]))
+    assert pool.narrow(full) == pool.k  # searched exactly: not narrowed
+    for width in (1, 3, 8):
+        pool.first_width = width
+        np.testing.assert_array_equal(pool.share(Q, np.arange(Q.shape[0])), full)
+        strangers = np.full(Q.shape[0], -1)
+        np.testing.assert_array_equal(pool.share(Q, strangers), QueryShare(R, Q).share(Q, strangers))
+
+
+def test_narrow_takes_the_width_most_sample_rows_need_when_searched_approximately(pbmc_pca):
+    R, Q = split(pbmc_pca)
+    pool = QueryShare(R, Q, n_queries=10**9)  # a huge query: the sample is searched approximately
+    assert not pool.sample.exact_for(10**9)
+    shares = np.r_[np.full(95, 3 / 30), np.full(5, 1.0)].astype(np.float32)
+    assert pool.narrow(shares) == 5  # 3 sample cells for 95 % of rows, +1, at least MIN_FIRST_WIDTH
+    shares = np.r_[np.full(90, 12 / 30), np.full(10, 0.0)].astype(np.float32)
+    assert pool.narrow(shares) == 13
+    assert pool.narrow(np.ones(100, np.float32)) == pool.k  # never wider than k

@@ -638,3 +638,23 @@ def test_sparse_query_with_missing_genes_equals_the_dense_query(ref_query):
     bad.X.data[: bad.X.indptr[1]] = np.nan  # the first cell
     with pytest.raises(ValueError, match="NaN or infinite"):
         project(bad, ref, missing_genes="zeros")
+
+
+def test_a_large_querys_sample_searched_in_two_stages_scores_the_same(ref_query, monkeypatch):
+    """Above the exact search's size the query sample is searched narrow first, then at full
+    width where needed (:meth:`QueryShare.narrow`): the scores of the full-width search."""
+    from scnumap.core import reference_index
+    from scnumap.tl import _project
+
+    ref, query = ref_query
+    monkeypatch.setattr(_project, "SAMPLE_SIZE", 100)  # 110 query cells scored in blocks, against the sample
+    monkeypatch.setattr(reference_index, "EXACT_MAX_PAIRS", 0)  # every search approximate
+    widths = []
+    narrow = QueryShare.narrow
+    monkeypatch.setattr(QueryShare, "narrow", lambda self, shares: widths.append(narrow(self, shares)) or widths[-1])
+    two_stage = project(query, ref, obs="bulk_labels", copy=True)
+    assert 0 < widths[0] < 30
+    monkeypatch.setattr(QueryShare, "narrow", lambda self, shares: self.k)
+    full = project(query, ref, obs="bulk_labels", copy=True)
+    np.testing.assert_array_equal(two_stage.obs["numap_mapping_score"], full.obs["numap_mapping_score"])
+    np.testing.assert_array_equal(two_stage.obs["bulk_labels_numap"], full.obs["bulk_labels_numap"])

@@ -24,6 +24,14 @@ are merged from its nearest reference cells (the search the mapping score and th
 vote make anyway) and its nearest cells of the query sample (a small index), so the
 pooled index is never built. The null is the shares of at most :data:`NULL_SIZE`
 reference cells.
+
+Where the query sample is searched approximately (a large query), it is searched in two
+stages: first for the few nearest sample cells that a typical cell's ``k`` pooled
+neighbours hold (read off the sample's own shares, :meth:`QueryShare.narrow`), then again
+at full width only for the rows whose pooled neighbours took every sample cell found, as
+more may follow. A row whose last-found sample cell is not among its ``k`` nearest has no
+farther one among them either, so the counts are those of one full-width search (up to
+the approximate search's own misses).
 """
 
 from __future__ import annotations
@@ -46,6 +54,13 @@ MIXING_QUANTILE = 0.9
 
 #: Fewest query cells for a share: below it a missing type cannot crowd a neighbourhood.
 MIN_QUERY_CELLS = 50
+
+#: Share of the query sample's rows whose first, narrow search (:meth:`QueryShare.narrow`)
+#: falls short, so that they are searched again at full width.
+WIDEN_QUANTILE = 0.05
+
+#: Fewest sample cells that the first search of an approximate two-stage search looks for.
+MIN_FIRST_WIDTH = 5
 
 
 class QueryShare:
@@ -94,6 +109,7 @@ class QueryShare:
             random_state=int(rng.integers(0, 2**31 - 1)),
         )
         self._n_queries = n_queries if n_queries is not None else m_query
+        self.first_width = self.k  # sample cells sought by the first search (:meth:`narrow`)
         rows = np.arange(m_ref) if m_ref <= null_size else np.sort(rng.choice(m_ref, null_size, replace=False))
         self.null_rows = rows
         space = reference.space[rows]
@@ -112,6 +128,22 @@ class QueryShare:
             reference_distances, _ = self.reference.query(Y, self.k, n_queries=self._n_queries)
         return self._shares(reference_distances, Y, np.asarray(pool_rows))
 
+    def narrow(self, shares: np.ndarray) -> int:
+        """Search the query sample in two stages from now on, when it is searched approximately.
+
+        ``shares`` are the query sample's own (or any typical query cells'): the first search
+        looks for one more sample cell than all but :data:`WIDEN_QUANTILE` of them hold among
+        their ``k`` pooled neighbours (at least :data:`MIN_FIRST_WIDTH`), so that about that
+        share of rows is searched again. An exact search is not narrowed (its cost hardly
+        depends on the width). Returns :attr:`first_width`.
+        """
+        if self.sample.exact_for(self._n_queries) or len(shares) == 0:
+            return self.first_width
+        counts = np.rint(np.asarray(shares, dtype=np.float64) * self.k)
+        width = int(np.quantile(counts, 1.0 - WIDEN_QUANTILE)) + 1
+        self.first_width = int(min(self.k, max(width, MIN_FIRST_WIDTH)))
+        return self.first_width
+
     def shift(self, shares: np.ndarray) -> float:
         """How far the query's typical share lies above the reference's (``>= 0``)."""
         return float(max(0.0, np.median(shares) - np.median(self.null)))
@@ -123,12 +155,25 @@ class QueryShare:
     def _shares(self, reference_distances: np.ndarray, Y, own: np.ndarray) -> np.ndarray:
         """Share of query-sample cells among the ``k`` nearest of the merged neighbours
         (``reference_distances``: sorted, any number of columns)."""
-        distances, indices = self.sample.query(Y, self.k + 1, n_queries=self._n_queries)
-        query_distances = _without(distances, indices, own, self.k)
-        merged = np.concatenate([_padded(reference_distances, self.k), query_distances], axis=1)
+        reference_distances = _padded(reference_distances, self.k)
+        width = self.first_width
+        counts = self._counts(reference_distances, Y, own, width)
+        if width < self.k:
+            # every sample cell found is among the k nearest: farther ones may be too
+            wide = np.flatnonzero(counts >= width)
+            if wide.size:
+                counts[wide] = self._counts(reference_distances[wide], Y[wide], own[wide], self.k)
+        return (counts / self.k).astype(np.float32)
+
+    def _counts(self, reference_distances: np.ndarray, Y, own: np.ndarray, width: int) -> np.ndarray:
+        """Sample cells among the ``k`` nearest of the merged neighbours, from the ``width``
+        nearest sample cells of each row (itself excluded)."""
+        distances, indices = self.sample.query(Y, width + 1, n_queries=self._n_queries)
+        query_distances = _without(distances, indices, own, width)
+        merged = np.concatenate([reference_distances, query_distances], axis=1)
         # ties go to the reference: a query cell must be strictly nearer to count
         nearest = np.argsort(merged, axis=1, kind="stable")[:, : self.k]
-        return ((nearest >= self.k).sum(axis=1) / self.k).astype(np.float32)
+        return (nearest >= self.k).sum(axis=1)
 
 
 def _without(distances: np.ndarray, indices: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:

@@ -78,12 +78,16 @@ class ReferenceIndex:
             raise ValueError(f"Query rows have {Y.shape[1]} columns; the reference index has {self.space.shape[1]}.")
         if Y.shape[0] == 0:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
-        n_total = max(Y.shape[0], n_queries or 0)
-        if self._approximate is None and self.n_reference * n_total <= EXACT_MAX_PAIRS:
+        if self.exact_for(max(Y.shape[0], n_queries or 0)):
             return self._exact(Y, k)
         index = self._pynndescent()
         indices, distances = index.query(_numba_readable(Y), k=k, epsilon=SEARCH_EPSILON)
         return distances.astype(np.float32), indices.astype(np.int64)
+
+    def exact_for(self, n_queries: int) -> bool:
+        """Whether a query of ``n_queries`` rows in all is searched exactly (no approximate
+        index built yet, and at most :data:`EXACT_MAX_PAIRS` query × reference pairs)."""
+        return self._approximate is None and self.n_reference * int(n_queries) <= EXACT_MAX_PAIRS
 
     def own_neighbors(self, rows: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`query` of the reference's own ``rows`` (each finds itself), kept for the next call.

@@ -591,6 +591,7 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
             "distances alone; an integrated reference (`tl.numap(batch_key=...)`) can correct the query"
         )
         return None, position, SampleSearch(distances, indices, None), 0.0, sample
+    pool.narrow(shares)  # a large query's sample searched in two stages
     shift = pool.shift(shares)
     if shift > 0:
         logg.info(f"    the query's typical query share lies {shift:.2f} above the reference's: discounted")
