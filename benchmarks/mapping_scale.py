@@ -1,12 +1,17 @@
 """Query mapping at atlas scale: 1M query cells onto a 100k-cell reference, with labels and scores.
 
-    .venv/bin/python benchmarks/mapping_scale.py --reference 100000 --query 1000000
+    .venv/bin/python benchmarks/mapping_scale.py --reference 100000 --query 1000000 [--data cbmc]
 
-Synthetic 50-D latent data (the mixtures of ``scaling.py``: 20 clusters of different
-sizes and densities; cluster = label). The reference AnnData carries the latent space in
-``obsm['X_latent']``; ``sc.pp.neighbors(use_rep='X_latent')`` then ``scnumap.tl.numap``
-(plain NUMAP, a short training budget: the fit is not what is measured here). The
-query is ``--query`` cells from the same mixture (another seed) with the same key.
+Synthetic 50-D latent data: by default the mixtures of ``scaling.py`` (20 isotropic
+clusters of different sizes and densities; cluster = label), in which a cell's nearest
+neighbours are nearly random within its cluster, the hardest case for a graph search;
+with ``--data cbmc`` cells drawn by Poisson resampling of the CBMC set's counts
+(``search.py``; label = the parent cell's), the structure of real data. The reference
+AnnData carries the latent space in ``obsm['X_latent']``;
+``sc.pp.neighbors(use_rep='X_latent')`` then ``scnumap.tl.numap`` (plain NUMAP, a short
+training budget: the fit is not what is measured here). The query is ``--query`` cells
+drawn in the same way (another seed) with the same key.
+
 Timed: ``scnumap.tl.project(query, ref, obs='label')`` — embedding, mapping score,
 label probabilities, Unknown, anchored placement — first call (the reference index is
 built: pynndescent, about 40 s at 100k on 2 cores) and second call (index reused), with
@@ -55,7 +60,7 @@ def mixture(n: int, seed: int, dim: int = 50, n_clusters: int = 20) -> tuple[np.
 def as_adata(X: np.ndarray, labels: np.ndarray) -> anndata.AnnData:
     ad = anndata.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(X.shape[0])]))
     ad.obsm["X_latent"] = X
-    ad.obs["label"] = pd.Categorical([f"cluster{c}" for c in labels])
+    ad.obs["label"] = pd.Categorical([f"cluster{c}" for c in labels] if labels.dtype.kind in "iu" else labels)
     return ad
 
 
@@ -64,18 +69,25 @@ def main() -> None:
     parser.add_argument("--reference", type=int, default=100_000)
     parser.add_argument("--query", type=int, default=1_000_000)
     parser.add_argument("--epochs", type=int, default=2, help="NUMAP training budget (not measured)")
+    parser.add_argument("--data", choices=("mixture", "cbmc"), default="mixture")
     args = parser.parse_args()
     print(
         f"{datetime.date.today()}, {platform.node()}: {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, scanpy {sc.__version__}, scnumap {scnumap.__version__}\n"
     )
-    X, y = mixture(args.reference, seed=0)
+    if args.data == "cbmc":
+        from search import resampled_cbmc_cells
+
+        (X, y), (Q, yq) = resampled_cbmc_cells(args.reference, args.query)
+    else:
+        X, y = mixture(args.reference, seed=0)
+        Q, yq = mixture(args.query, seed=1)
+    print(f"data: {args.data}")
     ref = as_adata(X, y)
     t0 = time.perf_counter()
     sc.pp.neighbors(ref, use_rep="X_latent", n_neighbors=15, random_state=0)
     scnumap.tl.numap(ref, densmap=False, epochs=args.epochs, grease_steps=200, random_state=0, verbose=False)
     print(f"reference: {args.reference:,} cells, graph + fit {time.perf_counter() - t0:.0f} s (not measured)")
-    Q, yq = mixture(args.query, seed=1)
     query = as_adata(Q, yq)
     truth = query.obs["label"].astype(str).to_numpy()
 

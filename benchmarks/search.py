@@ -42,10 +42,18 @@ RECALL_CELLS = 2_000
 
 
 def resampled_cbmc(n_reference: int, n_query: int) -> tuple[np.ndarray, np.ndarray]:
+    (X, _), (Q, _) = resampled_cbmc_cells(n_reference, n_query)
+    return X, Q
+
+
+def resampled_cbmc_cells(n_reference: int, n_query: int) -> tuple[tuple, tuple]:
+    """``(X, labels)`` of ``n_reference`` and of ``n_query`` cells drawn by Poisson resampling
+    of the CBMC set's cells (each new cell carries its parent's label), in the real cells' 50 PCs."""
     import h5py
 
     with h5py.File(SHARED / SCDCC["cbmc"], "r") as f:
         counts = np.asarray(f["X"], dtype=np.float32)
+        labels = np.asarray(f["Y"]).astype(str)
 
     def lognorm(c):
         return np.log1p(c / np.maximum(c.sum(axis=1, keepdims=True), 1.0) * 1e4)
@@ -55,10 +63,12 @@ def resampled_cbmc(n_reference: int, n_query: int) -> tuple[np.ndarray, np.ndarr
 
     def draw(n):
         out = np.empty((n, 50), dtype=np.float32)
+        parents = np.empty(n, dtype=np.int64)
         for start in range(0, n, 10_000):
-            parents = rng.integers(0, counts.shape[0], min(10_000, n - start))
-            out[start : start + parents.size] = pca.transform(lognorm(rng.poisson(counts[parents]).astype(np.float32)))
-        return out
+            rows = rng.integers(0, counts.shape[0], min(10_000, n - start))
+            parents[start : start + rows.size] = rows
+            out[start : start + rows.size] = pca.transform(lognorm(rng.poisson(counts[rows]).astype(np.float32)))
+        return out, labels[parents]
 
     return draw(n_reference), draw(n_query)
 

@@ -167,13 +167,14 @@ class QueryCorrection:
         self._W = None
         self._n_added = 0
 
-    def _groups(self, batches: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """``(b, rows)`` for every batch code ``b`` present in ``batches``."""
+    def _groups(self, batches: np.ndarray) -> list[tuple[int, np.ndarray | slice]]:
+        """``(b, rows)`` for every batch code ``b`` present in ``batches`` (``rows`` a slice of
+        all rows when they share one code: views instead of copies)."""
         batches = np.asarray(batches)
         if batches.min(initial=0) < 0 or batches.max(initial=0) >= self.n_batches:
             raise ValueError(f"Batch codes must lie in 0 … {self.n_batches - 1}.")
-        if self.n_batches == 1:
-            return [(0, np.arange(batches.shape[0]))]
+        if batches.size == 0 or batches.min() == batches.max():
+            return [(int(batches[0]) if batches.size else 0, slice(None))]
         order = np.argsort(batches, kind="stable")
         codes, starts = np.unique(batches[order], return_index=True)
         return list(zip(codes.tolist(), np.split(order, starts[1:]), strict=True))
@@ -208,11 +209,12 @@ class QueryCorrection:
         A[:, 0, 0] = R.sum(axis=1)
         B[:, 0, :] = R @ X
         for b, rows in groups:
-            size = R[:, rows].sum(axis=1)
+            whole = isinstance(rows, slice)  # every row in batch b: the sums above
+            size = A[:, 0, 0].copy() if whole else R[:, rows].sum(axis=1)
             A[:, 0, b + 1] += size
             A[:, b + 1, 0] += size
             A[:, b + 1, b + 1] += size
-            B[:, b + 1, :] += R[:, rows] @ X[rows]
+            B[:, b + 1, :] += B[:, 0, :] if whole else R[:, rows] @ X[rows]
         return A, B, X.shape[0]
 
     def add_statistics(self, statistics: tuple[np.ndarray, np.ndarray, int]) -> None:
