@@ -309,11 +309,7 @@ def label_probabilities(indices: np.ndarray, weights: np.ndarray, codes: np.ndar
 
     Neighbours with code -1 (no label) do not vote; a row without labelled neighbours is 0.
     """
-    votes = codes[indices]
-    ok = votes >= 0
-    rows = np.broadcast_to(np.arange(indices.shape[0])[:, None], votes.shape)
-    P = np.zeros((indices.shape[0], max(n_classes, 1)), dtype=np.float64)
-    np.add.at(P, (rows[ok], votes[ok]), weights[ok])
+    P = _row_counts(indices, codes, max(n_classes, 1), weights)
     total = P.sum(axis=1, keepdims=True)
     return np.divide(P, total, out=np.zeros_like(P), where=total > 0).astype(np.float32)
 
@@ -446,11 +442,19 @@ def _map_vote_differs(map_index, points: np.ndarray, label: np.ndarray, codes: n
 def _outnumbered(neighbours: np.ndarray, label: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """By how many cells the commonest type among each row of ``neighbours`` (reference
     rows with class ``codes``, -1 not counted) outnumbers ``label`` there (``>= 0``)."""
-    votes = codes[neighbours]
-    counts = np.zeros((neighbours.shape[0], max(int(codes.max()), int(label.max())) + 1), dtype=np.int64)
-    rows = np.broadcast_to(np.arange(neighbours.shape[0])[:, None], votes.shape)
-    np.add.at(counts, (rows[votes >= 0], votes[votes >= 0]), 1)
+    counts = _row_counts(neighbours, codes, max(int(codes.max()), int(label.max())) + 1)
     return counts.max(axis=1) - counts[np.arange(neighbours.shape[0]), label]
+
+
+def _row_counts(neighbours: np.ndarray, codes: np.ndarray, n_classes: int, weights=None) -> np.ndarray:
+    """``(n, n_classes)`` per row of ``neighbours``: how many of its reference cells have each
+    class (``codes``, -1 not counted), or the sum of their ``weights`` (float64, in order)."""
+    votes = codes[neighbours]
+    ok = votes >= 0
+    cells = (np.arange(neighbours.shape[0])[:, None] * n_classes + votes)[ok]
+    n = neighbours.shape[0]
+    sums = np.bincount(cells, weights=None if weights is None else weights[ok], minlength=n * n_classes)
+    return sums.reshape(n, n_classes)
 
 
 def knn_distance_matrix(indices: np.ndarray, distances: np.ndarray, *, exclude_self: bool = True) -> sp.csr_matrix:

@@ -170,10 +170,11 @@ class QueryShare:
         nearest sample cells of each row (itself excluded)."""
         distances, indices = self.sample.query(Y, width + 1, n_queries=self._n_queries)
         query_distances = _without(distances, indices, own, width)
-        merged = np.concatenate([reference_distances, query_distances], axis=1)
-        # ties go to the reference: a query cell must be strictly nearer to count
-        nearest = np.argsort(merged, axis=1, kind="stable")[:, : self.k]
-        return (nearest >= self.k).sum(axis=1)
+        # the j-th nearest sample cell is among the k nearest merged cells when fewer than
+        # k - j + 1 reference cells lie as near or nearer (ties go to the reference): when it
+        # is strictly nearer than the (k - j + 1)-th reference cell. Both sides are sorted, so
+        # the sample cells that count are the first ones.
+        return (query_distances < reference_distances[:, ::-1][:, :width]).sum(axis=1)
 
 
 def _without(distances: np.ndarray, indices: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
