@@ -449,10 +449,10 @@ def _outnumbered(neighbours: np.ndarray, label: np.ndarray, codes: np.ndarray) -
 def _row_counts(neighbours: np.ndarray, codes: np.ndarray, n_classes: int, weights=None) -> np.ndarray:
     """``(n, n_classes)`` per row of ``neighbours``: how many of its reference cells have each
     class (``codes``, -1 not counted), or the sum of their ``weights`` (float64, in order)."""
+    n = neighbours.shape[0]
     votes = codes[neighbours]
     ok = votes >= 0
-    cells = (np.arange(neighbours.shape[0])[:, None] * n_classes + votes)[ok]
-    n = neighbours.shape[0]
+    cells = (np.arange(n)[:, None] * n_classes + votes)[ok]
     sums = np.bincount(cells, weights=None if weights is None else weights[ok], minlength=n * n_classes)
     return sums.reshape(n, n_classes)
 
