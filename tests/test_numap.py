@@ -103,6 +103,8 @@ def test_errors_name_value_and_fix(blobs, fitted_blobs):
         NUMAP(metric="hamming").fit(blobs)
     with pytest.raises(TypeError, match="`densmap` must be True or False"):
         NUMAP(densmap="yes").fit(blobs)
+    with pytest.raises(TypeError, match="`warm_start` must be True or False"):
+        NUMAP(warm_start="yes").fit(blobs)
     with pytest.raises(ValueError, match=r"`dens_frac` must be <= 1.0, got 2.0"):
         NUMAP(dens_frac=2.0).fit(blobs)
     with (
@@ -123,15 +125,23 @@ def test_automatic_budget_is_larger_on_small_graphs():
     assert m.n_steps(n_edges=200_000, n_obs=20_000) == 500
     assert m.n_steps(n_edges=2_000, n_obs=small + 1) == numap_module.AUTO_MIN_STEPS  # 300 passes: 75 steps
     assert NUMAP(batch_size=1000, epochs=2).n_steps(n_edges=200_000, n_obs=10_001) == 50  # 2 passes of 8,000 edges
-    # whole-graph steps (every vertex, 8 × batch_size edges) on small graphs
-    assert m.n_steps(n_edges=10_000, n_obs=500) == numap_module.WHOLE_GRAPH_STEPS
-    assert m.n_steps(n_edges=100, n_obs=10) == numap_module.WHOLE_GRAPH_STEPS
-    assert NUMAP(batch_size=1000, epochs=8).n_steps(n_edges=10_000, n_obs=small) == 10
+    # whole-graph steps (every vertex, 8 × batch_size edges) on small graphs; after the warm
+    # start (the default there) the UMAP phase is 70 % as long
+    cold = NUMAP(batch_size=1000, warm_start=False)
+    assert cold.n_steps(n_edges=10_000, n_obs=500) == numap_module.WHOLE_GRAPH_STEPS
+    assert cold.n_steps(n_edges=100, n_obs=10) == numap_module.WHOLE_GRAPH_STEPS
+    assert m.n_steps(n_edges=10_000, n_obs=500) == 700
+    assert m.n_steps(n_edges=10_000, n_obs=small) == 700
+    assert NUMAP(batch_size=1000, epochs=8).n_steps(n_edges=10_000, n_obs=small) == 10  # epochs: as asked
     assert NUMAP(batch_size=1000, epochs=1).n_steps(n_edges=100, n_obs=10) == 1
-    # with DensMAP an automatic budget gives the density phase twice its share, added on
+    # with DensMAP an automatic budget gives the density phase twice its share, added on; the
+    # warm start shortens only the UMAP phase
     dens = NUMAP(densmap=True, dens_frac=0.3, batch_size=1000)
-    assert dens.n_steps(n_edges=10_000, n_obs=500) == 1300
-    assert dens.n_steps(n_edges=10_000, n_obs=500) * (1 - dens._density_share()) == pytest.approx(700)
+    dens_cold = NUMAP(densmap=True, dens_frac=0.3, batch_size=1000, warm_start=False)
+    assert dens_cold.n_steps(n_edges=10_000, n_obs=500) == 1300
+    assert dens_cold.n_steps(n_edges=10_000, n_obs=500) * (1 - dens_cold._density_share()) == pytest.approx(700)
+    assert dens.n_steps(n_edges=10_000, n_obs=500) == 1090
+    assert dens.n_steps(n_edges=10_000, n_obs=500) * (1 - dens._density_share(warm=True)) == pytest.approx(490)
     assert dens.n_steps(n_edges=200_000, n_obs=20_000) == 650
     assert NUMAP(densmap=True, dens_frac=0.3, epochs=2)._density_share() == 0.3  # epochs: dens_frac as given
 

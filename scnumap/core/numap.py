@@ -22,6 +22,7 @@ from .noise import HeadNoise, neighbourhood_radius
 from .sampling import EdgeSampler
 from .threads import limited_threads
 from .train import EDGE_FACTOR, STEP_LR_FACTOR, DensityTerm, train_embedding
+from .warm_start import UMAP_FRACTION, distil, free_layout, spectral_start
 
 #: The automatic training budget: ``AUTO_EPOCHS`` passes over the edges, clipped to
 #: ``AUTO_MIN_STEPS`` and a cap of steps (of ``EDGE_FACTOR × batch_size`` edges) that, as
@@ -93,7 +94,8 @@ class NUMAP:
     epochs
         Passes over the graph's edges (``>= 1``); every step reads 8 × ``batch_size``
         edges. ``None`` picks a budget from the graph size. Up to 5,000 cells every step
-        embeds all cells (a whole-graph step), and the budget is 1,000 steps. Above, a step
+        embeds all cells (a whole-graph step), and the budget is 1,000 steps (700 UMAP
+        steps after a ``warm_start``, the density phase unchanged). Above, a step
         embeds ``batch_size`` heads with 8 of their edges each (a grouped step), and the
         budget is ``300`` passes, clipped to 125 steps and a cap of 1,000 steps up to
         10,000 cells and 500 above (umap-learn likewise trains small data longer: 500
@@ -131,6 +133,13 @@ class NUMAP:
         its graph neighbours); the head's spectral coordinates are recomputed from the
         noisy input. A regulariser that makes new points land among their neighbours;
         typically 0–1, ``0`` turns it off (docs/method.md, "Input noise").
+    warm_start
+        On graphs of up to 5,000 cells (fits by whole-graph steps), start the network from
+        a UMAP layout of free coordinates: umap-learn's layout optimiser lays the cells out
+        from their GrEASE coordinates (100 epochs), the network learns that layout (150
+        steps), and the UMAP phase then takes 70 % of its automatic budget (docs/method.md,
+        "Warm start on small data"). ``False`` trains the network from its initialisation
+        with the whole budget. Larger graphs train without it.
     grease_steps
         Maximum training steps of the GrEASE network (typically 200–2,000). ``None``:
         GrEASE's default, 300 steps towards the exact eigenvectors of the training graph up
@@ -202,6 +211,7 @@ class NUMAP:
         hidden: tuple[int, ...] = (128, 128),
         use_data: bool = True,
         input_noise: float = 0.5,
+        warm_start: bool = True,
         grease_steps: int | None = None,
         densmap: bool = False,
         dens_lambda: float = 2.0,
@@ -226,6 +236,7 @@ class NUMAP:
         self.hidden = hidden
         self.use_data = use_data
         self.input_noise = input_noise
+        self.warm_start = warm_start
         self.grease_steps = grease_steps
         self.densmap = densmap
         self.dens_lambda = dens_lambda
@@ -249,6 +260,7 @@ class NUMAP:
         check_int(self.n_spectral_components, "n_spectral_components", minimum=self.n_components)
         check_hidden(self.hidden)
         check_float(self.input_noise, "input_noise", minimum=0.0)
+        check_bool(self.warm_start, "warm_start")
         if self.grease_steps is not None:
             check_int(self.grease_steps, "grease_steps", minimum=1)
         check_bool(self.densmap, "densmap")
@@ -263,7 +275,13 @@ class NUMAP:
 
     def _steps(self, n_edges: int, n_obs: int, fraction: float = 1.0, *, extension: bool = False) -> int:
         """Gradient steps of a run that trains ``fraction`` of a fit's budget (:meth:`_phases`)."""
-        return max(1, round(fraction * self._budget(n_edges, n_obs) * sum(self._phases(extension=extension))))
+        phases = self._phases(extension=extension, warm=self._warm(n_obs, extension=extension))
+        return max(1, round(fraction * self._budget(n_edges, n_obs) * sum(phases)))
+
+    def _warm(self, n_obs: int, *, extension: bool = False) -> bool:
+        """Whether a run on ``n_obs`` rows starts from a warm start: a fit by whole-graph steps
+        with ``warm_start`` (:mod:`~scnumap.core.warm_start`)."""
+        return bool(self.warm_start) and not extension and whole_graph(n_obs)
 
     def _budget(self, n_edges: int, n_obs: int) -> int:
         """Steps of a fit before the density phase's extra share (:meth:`_phases`)."""
@@ -464,8 +482,9 @@ class NUMAP:
         heads, tails, weights = knn.edges() if edges is None else edges
         sampler = EdgeSampler(heads, tails, weights, device)
         extension = hold is not None
+        warm = self._warm(X.shape[0], extension=extension)
         n_steps = self._steps(sampler.n_edges, X.shape[0], fraction, extension=extension)
-        start = round(n_steps * (1.0 - self._density_share(extension=extension)))
+        start = round(n_steps * (1.0 - self._density_share(extension=extension, warm=warm)))
         noise, density = self._regularisers(X, knn, (heads, tails, weights), start, device, edge_lengths)
         whole = whole_graph(X.shape[0])
         # a fit runs at STEP_LR_FACTOR × lr, an extension at the smaller EXTEND_LR_FACTOR × lr:
@@ -473,6 +492,8 @@ class NUMAP:
         # hold term says
         step_lr = self.lr * (STEP_LR_FACTOR if hold is None else EXTEND_LR_FACTOR)
         a, b = self.ab_
+        if warm:
+            self._warm_start(X, knn, table, seed, step_lr)
         self.density_loss_history_ = []
         self.loss_history_ = train_embedding(
             self.encoder_,
@@ -545,20 +566,34 @@ class NUMAP:
             start_step=start_step,
         )
 
-    def _phases(self, *, extension: bool = False) -> tuple[float, float]:
+    def _phases(self, *, extension: bool = False, warm: bool = False) -> tuple[float, float]:
         """Lengths of the UMAP phase and the DensMAP phase relative to a budget: ``1 - dens_frac``
         and ``dens_frac`` (0 without DensMAP), the latter ``DENSITY_FACTOR`` times longer in
-        an automatic budget; an ``extension`` with DensMAP scales them by :data:`EXTEND_PHASES`."""
+        an automatic budget; an ``extension`` with DensMAP scales them by :data:`EXTEND_PHASES`;
+        after a ``warm`` start an automatic budget's UMAP phase is
+        :data:`~scnumap.core.warm_start.UMAP_FRACTION` as long."""
         f = float(self.dens_frac) if self.densmap else 0.0
         umap, density = 1.0 - f, (DENSITY_FACTOR * f if self.epochs is None else f)
         if extension and density > 0:
             umap, density = umap * EXTEND_PHASES[0], density * EXTEND_PHASES[1]
+        if warm and self.epochs is None:
+            umap *= UMAP_FRACTION
         return umap, density
 
-    def _density_share(self, *, extension: bool = False) -> float:
+    def _density_share(self, *, extension: bool = False, warm: bool = False) -> float:
         """Share of the training in the density phase (:meth:`_phases`)."""
-        umap, density = self._phases(extension=extension)
+        umap, density = self._phases(extension=extension, warm=warm)
         return density / (umap + density)
+
+    def _warm_start(self, X, knn, table: RowTable, seed: int, lr: float) -> None:
+        """Lay the rows of ``X`` out as free coordinates on the graph ``knn`` and teach that
+        layout to ``encoder_`` at ``lr`` (:mod:`~scnumap.core.warm_start`)."""
+        start_seed, layout_seed = (int(s) for s in np_rng(seed).integers(0, 2**31 - 1, 2))
+        spectral = self._spectral_rows(X, table.device).cpu().numpy()
+        start = spectral_start(spectral, self.n_components, start_seed)
+        layout = free_layout(start, knn.connectivities, *self.ab_, random_state=layout_seed)
+        rows = table[torch.arange(table.n_obs, device=table.device)]
+        distil(self.encoder_, rows, torch.as_tensor(layout, device=table.device), lr=lr)
 
     def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:
         out = torch.empty(X.shape[0], self.n_spectral_components, device=device)

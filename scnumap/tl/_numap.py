@@ -41,6 +41,7 @@ def numap(
     n_spectral_components: int = 10,
     hidden: tuple[int, ...] = (128, 128),
     input_noise: float = 0.5,
+    warm_start: bool = True,
     grease_steps: int | None = None,
     neighbors_key: str = "neighbors",
     batch_key: str | None = None,
@@ -79,8 +80,9 @@ def numap(
         (see :class:`scnumap.NUMAP`).
     epochs
         Passes over the graph edges; ``None`` picks a budget (see :class:`scnumap.NUMAP`).
-    lr, batch_size, negative_sample_rate, n_spectral_components, hidden, input_noise, grease_steps
-        Training knobs of :class:`scnumap.NUMAP`.
+    lr, batch_size, negative_sample_rate, n_spectral_components, hidden, input_noise, warm_start, grease_steps
+        Training knobs of :class:`scnumap.NUMAP` (``warm_start``: on up to 5,000 cells, start
+        the network from a UMAP layout of free coordinates and train 70 % of the UMAP steps).
     neighbors_key
         Key of the neighbour results in ``adata.uns``.
     batch_key
@@ -181,6 +183,7 @@ def numap(
         n_spectral_components=n_spectral_components,
         hidden=hidden,
         input_noise=input_noise,
+        warm_start=warm_start,
         grease_steps=grease_steps,
         metric=metric,
         device=device,
@@ -236,6 +239,7 @@ def numap(
             "n_spectral_components": n_spectral_components,
             "hidden": np.asarray(hidden, dtype=np.int64),
             "input_noise": input_noise,
+            "warm_start": bool(warm_start),
             "grease_steps": -1 if grease_steps is None else int(grease_steps),
             "neighbors_key": neighbors_key,
             "batch_key": "" if batch_key is None else str(batch_key),
