@@ -200,10 +200,10 @@ def test_two_circles_stay_apart_and_held_out_points_land_on_their_circle(two_tor
     """Tutorial 1's data with the default budget: the loops lie apart in the map or touch at
     a few points (at most 1.5 % of the training points have a point of the other circle among
     their 15 nearest) and held-out points land among their own circle (kNN accuracy >= 0.99).
-    benchmarks/circles.py, seeds 0-7: the loops lie apart on six seeds and touch on two
-    (1.1-1.4 % of the points), before and after the edge sampler's alias table changed
-    which seeds those are (this one touches now, at 1.1 %); whole-graph steps that kept each
-    cell's input noise for 4 steps made it 1.9 and 3.0 % on two seeds of four."""
+    benchmarks/circles.py, seeds 0-7: since the warm start (a layout of free coordinates
+    learnt first) the loops lie apart on all eight, held-out accuracy 1.0; before it they
+    touched on two seeds (1.1-1.4 % of the points, this seed among them); whole-graph steps
+    that kept each cell's input noise for 4 steps made it 1.9 and 3.0 % on two seeds of four."""
     from sklearn.datasets import make_circles
     from sklearn.model_selection import train_test_split
 

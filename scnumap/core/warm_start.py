@@ -31,7 +31,7 @@ DISTIL_STEPS = 150
 #: with DensMAP, keeps its length). benchmarks/warm_start.py: at 0.5 pbmc4k's kNN
 #: preservation fell below umap-learn's − 0.03 (0.163) and kidney's held-out transfer (70 %
 #: splits, 3,980 cells) to 0.927 against 0.938 without the warm start; at 0.7 0.171 and
-#: 0.935. Half the learning rate after the warm start did worse on both.
+#: 0.935 (benchmarks/RESULTS.md, "Warm start").
 UMAP_FRACTION = 0.7
 
 #: The distillation's learning rate decays linearly to this fraction of its start.
