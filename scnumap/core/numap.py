@@ -151,7 +151,8 @@ class NUMAP:
     dens_frac
         Fraction of the training (from the end) with the density term active. With
         ``epochs=None`` the density phase gets twice this share of the budget, added to
-        the rest: 700 + 600 steps of a budget of 1,000 at 0.3.
+        the rest: 700 + 600 steps of a budget of 1,000 at 0.3 (490 + 600 after a
+        ``warm_start``).
     dens_var_shift
         Constant added to the embedding-radius variance in the correlation.
     dens_subsample_size
