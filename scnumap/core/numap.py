@@ -138,8 +138,9 @@ class NUMAP:
         a UMAP layout of free coordinates: umap-learn's layout optimiser lays the cells out
         from their GrEASE coordinates (100 epochs), the network learns that layout (150
         steps), and the UMAP phase then takes 70 % of its automatic budget (docs/method.md,
-        "Warm start on small data"). ``False`` trains the network from its initialisation
-        with the whole budget. Larger graphs train without it.
+        "Warm start on small data"). With ``epochs`` set, the warm start still runs and the
+        UMAP phase is as long as ``epochs`` asks. ``False`` trains the network from its
+        initialisation with the whole budget. Larger graphs train without it.
     grease_steps
         Maximum training steps of the GrEASE network (typically 200–2,000). ``None``:
         GrEASE's default, 300 steps towards the exact eigenvectors of the training graph up
