@@ -591,10 +591,10 @@ class NUMAP:
         """Lay the rows of ``X`` out as free coordinates on the graph ``knn`` and teach that
         layout to ``encoder_`` at ``lr`` (:mod:`~scnumap.core.warm_start`)."""
         start_seed, layout_seed = (int(s) for s in np_rng(seed).integers(0, 2**31 - 1, 2))
-        spectral = self._spectral_rows(X, table.device).cpu().numpy()
+        rows = table[torch.arange(table.n_obs, device=table.device)]  # [x_std, spectral], as the encoder reads them
+        spectral = rows[:, X.shape[1] :].cpu().numpy()
         start = spectral_start(spectral, self.n_components, start_seed)
         layout = free_layout(start, knn.connectivities, *self.ab_, random_state=layout_seed)
-        rows = table[torch.arange(table.n_obs, device=table.device)]
         distil(self.encoder_, rows, torch.as_tensor(layout, device=table.device), lr=lr)
 
     def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:

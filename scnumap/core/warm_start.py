@@ -20,6 +20,7 @@ import torch
 from .device import np_rng
 from .layers import adam
 from .new_rows import layout_new_rows
+from .train import lr_factor
 
 #: Epochs of umap-learn's layout of the free coordinates.
 LAYOUT_EPOCHS = 100
@@ -33,9 +34,6 @@ DISTIL_STEPS = 150
 #: splits, 3,980 cells) to 0.927 against 0.938 without the warm start; at 0.7 0.171 and
 #: 0.935 (benchmarks/RESULTS.md, "Warm start").
 UMAP_FRACTION = 0.7
-
-#: The distillation's learning rate decays linearly to this fraction of its start.
-DISTIL_LR_FLOOR = 0.05
 
 #: Side of the box the starting coordinates are scaled into, as umap-learn's initialisation.
 START_BOX = 10.0
@@ -70,7 +68,8 @@ def free_layout(start: np.ndarray, graph, a: float, b: float, *, random_state=No
 def distil(encoder: torch.nn.Module, rows: torch.Tensor, target: torch.Tensor, *, lr: float) -> list[float]:
     """Train ``encoder`` for :data:`DISTIL_STEPS` steps so that ``encoder(rows)`` comes close to ``target``.
 
-    Adam at ``lr``, decayed linearly to :data:`DISTIL_LR_FLOOR` of it; the loss is the mean
+    Adam at ``lr``, decayed linearly as a fit's steps are (:func:`~scnumap.core.train.lr_factor`,
+    down to :data:`~scnumap.core.train.LR_FLOOR` of it); the loss is the mean
     over rows of the squared distance to the target row. Returns the loss of every step.
     """
     opt = adam(encoder.parameters(), lr)
@@ -78,7 +77,7 @@ def distil(encoder: torch.nn.Module, rows: torch.Tensor, target: torch.Tensor, *
     encoder.train()
     for step in range(DISTIL_STEPS):
         for group in opt.param_groups:
-            group["lr"] = lr * max(DISTIL_LR_FLOOR, 1.0 - step / DISTIL_STEPS)
+            group["lr"] = lr * lr_factor(step, DISTIL_STEPS, DISTIL_STEPS)
         loss = ((encoder(rows) - target) ** 2).sum(dim=1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
