@@ -1,7 +1,8 @@
 """Integrated references: map queries onto Harmony-integrated references, next to Symphony and ingest.
 
     .venv/bin/python -u benchmarks/integration.py [--pairs wang_xin kang pbmc4k] [--sigma 0.5] [--dropout 0.3]
-        [--ref-sigma S] [--ref-dropout D] [--symphony-k 5] [--seeds 0 1 2 3 4] [--quick] [--no-speed]
+        [--ref-sigma S] [--ref-dropout D] [--symphony-k 5] [--seeds 0 1 2 3 4] [--map-seeds 0 1 2 3 4]
+        [--quick] [--no-speed]
         [--scale] [--scale-n 1000000] [--scale-symphony 100000]
         [--torch-threads N] [--cache FILE]
 
@@ -103,6 +104,10 @@ Measures (per pair and method)
   Unknown) of scnumap's correction (``tl.numap(batch_key='batch', random_state=s)``, short
   fit: the labels are voted in ``X_pca_harmony``, which does not depend on the network)
   and of Symphony's (``harmony_integrate(random_seed=s)``) for each seed.
+* ``--map-seeds`` (default none): the 2-D query–reference mixing (as above) for each seed
+  of the **map**: scnumap's corrected reference fitted anew with ``random_state=s`` and
+  Symphony's Harmony and UMAP with seed ``s``, each query mapped onto its own map. One fit
+  per method is one draw of the map's layout; the mean over seeds compares the methods.
 * Reference batches (pair (c) only; "–" for a 1-batch reference): for each reference
   cell, the share of other-batch cells among its 30 nearest reference cells ÷ the other
   batches' share of the other reference cells (1 = mixed), in ``X_pca`` and in each
@@ -556,6 +561,50 @@ def print_tables(rows: list[tuple[str, dict]], quick: bool) -> None:
     sys.stdout.flush()
 
 
+def map_seed_sweep(ref: anndata.AnnData, query: anndata.AnnData, n_comps: int, seeds, quick: bool = False) -> dict:
+    """Query–reference mixing in 2-D for several seeds of the map: scnumap's corrected map
+    (``tl.numap(batch_key='batch', random_state=s)``, full fit, the query projected as in
+    the main tables, with ``obs='label'`` where the pair has labels) and Symphony's (Harmony
+    and UMAP with seed ``s``, the query by ``symphonypy.tl.ingest``), each fitted anew per seed."""
+    import symphonypy
+
+    prepare(ref, n_comps)
+    out = {"seeds": [int(s) for s in seeds], "scnumap": [], "symphony": []}
+    for seed in seeds:
+        r = ref.copy()
+        scnumap.tl.numap(r, batch_key="batch", random_state=int(seed), verbose=False, **(QUICK_FIT if quick else {}))
+        q = query[:, r.var_names].copy()
+        scnumap.tl.project(q, r, obs="label" if "label" in query.obs and "label" in r.obs else None)
+        out["scnumap"].append(pooled(r.obsm["X_numap"], q.obsm["X_numap"])["mixing"])
+        r_s = symphony_reference(ref, int(seed), umap=False)
+        sc.pp.neighbors(r_s, use_rep="X_pca_harmony", n_neighbors=15, random_state=int(seed))
+        sc.tl.umap(r_s, random_state=int(seed))
+        q_s = symphony_map(r_s, query, 5, False)
+        symphonypy.tl.ingest(q_s, r_s, embedding_method="umap", use_rep="X_pca_harmony")
+        out["symphony"].append(pooled(r_s.obsm["X_umap"], q_s.obsm["X_umap"])["mixing"])
+        log(f"    map seed {seed}: 2-D mixing scnumap {out['scnumap'][-1]:.3f}, Symphony {out['symphony'][-1]:.3f}")
+    return out
+
+
+def print_map_sweeps(sweeps: list) -> None:
+    print(f"### Seed sensitivity of the 2-D mixing: reference share among {K_POOLED} pooled neighbours ÷ expected\n")
+    print(
+        "Each seed fits the map anew: scnumap `tl.numap(batch_key='batch', random_state=s)` (Harmony, graph, "
+        "GrEASE and network), the query by `tl.project` as in the tables above (`obs='label'` where labelled); "
+        "Symphony `harmony_integrate(random_seed=s)`, `sc.tl.umap(random_state=s)`, the query by "
+        "`symphonypy.tl.ingest`.\n"
+    )
+    print("| pair | seeds | scnumap, per seed | mean | Symphony, per seed | mean |")
+    print("|---|---|---|---|---|---|")
+    for title, sw in sweeps:
+        a, b = sw["scnumap"], sw["symphony"]
+        print(
+            f"| {title} | {', '.join(map(str, sw['seeds']))} | {', '.join(f3(x) for x in a)} | {f3(np.mean(a))} "
+            f"| {', '.join(f3(x) for x in b)} | {f3(np.mean(b))} |"
+        )
+    print(flush=True)
+
+
 def print_sweeps(sweeps: list) -> None:
     print("### Seed sensitivity of the correction: query label accuracy (no Unknown) per Harmony seed\n")
     print(
@@ -587,6 +636,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4], help="Harmony seeds of the seed table (none: skip)"
     )
+    parser.add_argument(
+        "--map-seeds", type=int, nargs="*", default=[], help="seeds of the 2-D mixing table (full fits; none: skip)"
+    )
     parser.add_argument("--no-speed", action="store_true", help="skip the warm timing on pair (c)")
     parser.add_argument("--scale", action="store_true", help="time --scale-n synthetic query cells on pair (c)")
     parser.add_argument("--scale-n", type=int, default=1_000_000)
@@ -597,7 +649,7 @@ def main(argv=None) -> None:
 
     print_header("python -u benchmarks/integration.py", args, argv)
     cache = Cache(args.cache)
-    rows, sweeps = [], []
+    rows, sweeps, map_sweeps = [], [], []
     timing_pair = None
     for name in args.pairs:
         title, ref, query, n_comps, control = load_pair(name, args)
@@ -632,11 +684,20 @@ def main(argv=None) -> None:
                 sweep = seed_sweep(ref, query, n_comps, args.seeds, args.symphony_k)
                 cache.put(key + f"|seeds={args.seeds}", sweep)
             sweeps.append((title, r["acc_open_corrected"], r["acc_symphony"], sweep))
+        if args.map_seeds:
+            sweep = cache.get(key + f"|map_seeds={args.map_seeds}")
+            if sweep is None:
+                log(f"    map seeds {args.map_seeds} (full fits)")
+                sweep = map_seed_sweep(ref, query, n_comps, args.map_seeds, args.quick)
+                cache.put(key + f"|map_seeds={args.map_seeds}", sweep)
+            map_sweeps.append((title, sweep))
         if name == "pbmc4k":
             timing_pair = (title, ref, query, n_comps, refs)
     print_tables(rows, args.quick)
     if sweeps:
         print_sweeps(sweeps)
+    if map_sweeps:
+        print_map_sweeps(map_sweeps)
 
     if timing_pair is not None and (not args.no_speed or args.scale):
         title, ref, query, n_comps, refs = timing_pair

@@ -91,6 +91,21 @@ def test_none_in_a_fit_takes_the_free_cores_and_nested_calls_keep_them(user_thre
     assert state() == user_threads
 
 
+def test_a_nested_block_with_the_same_count_sets_nothing_again(user_threads, monkeypatch):
+    with limited_threads(1):
+        monkeypatch.setattr("threadpoolctl.threadpool_limits", lambda **_: pytest.fail("pools set again"))
+        with limited_threads(1) as inner:  # e.g. a projection's blocks inside tl.project
+            assert inner == 1
+            assert_all_one()
+        assert_all_one()
+        monkeypatch.undo()
+        torch.set_num_threads(2)  # changed inside the block: a nested block sets the pools again
+        with limited_threads(1):
+            assert_all_one()
+        assert torch.get_num_threads() == 2
+    assert state() == user_threads
+
+
 def test_none_in_a_transform_or_with_the_default_off_changes_nothing(user_threads, monkeypatch):
     monkeypatch.setattr(threads, "free_cores", lambda: pytest.fail("a transform must not measure"))
     with limited_threads(None, fit=False) as n:
