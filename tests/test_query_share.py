@@ -151,6 +151,22 @@ def test_two_stage_search_of_the_sample_gives_the_full_searchs_shares(pbmc_pca):
         np.testing.assert_array_equal(pool.share(Q, strangers), QueryShare(R, Q).share(Q, strangers))
 
 
+def test_the_sample_is_searched_approximately_from_a_lower_count_than_the_reference(pbmc_pca, monkeypatch):
+    """The sample's index serves one projection: approximate from SAMPLE_EXACT_MAX_PAIRS on,
+    while the reference's stays exact up to EXACT_MAX_PAIRS."""
+    from scnumap.core import query_share
+
+    R, Q = split(pbmc_pca)
+    monkeypatch.setattr(query_share, "SAMPLE_EXACT_MAX_PAIRS", Q.shape[0] * 1000)
+    assert QueryShare(R, Q, n_queries=1000).sample.exact_for(1000)
+    pool = QueryShare(R, Q, n_queries=1001)
+    assert not pool.sample.exact_for(1001)
+    assert pool.reference.exact_for(1001)
+    full = QueryShare(R, Q).share(Q, np.arange(Q.shape[0]))  # exact
+    approximate = pool.share(Q, np.arange(Q.shape[0]))
+    assert np.mean(approximate == full) >= 0.9  # pynndescent's misses change a few counts by one
+
+
 def test_narrow_takes_the_width_most_sample_rows_need_when_searched_approximately(pbmc_pca):
     R, Q = split(pbmc_pca)
     pool = QueryShare(R, Q, n_queries=10**9)  # a huge query: the sample is searched approximately

@@ -2,7 +2,8 @@
 
 One :class:`ReferenceIndex` per reference answers every projection onto it: exact
 (scikit-learn, brute force) while a query is small, pynndescent once the work of an
-exact search (reference cells × query cells) passes :data:`EXACT_MAX_PAIRS`. The
+exact search (reference cells × query cells) passes :data:`EXACT_MAX_PAIRS` (or a lower
+bound of the index's own, ``exact_max_pairs``). The
 pynndescent index is built at most once per reference and process: :func:`cached_index`
 keeps the last :data:`CACHE_SIZE` indexes, keyed by a hash of the reference's values.
 Dense or CSR input; the reference is never densified.
@@ -46,13 +47,20 @@ class ReferenceIndex:
         ``"euclidean"``, ``"manhattan"`` or ``"cosine"``.
     random_state
         Seed of the pynndescent index.
+    exact_max_pairs
+        Largest query × reference pair count this index searches exactly (at most
+        :data:`EXACT_MAX_PAIRS`; ``None``: that). An index built for one projection only
+        (the query share's sample) pays for its pynndescent graph and the compilation of
+        its search in every call, and takes a lower bound than a reference's, which is
+        built once.
     """
 
-    def __init__(self, space, *, metric: str = "euclidean", random_state=0):
+    def __init__(self, space, *, metric: str = "euclidean", random_state=0, exact_max_pairs: int | None = None):
         # a private copy: the cache must not follow later in-place edits of the caller's array
         self.space = sp.csr_matrix(space, dtype=np.float32, copy=True) if sp.issparse(space) else _dense(space).copy()
         self.metric = check_metric(metric)
         self.random_state = random_state
+        self.exact_max_pairs = exact_max_pairs
         self._approximate = None
         self._own = OrderedDict()
 
@@ -86,8 +94,10 @@ class ReferenceIndex:
 
     def exact_for(self, n_queries: int) -> bool:
         """Whether a query of ``n_queries`` rows in all is searched exactly (no approximate
-        index built yet, and at most :data:`EXACT_MAX_PAIRS` query × reference pairs)."""
-        return self._approximate is None and self.n_reference * int(n_queries) <= EXACT_MAX_PAIRS
+        index built yet, and at most :data:`EXACT_MAX_PAIRS` query × reference pairs, or
+        ``exact_max_pairs`` when lower)."""
+        limit = EXACT_MAX_PAIRS if self.exact_max_pairs is None else min(self.exact_max_pairs, EXACT_MAX_PAIRS)
+        return self._approximate is None and self.n_reference * int(n_queries) <= limit
 
     def own_neighbors(self, rows: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`query` of the reference's own ``rows`` (each finds itself), kept for the next call.
