@@ -280,7 +280,8 @@ def fit_references(ref: anndata.AnnData, n_comps: int, quick: bool) -> dict:
 
 
 def symphony_reference(ref: anndata.AnnData, seed: int = 0, umap: bool = True) -> anndata.AnnData:
-    """symphonypy's reference: Harmony over ``obs['batch']``, and a UMAP on ``X_pca_harmony``."""
+    """symphonypy's reference: Harmony over ``obs['batch']``, and a UMAP on ``X_pca_harmony``
+    (Harmony, graph and UMAP seeded with ``seed``)."""
     import symphonypy
 
     r = ref.copy()
@@ -288,8 +289,8 @@ def symphony_reference(ref: anndata.AnnData, seed: int = 0, umap: bool = True) -
     r.var["std"] = 1.0
     symphonypy.pp.harmony_integrate(r, key="batch", random_seed=seed)
     if umap:
-        sc.pp.neighbors(r, use_rep="X_pca_harmony", n_neighbors=15, random_state=0)
-        sc.tl.umap(r, random_state=0)
+        sc.pp.neighbors(r, use_rep="X_pca_harmony", n_neighbors=15, random_state=seed)
+        sc.tl.umap(r, random_state=seed)
     return r
 
 
@@ -576,9 +577,7 @@ def map_seed_sweep(ref: anndata.AnnData, query: anndata.AnnData, n_comps: int, s
         q = query[:, r.var_names].copy()
         scnumap.tl.project(q, r, obs="label" if "label" in query.obs and "label" in r.obs else None)
         out["scnumap"].append(pooled(r.obsm["X_numap"], q.obsm["X_numap"])["mixing"])
-        r_s = symphony_reference(ref, int(seed), umap=False)
-        sc.pp.neighbors(r_s, use_rep="X_pca_harmony", n_neighbors=15, random_state=int(seed))
-        sc.tl.umap(r_s, random_state=int(seed))
+        r_s = symphony_reference(ref, int(seed))
         q_s = symphony_map(r_s, query, 5, False)
         symphonypy.tl.ingest(q_s, r_s, embedding_method="umap", use_rep="X_pca_harmony")
         out["symphony"].append(pooled(r_s.obsm["X_umap"], q_s.obsm["X_umap"])["mixing"])
