@@ -73,15 +73,15 @@ def distil(encoder: torch.nn.Module, rows: torch.Tensor, target: torch.Tensor, *
     over rows of the squared distance to the target row. Returns the loss of every step.
     """
     opt = adam(encoder.parameters(), lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, DISTIL_STEPS, DISTIL_STEPS))
     losses = []  # tensors: no device sync per step
     encoder.train()
-    for step in range(DISTIL_STEPS):
-        for group in opt.param_groups:
-            group["lr"] = lr * lr_factor(step, DISTIL_STEPS, DISTIL_STEPS)
+    for _ in range(DISTIL_STEPS):
         loss = ((encoder(rows) - target) ** 2).sum(dim=1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         losses.append(loss.detach())
     encoder.eval()
     return torch.stack(losses).tolist()
