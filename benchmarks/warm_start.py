@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/warm_start.py [pbmc68k_reduced digits paul15 pbmc4k ...] [--fractions 0.5 0.7]
 
-On sets small enough for whole-graph steps (up to 5,000 cells; larger sets whose 70 %
-training splits are that small: only the transfer row changes), one markdown table per set:
+On sets small enough for the warm start (up to 5,000 cells, ``WARM_START_MAX``; larger
+sets whose 70 % training splits are that small: only the transfer row changes; whole-graph
+steps up to 1,000 cells, grouped steps above), one markdown table per set:
 for NUMAP and NUMAP+DensMAP, with and without the warm start, the UMAP steps trained, fit
 time, trustworthiness@15, kNN preservation@15, density correlation and, for the plain fits,
 the mean kNN (k=15) label-transfer accuracy of held-out cells over three seeded 70/30
@@ -54,14 +55,14 @@ def timed_warm_start(X) -> float:
 
 def run(name: str, fractions) -> None:
     X, labels = load(name)
-    if int(0.7 * X.shape[0]) > numap_module.WHOLE_GRAPH_MAX:
-        print(f"{X.shape[0]} cells, its 70 % too: grouped steps, no warm start", flush=True)
+    if int(0.7 * X.shape[0]) > numap_module.WARM_START_MAX:
+        print(f"{X.shape[0]} cells, its 70 % too: no warm start", flush=True)
         return
-    whole = X.shape[0] <= numap_module.WHOLE_GRAPH_MAX  # else only the held-out transfer (70 % fits) changes
+    warm_full = X.shape[0] <= numap_module.WARM_START_MAX  # else only the held-out transfer (70 % fits) changes
     fit(X[:200], 1, True, True)  # warm-up: the layout's numba code, torch's allocations
     print("| method | warm start | UMAP steps | fit s | trust@15 | kNN pres@15 | density r | transfer acc |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
-    for densmap in (False, True) if whole else (False,):
+    for densmap in (False, True) if warm_full else (False,):
         for warm, fraction in [(True, f) for f in fractions] + [(False, None)]:
             if warm:
                 numap_module.UMAP_FRACTION = fraction
@@ -79,8 +80,8 @@ def run(name: str, fractions) -> None:
                 f"| {metrics.density_correlation(X, E):.3f} | {acc} |",
                 flush=True,
             )
-    if not whole:
-        print(f"\n{X.shape[0]} cells: the full fit trains by grouped steps, the 70 % fits by whole-graph steps")
+    if not warm_full:
+        print(f"\n{X.shape[0]} cells: the full fit starts cold, the 70 % fits warm")
         return
     print(f"\nThe warm start itself (layout + distillation), plain fit: {timed_warm_start(X):.2f} s", flush=True)
 
@@ -93,7 +94,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[numap_module.UMAP_FRACTION])
     args = parser.parse_args(argv)
     first = np.asarray(LABELLED[args.names[0]]().obsm["X_pca"], dtype=np.float32) if args.names else None
-    if first is not None and first.shape[0] <= numap_module.WHOLE_GRAPH_MAX:
+    if first is not None and first.shape[0] <= numap_module.WARM_START_MAX:
         # before anything else: the process's first warm start compiles umap-learn's layout
         print(
             f"First warm start of the process ({args.names[0]}, umap-learn's layout compiled by numba): "

@@ -33,13 +33,26 @@ AUTO_MAX_STEPS_SMALL = 1000
 AUTO_MAX_STEPS = 500
 SMALL_GRAPH = 10_000
 
-#: Graphs of at most this many vertices train by whole-graph steps: each step embeds every
-#: vertex twice (clean, and with the input noise) and reads ``EDGE_FACTOR × batch_size``
-#: edges from there. Larger graphs train by grouped steps: ``batch_size`` heads, each with
-#: ``EDGE_FACTOR`` of its edges, and a pool of negatives, about ``(2 + EDGE_FACTOR) ×
-#: batch_size`` rows at most (:func:`~scnumap.core.train.train_embedding`); both at
-#: ``STEP_LR_FACTOR × lr``. Two passes of 5,000 rows cost about a grouped step's rows.
-WHOLE_GRAPH_MAX = 5000
+#: A fit on a graph of at most this many vertices trains by whole-graph steps: each step
+#: embeds every vertex twice (clean, and with the input noise) and reads ``EDGE_FACTOR ×
+#: batch_size`` edges from there. Larger graphs train by grouped steps: ``batch_size`` heads,
+#: each with ``EDGE_FACTOR`` of its edges, and a pool of negatives, about ``(2 + EDGE_FACTOR)
+#: × batch_size`` rows at most (:func:`~scnumap.core.train.train_embedding`); both at
+#: ``STEP_LR_FACTOR × lr``. Above 1,000 cells a whole-graph step embeds about as many rows
+#: as a grouped one or more: by grouped steps paul15's fit (2,660 cells) took 70 % of the
+#: time, pbmc4k's (4,271) 93 %, with the same quality (docs/method.md, "Whole-graph steps").
+WHOLE_GRAPH_MAX = 1000
+
+#: A fit of at most this many cells starts warm (:mod:`~scnumap.core.warm_start`), by
+#: whole-graph or grouped steps. Without it, grouped steps let the two circles of
+#: benchmarks/circles.py touch on four seeds of eight. Above, the layout's cost grows with
+#: the cells while the budget of steps does not.
+WARM_START_MAX = 5000
+
+#: An extension (:meth:`NUMAP.extend`) of a union of at most this many vertices trains by
+#: whole-graph steps: its steps are few and each holds every old row in place; by grouped
+#: steps kidney's added cells (5,685 in the union) landed further from where a refit puts them.
+EXTEND_WHOLE_GRAPH_MAX = 5000
 
 #: The automatic budget of a fit by whole-graph steps (half of it left held-out points
 #: less well placed; docs/method.md, "Whole-graph steps on small data").
@@ -93,14 +106,14 @@ class NUMAP:
         Neighbours of the UMAP graph (typically 5–50).
     epochs
         Passes over the graph's edges (``>= 1``); every step reads 8 × ``batch_size``
-        edges. ``None`` picks a budget from the graph size. Up to 5,000 cells every step
-        embeds all cells (a whole-graph step), and the budget is 1,000 steps (700 UMAP
-        steps after a ``warm_start``, the density phase unchanged). Above, a step
-        embeds ``batch_size`` heads with 8 of their edges each (a grouped step), and the
-        budget is ``300`` passes, clipped to 125 steps and a cap of 1,000 steps up to
+        edges. ``None`` picks a budget from the graph size. Up to 1,000 cells every step
+        embeds all cells (a whole-graph step), and the budget is 1,000 steps. Above, a
+        step embeds ``batch_size`` heads with 8 of their edges each (a grouped step), and
+        the budget is ``300`` passes, clipped to 125 steps and a cap of 1,000 steps up to
         10,000 cells and 500 above (umap-learn likewise trains small data longer: 500
-        epochs up to 10,000 samples, 200 above). docs/method.md ("Budget") discusses the
-        choice.
+        epochs up to 10,000 samples, 200 above). Up to 5,000 cells a ``warm_start``
+        shortens the UMAP phase to 70 % (700 steps; the density phase unchanged).
+        docs/method.md ("Budget") discusses the choice.
     lr
         Adam learning rate (typically 1e-4–1e-2). A fit runs at ``sqrt(8) × lr``: a step's
         gradient averages 8 × ``batch_size`` edges; :meth:`extend` fine-tunes at ``2 × lr``.
@@ -134,7 +147,7 @@ class NUMAP:
         noisy input. A regulariser that makes new points land among their neighbours;
         typically 0–1, ``0`` turns it off (docs/method.md, "Input noise").
     warm_start
-        On graphs of up to 5,000 cells (fits by whole-graph steps), start the network from
+        On graphs of up to 5,000 cells, start the network from
         a UMAP layout of free coordinates: umap-learn's layout optimiser lays the cells out
         from their GrEASE coordinates (100 epochs), the network learns that layout (150
         steps), and the UMAP phase then takes 70 % of its automatic budget (docs/method.md,
@@ -278,19 +291,20 @@ class NUMAP:
     def _steps(self, n_edges: int, n_obs: int, fraction: float = 1.0, *, extension: bool = False) -> int:
         """Gradient steps of a run that trains ``fraction`` of a fit's budget (:meth:`_phases`)."""
         phases = self._phases(extension=extension, warm=self._warm(n_obs, extension=extension))
-        return max(1, round(fraction * self._budget(n_edges, n_obs) * sum(phases)))
+        return max(1, round(fraction * self._budget(n_edges, n_obs, extension=extension) * sum(phases)))
 
     def _warm(self, n_obs: int, *, extension: bool = False) -> bool:
-        """Whether a run on ``n_obs`` rows starts from a warm start: a fit by whole-graph steps
-        with ``warm_start`` (:mod:`~scnumap.core.warm_start`)."""
-        return bool(self.warm_start) and not extension and whole_graph(n_obs)
+        """Whether a run on ``n_obs`` rows starts from a warm start: a fit of at most
+        :data:`WARM_START_MAX` rows with ``warm_start`` (:mod:`~scnumap.core.warm_start`)."""
+        return bool(self.warm_start) and not extension and n_obs <= WARM_START_MAX
 
-    def _budget(self, n_edges: int, n_obs: int) -> int:
-        """Steps of a fit before the density phase's extra share (:meth:`_phases`)."""
+    def _budget(self, n_edges: int, n_obs: int, *, extension: bool = False) -> int:
+        """Steps of a fit (or of the fit an ``extension`` is a fraction of) before the
+        density phase's extra share (:meth:`_phases`)."""
         edges_per_step = self.batch_size * EDGE_FACTOR
         if self.epochs is not None:
             return max(1, int(np.ceil(self.epochs * n_edges / edges_per_step)))
-        if whole_graph(n_obs):
+        if whole_graph(n_obs, extension=extension):
             return WHOLE_GRAPH_STEPS
         cap = AUTO_MAX_STEPS_SMALL if n_obs <= SMALL_GRAPH else AUTO_MAX_STEPS
         return int(np.clip(np.ceil(AUTO_EPOCHS * n_edges / edges_per_step), AUTO_MIN_STEPS, cap))
@@ -488,7 +502,7 @@ class NUMAP:
         n_steps = self._steps(sampler.n_edges, X.shape[0], fraction, extension=extension)
         start = round(n_steps * (1.0 - self._density_share(extension=extension, warm=warm)))
         noise, density = self._regularisers(X, knn, (heads, tails, weights), start, device, edge_lengths)
-        whole = whole_graph(X.shape[0])
+        whole = whole_graph(X.shape[0], extension=extension)
         # a fit runs at STEP_LR_FACTOR × lr, an extension at the smaller EXTEND_LR_FACTOR × lr:
         # Adam's first updates move every weight by about the learning rate whatever the
         # hold term says
@@ -641,6 +655,7 @@ class NUMAP:
         return self.fit(X, graph=graph, knn_distances=knn_distances).embedding_
 
 
-def whole_graph(n_obs: int) -> bool:
-    """Whether a graph of ``n_obs`` vertices trains by whole-graph steps (:data:`WHOLE_GRAPH_MAX`)."""
-    return n_obs <= WHOLE_GRAPH_MAX
+def whole_graph(n_obs: int, *, extension: bool = False) -> bool:
+    """Whether a fit (or an ``extension``) on a graph of ``n_obs`` vertices trains by
+    whole-graph steps (:data:`WHOLE_GRAPH_MAX`, :data:`EXTEND_WHOLE_GRAPH_MAX`)."""
+    return n_obs <= (EXTEND_WHOLE_GRAPH_MAX if extension else WHOLE_GRAPH_MAX)

@@ -1,7 +1,7 @@
 """A fit's warm start: a UMAP layout of free coordinates, learnt by the network first.
 
-On a small graph (a fit by whole-graph steps, :data:`~scnumap.core.numap.WHOLE_GRAPH_MAX`
-cells at most) the network's UMAP steps are most of a fit's time, and the first of them
+On a small graph (a fit of :data:`~scnumap.core.numap.WARM_START_MAX` cells at most)
+the network's UMAP steps are most of a fit's time, and the first of them
 only unfold the map. umap-learn's layout optimiser unfolds free coordinates far more
 cheaply: starting from the GrEASE coordinates (umap-learn's spectral initialisation, as
 GrEASE learns the same eigenvectors), :data:`LAYOUT_EPOCHS` epochs of its stochastic
