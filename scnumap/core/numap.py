@@ -40,7 +40,7 @@ SMALL_GRAPH = 10_000
 #: × batch_size`` rows at most (:func:`~scnumap.core.train.train_embedding`); both at
 #: ``STEP_LR_FACTOR × lr``. Above 1,000 cells a whole-graph step embeds about as many rows
 #: as a grouped one or more: by grouped steps paul15's fit (2,660 cells) took 70 % of the
-#: time, pbmc4k's (4,271) 93 %, with the same quality (docs/method.md, "Whole-graph steps").
+#: time, pbmc4k's (4,271) 93 %, quality within 0.007 (docs/method.md, "Whole-graph steps").
 WHOLE_GRAPH_MAX = 1000
 
 #: A fit of at most this many cells starts warm (:mod:`~scnumap.core.warm_start`), by
