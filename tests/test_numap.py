@@ -127,8 +127,8 @@ def test_automatic_budget_is_larger_on_small_graphs():
     assert m.n_steps(n_edges=200_000, n_obs=20_000) == 500
     assert m.n_steps(n_edges=2_000, n_obs=warm_max + 1) == numap_module.AUTO_MIN_STEPS  # 300 passes: 75 steps
     # an extension of a union up to EXTEND_WHOLE_GRAPH_MAX still trains by whole-graph steps
-    cold_extension = NUMAP(batch_size=1000)._steps(2_000, small + 1, extension=True)
-    assert cold_extension == numap_module.WHOLE_GRAPH_STEPS
+    small_extension = NUMAP(batch_size=1000)._steps(2_000, small + 1, extension=True)
+    assert small_extension == numap_module.WHOLE_GRAPH_STEPS
     large_extension = NUMAP(batch_size=1000)._steps(2_000, numap_module.EXTEND_WHOLE_GRAPH_MAX + 1, extension=True)
     assert large_extension == numap_module.AUTO_MIN_STEPS
     assert numap_module.whole_graph(small)
