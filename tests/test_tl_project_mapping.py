@@ -651,10 +651,10 @@ def test_a_large_querys_sample_searched_in_two_stages_scores_the_same(ref_query,
     monkeypatch.setattr(reference_index, "EXACT_MAX_PAIRS", 0)  # every search approximate
     widths = []
     narrow = QueryShare.narrow
-    monkeypatch.setattr(QueryShare, "narrow", lambda self, shares: widths.append(narrow(self, shares)) or widths[-1])
+    monkeypatch.setattr(QueryShare, "narrow", lambda self: widths.append(narrow(self)) or widths[-1])
     two_stage = project(query, ref, obs="bulk_labels", copy=True)
     assert 0 < widths[0] < 30
-    monkeypatch.setattr(QueryShare, "narrow", lambda self, shares: self.k)
+    monkeypatch.setattr(QueryShare, "narrow", lambda self: self.k)
     full = project(query, ref, obs="bulk_labels", copy=True)
     np.testing.assert_array_equal(two_stage.obs["numap_mapping_score"], full.obs["numap_mapping_score"])
     np.testing.assert_array_equal(two_stage.obs["bulk_labels_numap"], full.obs["bulk_labels_numap"])

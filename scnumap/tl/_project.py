@@ -24,7 +24,6 @@ from ..core.projection import (
     correction_statistics,
     dask_scheduler,
     project_dask,
-    search_width,
 )
 from ..core.query_share import MIN_QUERY_CELLS, SAMPLE_SIZE, QueryShare
 from ..core.recentring import Recentring
@@ -581,17 +580,18 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
     if correction is not None:
         sample = correction.apply(sample, query_rows)
     seed = int(rng.integers(0, 2**31 - 1))
-    pool = QueryShare(index, sample, random_state=seed, n_queries=n_rows)
+    width = max(int(n_neighbors), calibration.n_neighbors)
+    pool = QueryShare(index, sample, random_state=seed, n_queries=n_rows, search_width=width)
     position[query_rows] = np.arange(query_rows.size)
-    distances, indices = index.query(sample, search_width(n_neighbors, calibration, pool), n_queries=n_rows)
-    shares = pool.share(sample, np.arange(query_rows.size), distances)
+    distances, indices = pool.sample_search  # as many as search_width(n_neighbors, calibration, pool)
+    shares = pool.sample_shares
     if not pool.mixes(shares):
         logg.info(
             "    query and reference cells do not mix (a batch or technology shift?): mapping score from "
             "distances alone; an integrated reference (`tl.numap(batch_key=...)`) can correct the query"
         )
         return None, position, SampleSearch(distances, indices, None), 0.0, sample
-    pool.narrow(shares)  # a large query's sample searched in two stages
+    pool.narrow()  # a large query's sample searched in two stages
     shift = pool.shift(shares)
     if shift > 0:
         logg.info(f"    the query's typical query share lies {shift:.2f} above the reference's: discounted")
