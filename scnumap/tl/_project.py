@@ -24,6 +24,7 @@ from ..core.projection import (
     correction_statistics,
     dask_scheduler,
     project_dask,
+    search_width,
 )
 from ..core.query_share import MIN_QUERY_CELLS, SAMPLE_SIZE, QueryShare
 from ..core.recentring import Recentring
@@ -580,7 +581,7 @@ def _share_pool(query: _Query, correction, index, n_neighbors: int, calibration:
     if correction is not None:
         sample = correction.apply(sample, query_rows)
     seed = int(rng.integers(0, 2**31 - 1))
-    width = max(int(n_neighbors), calibration.n_neighbors)
+    width = search_width(n_neighbors, calibration, None)  # the pool adds its own k
     pool = QueryShare(index, sample, random_state=seed, n_queries=n_rows, search_width=width)
     position[query_rows] = np.arange(query_rows.size)
     distances, indices = pool.sample_search  # as many as search_width(n_neighbors, calibration, pool)
