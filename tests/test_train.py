@@ -1,12 +1,14 @@
 import pytest
 import torch
 
+from scnumap.core import train
 from scnumap.core.batching import RowTable
 from scnumap.core.density import NeighbourhoodSampler
 from scnumap.core.encoder import Encoder
 from scnumap.core.graph import build_graph
 from scnumap.core.hold import HoldTerm
-from scnumap.core.noise import HeadNoise
+from scnumap.core.losses import edge_cross_entropy
+from scnumap.core.noise import BOTH_ENDS_SCALE, NOISE_REFRESH, HeadNoise
 from scnumap.core.sampling import EdgeSampler
 from scnumap.core.scaling import Standardizer
 from scnumap.core.train import EDGE_FACTOR, LR_FLOOR, DensityTerm, lr_factor, train_embedding
@@ -124,7 +126,6 @@ def test_learning_rate_decays_and_restarts_for_the_density_phase():
 def test_neighbour_positions_are_at_most_refresh_minus_one_steps_old(blobs, monkeypatch, refresh):
     """On a large graph the neighbours' values equal a live embedding of every vertex at a step
     no more than ``DENSITY_REFRESH - 1`` steps back (None: the default, 10)."""
-    from scnumap.core import train
 
     if refresh is None:
         refresh = train.DENSITY_REFRESH
@@ -173,25 +174,72 @@ def _whole_graph_run(blobs, encoder, noise, batch_size=64):
     return history, sampler
 
 
-def test_whole_graph_steps_embed_every_vertex_clean_and_noisy(blobs):
-    """Each whole-graph step embeds all vertices twice (with and without the head noise) and
-    draws ``EDGE_FACTOR`` × ``batch_size`` edges; the loss goes down."""
+def test_whole_graph_steps_of_a_fit_embed_every_vertex_once_from_standing_noise(blobs):
+    """A fit's whole-graph step embeds all vertices once, from perturbed rows whose noise is
+    drawn for every vertex at the first step and for an ``NOISE_REFRESH``-th of them after,
+    and draws ``EDGE_FACTOR`` × ``batch_size`` edges; the loss goes down."""
     noised = []
 
     def spectral(x):
         noised.append(x.shape[0])
         return torch.zeros(x.shape[0], 2)
 
+    n = len(blobs)
     encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
-    noise = HeadNoise(torch.full((len(blobs),), 0.1), spectral, blobs.shape[1])
+    noise = HeadNoise(torch.full((n,), 0.1), spectral, blobs.shape[1])
     history, sampler = _whole_graph_run(blobs, encoder, noise)
-    assert encoder.rows == [2 * len(blobs)] * 60
-    assert noised == [len(blobs)] * 60
+    assert encoder.rows == [n] * 60
+    assert noised == [n] + [-(-n // NOISE_REFRESH)] * 59
     assert sampler.sizes == [64 * EDGE_FACTOR] * 60
     assert history[-1] < history[0]
     encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
     _whole_graph_run(blobs, encoder, None)
-    assert encoder.rows == [len(blobs)] * 60  # no noise: one pass
+    assert encoder.rows == [n] * 60  # no noise: one pass as well
+
+
+def test_whole_graph_steps_read_the_noise_at_every_end_of_an_edge_in_a_fit_only(blobs, monkeypatch):
+    """In a fit every end of an edge is read from the perturbed pass (noise scaled by
+    ``BOTH_ENDS_SCALE``); with a hold (an extension) the heads are, the tails and negatives
+    from a clean second pass, and every vertex's noise is drawn again at every step."""
+    seen = []
+
+    def spy(y_heads, y, heads, tails, negatives, a, b):
+        seen.append(y_heads is y)
+        return edge_cross_entropy(y_heads, y, heads, tails, negatives, a, b)
+
+    monkeypatch.setattr(train, "edge_cross_entropy", spy)
+    n = len(blobs)
+    sigma = torch.full((n,), 0.1)
+    noised = []
+
+    def spectral(x):
+        noised.append(x.shape[0])
+        return torch.zeros(x.shape[0], 2)
+
+    cpu = torch.device("cpu")
+    graph = build_graph(blobs, 10)
+    table = RowTable(blobs, Standardizer.fit(blobs), cpu, extra=torch.zeros(n, 2))
+    made = []
+    standing = train.StandingNoise
+
+    def spy_standing(noise, rows, **kwargs):
+        made.append((noise.sigma.clone(), kwargs))
+        return standing(noise, rows, **kwargs)
+
+    monkeypatch.setattr(train, "StandingNoise", spy_standing)
+    hold = HoldTerm(torch.zeros(n - 10, 2), 1.0, None, 100, 0.5)
+    for held in (None, hold):
+        encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
+        train_embedding(
+            encoder, table, EdgeSampler(*graph.edges(), cpu), a=1.6, b=0.9, n_steps=5, batch_size=64,
+            negative_sample_rate=5, lr=1e-3, generator=torch.Generator().manual_seed(0),
+            noise=HeadNoise(sigma, spectral, blobs.shape[1]), whole_graph=True, hold=held,
+        )  # fmt: skip
+        assert encoder.rows == [n if held is None else 2 * n] * 5
+    assert seen == [True] * 5 + [False] * 5
+    torch.testing.assert_close(made[0][0], sigma * BOTH_ENDS_SCALE)
+    torch.testing.assert_close(made[1][0], sigma)
+    assert noised[5:] == [n] * 5  # the extension: fresh noise for every vertex at every step
 
 
 def test_grouped_steps_embed_each_head_once_for_its_edges(blobs):
