@@ -128,7 +128,7 @@ def train_embedding(
     running = torch.zeros((), device=device)
     running_dens, n_dens = torch.zeros((), device=device), 0
     r = negative_sample_rate
-    standing = None  # the perturbed rows of the whole-graph steps (_standing_noise), made at the first
+    standing = None  # perturbed rows of the whole-graph steps (_standing_noise), made by the first one
     bar = progress(range(n_steps), "NUMAP", verbose)
     encoder.train()
     for step in bar:
@@ -205,9 +205,10 @@ def _whole_graph_loss(encoder, table, sampler, n_edges, r, a, b, generator, stan
 
 
 def _standing_noise(noise: HeadNoise, table: RowTable, *, fit: bool) -> StandingNoise:
-    """The perturbed rows of a run's whole-graph steps: a fit's (``ONE_PASS``) read at every
-    end of an edge and drawn again for :data:`~scnumap.core.noise.NOISE_REFRESH`-th of the
-    vertices per step; an extension's for the heads only, drawn again for all at every step."""
+    """The perturbed rows of a run's whole-graph steps. A fit's (with :data:`ONE_PASS`) are
+    read at every end of an edge, at :data:`~scnumap.core.noise.BOTH_ENDS_SCALE` of the noise,
+    and ``1 / NOISE_REFRESH`` of them get a new draw per step; an extension's are read at the
+    heads only, every one of them drawn again at every step."""
     every = table[torch.arange(table.n_obs, device=table.device)]
     if fit and ONE_PASS:
         return StandingNoise(noise.scaled(BOTH_ENDS_SCALE), every, refresh=NOISE_REFRESH, both_ends=True)
