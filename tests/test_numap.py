@@ -121,19 +121,21 @@ def test_automatic_budget_is_larger_on_small_graphs():
     warm_max = numap_module.WARM_START_MAX
     assert m.n_steps(n_edges=200_000, n_obs=warm_max + 1) == 1000  # small-data cap (grouped steps)
     assert m.n_steps(n_edges=100_000, n_obs=warm_max + 1) == 1000
-    assert m.n_steps(n_edges=200_000, n_obs=small + 1) == 700  # grouped steps after the warm start
+    assert small == warm_max  # whole-graph steps exactly where the warm start is
+    assert m.n_steps(n_edges=200_000, n_obs=small) == 700  # whole-graph steps after the warm start
     assert m.n_steps(n_edges=1_000_000, n_obs=10_000) == 1000
     assert m.n_steps(n_edges=200_000, n_obs=10_001) == 500  # large-data cap
     assert m.n_steps(n_edges=200_000, n_obs=20_000) == 500
     assert m.n_steps(n_edges=2_000, n_obs=warm_max + 1) == numap_module.AUTO_MIN_STEPS  # 300 passes: 75 steps
-    # an extension of a union up to EXTEND_WHOLE_GRAPH_MAX still trains by whole-graph steps
-    small_extension = NUMAP(batch_size=1000)._steps(2_000, small + 1, extension=True)
+    # an extension of a union up to EXTEND_WHOLE_GRAPH_MAX trains by whole-graph steps
+    small_extension = NUMAP(batch_size=1000)._steps(2_000, numap_module.EXTEND_WHOLE_GRAPH_MAX, extension=True)
     assert small_extension == numap_module.WHOLE_GRAPH_STEPS
     large_extension = NUMAP(batch_size=1000)._steps(2_000, numap_module.EXTEND_WHOLE_GRAPH_MAX + 1, extension=True)
     assert large_extension == numap_module.AUTO_MIN_STEPS
     assert numap_module.whole_graph(small)
     assert not numap_module.whole_graph(small + 1)
-    assert numap_module.whole_graph(small + 1, extension=True)
+    assert numap_module.whole_graph(numap_module.EXTEND_WHOLE_GRAPH_MAX, extension=True)
+    assert not numap_module.whole_graph(numap_module.EXTEND_WHOLE_GRAPH_MAX + 1, extension=True)
     assert NUMAP(batch_size=1000, epochs=2).n_steps(n_edges=200_000, n_obs=10_001) == 50  # 2 passes of 8,000 edges
     # whole-graph steps (every vertex, 8 × batch_size edges) on small graphs; after the warm
     # start (the default there) the UMAP phase is 70 % as long

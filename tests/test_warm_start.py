@@ -83,8 +83,7 @@ def test_a_fit_starts_the_network_from_the_layout(blobs, untrained):
     cold = NUMAP(warm_start=False, **kwargs).fit(blobs)
     assert calls == [(300, 2)]  # no layout without the warm start
     assert ((cold.embedding_ - target) ** 2).sum(axis=1).mean() > 0.5 * spread
-    # a graph above WARM_START_MAX trains without it, by grouped steps or whole-graph steps
-    assert NUMAP()._warm(numap_module.WHOLE_GRAPH_MAX + 1)
+    # a graph above WARM_START_MAX trains without it
     assert NUMAP()._warm(numap_module.WARM_START_MAX)
     assert not NUMAP()._warm(numap_module.WARM_START_MAX + 1)
     assert not NUMAP()._warm(100, extension=True)

@@ -34,17 +34,19 @@ AUTO_MAX_STEPS = 500
 SMALL_GRAPH = 10_000
 
 #: A fit on a graph of at most this many vertices trains by whole-graph steps: each step
-#: embeds every vertex twice (clean, and with the input noise) and reads ``EDGE_FACTOR ×
-#: batch_size`` edges from there. Larger graphs train by grouped steps: ``batch_size`` heads,
-#: each with ``EDGE_FACTOR`` of its edges, and a pool of negatives, about ``(2 + EDGE_FACTOR)
-#: × batch_size`` rows at most (:func:`~scnumap.core.train.train_embedding`); both at
-#: ``STEP_LR_FACTOR × lr``. Above 1,000 cells a whole-graph step embeds about as many rows
-#: as a grouped one or more: by grouped steps paul15's fit (2,660 cells) took 70 % of the
-#: time, pbmc4k's (4,271) 93 %, quality within 0.007 (docs/method.md, "Whole-graph steps").
-WHOLE_GRAPH_MAX = 1000
+#: embeds every vertex once, with the input noise (:class:`~scnumap.core.noise.StandingNoise`),
+#: and reads ``EDGE_FACTOR × batch_size`` edges from there. Larger graphs train by grouped
+#: steps: ``batch_size`` heads, each with ``EDGE_FACTOR`` of its edges, and a pool of
+#: negatives, about ``(2 + EDGE_FACTOR) × batch_size`` rows at most
+#: (:func:`~scnumap.core.train.train_embedding`); both at ``STEP_LR_FACTOR × lr``. With two
+#: passes per whole-graph step (before 2026-12-04) grouped steps were faster above 1,000
+#: cells; with one pass of standing noise whole-graph steps took digits' fit (1,797 cells) to
+#: 52 % of the grouped steps' time, paul15's (2,660) to 88 %, pbmc4k's (4,271) to 84 %, quality
+#: within 0.004 (docs/method.md, "Whole-graph steps on small data").
+WHOLE_GRAPH_MAX = 5000
 
-#: A fit of at most this many cells starts warm (:mod:`~scnumap.core.warm_start`), by
-#: whole-graph or grouped steps. Without it, grouped steps let the two circles of
+#: A fit of at most this many cells starts warm (:mod:`~scnumap.core.warm_start`) and
+#: trains by whole-graph steps. Without the warm start, grouped steps let the two circles of
 #: benchmarks/circles.py touch on four seeds of eight. Above, the layout's cost grows with
 #: the cells while the budget of steps does not.
 WARM_START_MAX = 5000
@@ -106,7 +108,7 @@ class NUMAP:
         Neighbours of the UMAP graph (typically 5–50).
     epochs
         Passes over the graph's edges (``>= 1``); every step reads 8 × ``batch_size``
-        edges. ``None`` picks a budget from the graph size. Up to 1,000 cells every step
+        edges. ``None`` picks a budget from the graph size. Up to 5,000 cells every step
         embeds all cells (a whole-graph step), and the budget is 1,000 steps. Above, a
         step embeds ``batch_size`` heads with 8 of their edges each (a grouped step), and
         the budget is ``300`` passes, clipped to 125 steps and a cap of 1,000 steps up to
