@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/small_fits.py [pbmc68k_reduced digits paul15 pbmc4k kidney cbmc] [--splits 5]
 
-Graphs of up to 1,000 cells train by whole-graph steps (every cell embedded in every
-step). The input noise that makes new points land well perturbs the cells the edges read;
-this script compares, on a 1,000-cell sample (seed 0) of each labelled set (all of a
-smaller set):
+Graphs of up to 5,000 cells train by whole-graph steps (every cell embedded in every
+step; up to 1,000 cells when this script was written). The input noise that makes new
+points land well perturbs the cells the edges read; this script compares, on a 1,000-cell
+sample (seed 0) of each labelled set (all of a smaller set):
 
 - "fresh, heads": every cell's noise drawn again at every step, the heads read from the
   perturbed pass, tails and negatives from a second, clean pass (the code before
