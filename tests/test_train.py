@@ -162,6 +162,17 @@ def test_neighbour_positions_are_at_most_refresh_minus_one_steps_old(blobs, monk
     assert ages[:refresh] == list(range(min(refresh, 12)))
 
 
+def _counting_spectral():
+    """A stand-in GrEASE (two zero columns) and the list of row counts it was called on."""
+    noised = []
+
+    def spectral(x):
+        noised.append(x.shape[0])
+        return torch.zeros(x.shape[0], 2)
+
+    return noised, spectral
+
+
 def _whole_graph_run(blobs, encoder, noise, batch_size=64):
     cpu = torch.device("cpu")
     graph = build_graph(blobs, 10)
@@ -178,11 +189,7 @@ def test_whole_graph_steps_of_a_fit_embed_every_vertex_once_from_standing_noise(
     """A fit's whole-graph step embeds all vertices once, from perturbed rows whose noise is
     drawn for every vertex at the first step and for an ``NOISE_REFRESH``-th of them after,
     and draws ``EDGE_FACTOR`` × ``batch_size`` edges; the loss goes down."""
-    noised = []
-
-    def spectral(x):
-        noised.append(x.shape[0])
-        return torch.zeros(x.shape[0], 2)
+    noised, spectral = _counting_spectral()
 
     n = len(blobs)
     encoder = _CountingEncoder(blobs.shape[1], 2, 2, (16,))
@@ -210,11 +217,7 @@ def test_whole_graph_steps_read_the_noise_at_every_end_of_an_edge_in_a_fit_only(
     monkeypatch.setattr(train, "edge_cross_entropy", spy)
     n = len(blobs)
     sigma = torch.full((n,), 0.1)
-    noised = []
-
-    def spectral(x):
-        noised.append(x.shape[0])
-        return torch.zeros(x.shape[0], 2)
+    noised, spectral = _counting_spectral()
 
     cpu = torch.device("cpu")
     graph = build_graph(blobs, 10)
@@ -245,11 +248,7 @@ def test_whole_graph_steps_read_the_noise_at_every_end_of_an_edge_in_a_fit_only(
 def test_grouped_steps_embed_each_head_once_for_its_edges(blobs):
     """A grouped step embeds ``batch_size`` heads (with the noise), each distinct tail of their
     ``EDGE_FACTOR`` edges once and a pool of ``batch_size`` negatives; the loss goes down."""
-    noised = []
-
-    def spectral(x):
-        noised.append(x.shape[0])
-        return torch.zeros(x.shape[0], 2)
+    noised, spectral = _counting_spectral()
 
     cpu = torch.device("cpu")
     graph = build_graph(blobs, 10)
