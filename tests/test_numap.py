@@ -9,7 +9,7 @@ import torch
 from settings import QUICK
 
 from scnumap import NUMAP, GrEASE
-from scnumap.core import graph, metrics, progress, scaling, train
+from scnumap.core import graph, grease, metrics, progress, scaling, train
 from scnumap.core import numap as numap_module
 from scnumap.core.scaling import Standardizer
 
@@ -156,6 +156,17 @@ def test_automatic_budget_is_larger_on_small_graphs():
     assert dens.n_steps(n_edges=10_000, n_obs=500) * (1 - dens._density_share(warm=True)) == pytest.approx(490)
     assert dens.n_steps(n_edges=200_000, n_obs=20_000) == 650
     assert NUMAP(densmap=True, dens_frac=0.3, epochs=2)._density_share() == 0.3  # epochs: dens_frac as given
+
+
+def test_grease_budget_is_smaller_in_a_warm_fit(blobs):
+    warm_max = numap_module.WARM_START_MAX
+    assert NUMAP()._grease_steps(warm_max) == numap_module.WARM_GREASE_STEPS
+    assert NUMAP()._grease_steps(warm_max + 1) is None  # GrEASE's own default
+    assert NUMAP(warm_start=False)._grease_steps(100) is None
+    assert NUMAP(grease_steps=40)._grease_steps(100) == 40  # as asked
+    assert NUMAP(grease_steps=400)._grease_steps(warm_max + 1) == 400
+    m = NUMAP(random_state=0, epochs=2, hidden=(16,), densmap=False, verbose=False).fit(blobs)
+    assert m.grease_.n_steps_ <= numap_module.WARM_GREASE_STEPS < grease.DEFAULT_STEPS["exact"]
 
 
 def test_an_extension_with_densmap_moves_steps_from_the_umap_phase_to_the_density_phase(
@@ -384,19 +395,20 @@ def test_extend_keeps_old_rows_and_gives_a_new_cluster_its_own_place(blobs, fitt
 
 
 def test_extend_pulls_new_rows_towards_their_layout(monkeypatch, fitted_blobs, blobs_and_new_cluster):
-    """The new cluster is trained towards where the layout of the new rows puts it; without
-    the pull (``NEW_ROWS_HOLD = 0``) it stays where the network first put it."""
+    """The new cluster is trained towards where the layout of the new rows puts it. The layout
+    is placed against the way the cluster drifts without the pull (``NEW_ROWS_HOLD = 0``: the
+    UMAP loss alone moves it, e.g. away from the old clusters), so only the pull can bring it there."""
     before = fitted_blobs.embedding_
     start = fitted_blobs.transform(blobs_and_new_cluster[300:])
-    shift = np.array([0.0, 0.5 * np.ptp(before, axis=0).max()], dtype=np.float32)
+    monkeypatch.setattr(numap_module, "NEW_ROWS_HOLD", 0.0)
+    free = copy.deepcopy(fitted_blobs).extend(blobs_and_new_cluster, before).embedding_[300:]
+    drift = (free - start).mean(axis=0)
+    shift = -0.5 * np.ptp(before, axis=0).max() * drift / max(float(np.linalg.norm(drift)), 1e-6)
     monkeypatch.setattr(numap_module, "layout_new_rows", lambda positions, start, *args, **kwargs: start + shift)
-    gaps, default = {}, numap_module.NEW_ROWS_HOLD
-    for weight in (default, 0.0):
-        monkeypatch.setattr(numap_module, "NEW_ROWS_HOLD", weight)
-        model = copy.deepcopy(fitted_blobs).extend(blobs_and_new_cluster, before)
-        gaps[weight] = np.linalg.norm(model.embedding_[300:] - (start + shift), axis=1).mean()
-    assert gaps[default] < 0.5 * np.linalg.norm(shift)
-    assert gaps[0.0] > 0.8 * np.linalg.norm(shift)
+    monkeypatch.setattr(numap_module, "NEW_ROWS_HOLD", 1.0)
+    pulled = copy.deepcopy(fitted_blobs).extend(blobs_and_new_cluster, before).embedding_[300:]
+    assert np.linalg.norm(pulled - (start + shift), axis=1).mean() < 0.5 * np.linalg.norm(shift)
+    assert np.linalg.norm(free - (start + shift), axis=1).mean() > np.linalg.norm(shift)
 
 
 def test_extend_errors_name_value_and_fix(blobs, fitted_blobs, blobs_and_new_cluster):

@@ -51,6 +51,14 @@ WHOLE_GRAPH_MAX = 5000
 #: the cells while the budget of steps does not.
 WARM_START_MAX = 5000
 
+#: GrEASE's step budget in a fit that starts warm (``grease_steps=None``), instead of its
+#: default 300 (exact targets). The free layout starts from GrEASE's coordinates and moves
+#: every cell, and the network reads them as input features: benchmarks/grease_budget.py
+#: (samples of 1,000 and 5,000 cells of six sets) found the maps' quality and held-out
+#: transfer unchanged within the scatter, GrEASE's time down by about two thirds
+#: (docs/method.md, "GrEASE's budget in a warm fit").
+WARM_GREASE_STEPS = 100
+
 #: An extension (:meth:`NUMAP.extend`) of a union of at most this many vertices trains by
 #: whole-graph steps: its steps are few and each holds every old row in place; by grouped
 #: steps kidney's added cells (5,685 in the union) landed further from where a refit puts them.
@@ -157,7 +165,9 @@ class NUMAP:
         UMAP phase is as long as ``epochs`` asks. ``False`` trains the network from its
         initialisation with the whole budget. Larger graphs train without it.
     grease_steps
-        Maximum training steps of the GrEASE network (typically 200–2,000). ``None``:
+        Maximum training steps of the GrEASE network (typically 100–2,000). ``None``: 100
+        in a fit that starts warm (up to 5,000 cells, ``WARM_GREASE_STEPS``: the layout
+        reshapes GrEASE's coordinates, and the network reads them as features), else
         GrEASE's default, 300 steps towards the exact eigenvectors of the training graph up
         to 20,000 cells and 600 steps of its walk objective above (:class:`GrEASE`).
     densmap
@@ -300,6 +310,13 @@ class NUMAP:
         :data:`WARM_START_MAX` rows with ``warm_start`` (:mod:`~scnumap.core.warm_start`)."""
         return bool(self.warm_start) and not extension and n_obs <= WARM_START_MAX
 
+    def _grease_steps(self, n_obs: int) -> int | None:
+        """GrEASE's ``max_steps`` in a fit on ``n_obs`` rows: ``grease_steps`` when given, else
+        :data:`WARM_GREASE_STEPS` in a fit that starts warm, else GrEASE's default (``None``)."""
+        if self.grease_steps is not None:
+            return self.grease_steps
+        return WARM_GREASE_STEPS if self._warm(n_obs) else None
+
     def _budget(self, n_edges: int, n_obs: int, *, extension: bool = False) -> int:
         """Steps of a fit (or of the fit an ``extension`` is a fraction of) before the
         density phase's extra share (:meth:`_phases`)."""
@@ -351,7 +368,7 @@ class NUMAP:
 
         self.grease_ = GrEASE(
             self.n_spectral_components,
-            max_steps=self.grease_steps,
+            max_steps=self._grease_steps(n),
             metric=metric,
             device=device,
             n_jobs=self.n_jobs,
