@@ -400,12 +400,13 @@ def test_extend_pulls_new_rows_towards_their_layout(monkeypatch, fitted_blobs, b
     UMAP loss alone moves it, e.g. away from the old clusters), so only the pull can bring it there."""
     before = fitted_blobs.embedding_
     start = fitted_blobs.transform(blobs_and_new_cluster[300:])
+    default = numap_module.NEW_ROWS_HOLD
     monkeypatch.setattr(numap_module, "NEW_ROWS_HOLD", 0.0)
     free = copy.deepcopy(fitted_blobs).extend(blobs_and_new_cluster, before).embedding_[300:]
     drift = (free - start).mean(axis=0)
     shift = -0.5 * np.ptp(before, axis=0).max() * drift / max(float(np.linalg.norm(drift)), 1e-6)
     monkeypatch.setattr(numap_module, "layout_new_rows", lambda positions, start, *args, **kwargs: start + shift)
-    monkeypatch.setattr(numap_module, "NEW_ROWS_HOLD", 1.0)
+    monkeypatch.setattr(numap_module, "NEW_ROWS_HOLD", default)
     pulled = copy.deepcopy(fitted_blobs).extend(blobs_and_new_cluster, before).embedding_[300:]
     assert np.linalg.norm(pulled - (start + shift), axis=1).mean() < 0.5 * np.linalg.norm(shift)
     assert np.linalg.norm(free - (start + shift), axis=1).mean() > np.linalg.norm(shift)

@@ -82,7 +82,8 @@ def numap(
         Passes over the graph edges; ``None`` picks a budget (see :class:`scnumap.NUMAP`).
     lr, batch_size, negative_sample_rate, n_spectral_components, hidden, input_noise, warm_start, grease_steps
         Training knobs of :class:`scnumap.NUMAP` (``warm_start``: on up to 5,000 cells, start
-        the network from a UMAP layout of free coordinates and train 70 % of the UMAP steps).
+        the network from a UMAP layout of free coordinates and train 70 % of the UMAP steps;
+        ``grease_steps=None``: 100 GrEASE steps in such a fit, GrEASE's default above).
     neighbors_key
         Key of the neighbour results in ``adata.uns``.
     batch_key
