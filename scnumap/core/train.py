@@ -128,7 +128,8 @@ def train_embedding(
     running = torch.zeros((), device=device)
     running_dens, n_dens = torch.zeros((), device=device), 0
     r = negative_sample_rate
-    standing = None  # perturbed rows of the whole-graph steps (_standing_noise), made by the first one
+    # perturbed rows of the whole-graph steps of a small graph
+    standing = _standing_noise(noise, table, fit=hold is None) if whole_graph and noise is not None else None
     bar = progress(range(n_steps), "NUMAP", verbose)
     encoder.train()
     for step in bar:
@@ -136,8 +137,6 @@ def train_embedding(
         whole = whole_graph or (densmap_phase and density.subsample_size >= n_obs)
         if whole:
             n_edges = batch_size * EDGE_FACTOR
-            if whole_graph and noise is not None and standing is None:
-                standing = _standing_noise(noise, table, fit=hold is None)
             y, rows, loss = _whole_graph_loss(
                 encoder, table, sampler, n_edges, r, a, b, generator, None if densmap_phase else standing
             )
@@ -212,7 +211,7 @@ def _standing_noise(noise: HeadNoise, table: RowTable, *, fit: bool) -> Standing
     every = table[torch.arange(table.n_obs, device=table.device)]
     if fit and ONE_PASS:
         return StandingNoise(noise.scaled(BOTH_ENDS_SCALE), every, refresh=NOISE_REFRESH, both_ends=True)
-    return StandingNoise(noise, every, refresh=1 if not fit else NOISE_REFRESH)
+    return StandingNoise(noise, every, refresh=NOISE_REFRESH if fit else 1)
 
 
 def _grouped_loss(encoder, table, sampler, n_heads, r, a, b, generator, noise):
