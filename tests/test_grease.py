@@ -7,6 +7,7 @@ from scnumap import GrEASE
 from scnumap.core.grease import (
     MAX_SEPARATION_WALK,
     batch_affinity,
+    exact_eigenpairs,
     exact_eigenvectors,
     holdout_size,
     orthonormalizer,
@@ -284,6 +285,33 @@ def test_exact_eigenvectors_are_the_random_walk_ones(pbmc_pca, dense_max, monkey
     mu = (V * (P @ V)).sum(axis=0) / (V * V).sum(axis=0)
     np.testing.assert_allclose(P @ V, V * mu, atol=1e-6)
     assert np.all(np.diff(mu) <= 1e-12)
+    # with their eigenvalues lambda = 1 - mu of I - D^-1 A
+    lam, same = exact_eigenpairs(A, 6, seed=0)
+    np.testing.assert_allclose(same, V)
+    np.testing.assert_allclose(lam, 1.0 - mu, atol=1e-8)
+
+
+def test_exact_separation_applies_the_walk_through_the_targets_spectrum(pbmc_pca, monkeypatch):
+    """With exact targets the separation runs no walk on the graph (the lazy walk's 1/lambda_k
+    sparse products were most of a 20,000-point GrEASE fit): its walk length comes from the
+    exact lambda_k, and the result still picks the individual eigenvectors
+    (test_grease_matches_exact_eigenvectors)."""
+    walks = []
+    original = grease_module.lazy_walk
+
+    def spy(A, degree, Z, n_steps):
+        walks.append(n_steps)
+        return original(A, degree, Z, n_steps)
+
+    monkeypatch.setattr(grease_module, "lazy_walk", spy)
+    g = GrEASE(4, max_steps=50, random_state=0).fit(pbmc_pca)
+    assert g.solver_ == "exact"
+    assert walks == []
+    A = g.affinity(Standardizer.fit(pbmc_pca).apply(pbmc_pca, torch.device("cpu")))
+    lam, _ = exact_eigenpairs(A, 6, seed=0)
+    assert g.separation_walk_steps_ == separation_walk_steps(float(lam[4]), g.walk_steps)
+    GrEASE(4, max_steps=5, solver="walk", random_state=0).fit(pbmc_pca)
+    assert walks  # the walk solver's loss and separation walk
 
 
 def test_span_loss_is_zero_on_any_mix_of_the_target_and_positive_otherwise():
@@ -311,7 +339,7 @@ def test_eigsh_failure_falls_back_to_the_walk_or_says_what_to_pass(pbmc_pca, mon
     def fail(*args, **kwargs):
         raise ArpackNoConvergence("no convergence", np.empty(0), np.empty((0, 0)))
 
-    monkeypatch.setattr(grease_module, "exact_eigenvectors", fail)
+    monkeypatch.setattr(grease_module, "exact_eigenpairs", fail)
     with pytest.warns(RuntimeWarning, match="trains with the walk objective instead"):
         g = GrEASE(2, max_steps=5, random_state=0).fit(pbmc_pca)
     assert g.solver_ == "walk"

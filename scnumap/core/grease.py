@@ -34,6 +34,8 @@ docs/method.md has the derivation and the measurements behind each choice.
    in that order (Gram-Schmidt), so :math:`S^\top S / n = I` on the training points.
    The walk of :math:`T \approx 1/\lambda_k` steps damps the high-frequency residue of
    the learned span, which would otherwise swap near-degenerate eigenvectors.
+   With exact targets the walk is applied through their eigenpairs instead of run on
+   the graph (:math:`P^T \approx \sum_j (1-\lambda_j/2)^T \psi_j\psi_j^\top D`).
    The output map is the whitening :math:`W = \sqrt{m} R^{-1}` of the canonical thin QR
    (:math:`\mathrm{diag}(R) > 0`) times these rotations.
    Optional diffusion time :math:`t` scales column :math:`i` by :math:`(1-\lambda_i)^t`.
@@ -225,27 +227,34 @@ def exact_eigenvectors(A: torch.Tensor, n_vectors: int, seed: int) -> np.ndarray
     The solver runs on one BLAS thread, so the result does not depend on the thread count
     (the sums of several threads come in another order, and a fit amplifies that).
     """
+    return exact_eigenpairs(A, n_vectors, seed)[1]
+
+
+def exact_eigenpairs(A: torch.Tensor, n_vectors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_eigenvectors` with their eigenvalues ``lambda`` of ``I - D^-1 A``
+    (ascending, ``(n_vectors,)`` float64), computed together."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        return _exact_eigenvectors(A, n_vectors, seed)
+        return _exact_eigenpairs(A, n_vectors, seed)
 
 
-def _exact_eigenvectors(A: torch.Tensor, n_vectors: int, seed: int) -> np.ndarray:
+def _exact_eigenpairs(A: torch.Tensor, n_vectors: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     n = A.shape[0]
     A = A.detach().to("cpu")
     M = sp.csr_matrix((A.values().numpy(), A.col_indices().numpy(), A.crow_indices().numpy()), shape=(n, n))
     root = np.sqrt(np.maximum(np.asarray(M.sum(axis=1)).ravel(), 1e-12))
     M = sp.diags(1.0 / root) @ M @ sp.diags(1.0 / root)
     if n <= DENSE_EIGEN_MAX:
-        _, vectors = np.linalg.eigh(M.toarray())
-        vectors = vectors[:, ::-1][:, :n_vectors]
+        values, vectors = np.linalg.eigh(M.toarray())
+        values, vectors = values[::-1][:n_vectors], vectors[:, ::-1][:, :n_vectors]
     else:
         start = np.random.default_rng(seed).standard_normal(n)  # deterministic
         values, vectors = eigsh(M, k=n_vectors, which="LA", v0=start)
-        vectors = vectors[:, np.argsort(-values)]
+        order = np.argsort(-values)
+        values, vectors = values[order], vectors[:, order]
     vectors = vectors / root[:, None]
-    return vectors / np.sqrt((vectors**2).mean(axis=0))
+    return 1.0 - values, vectors / np.sqrt((vectors**2).mean(axis=0))
 
 
 def span_loss(out: torch.Tensor, target: torch.Tensor, ridge: float = 1e-9) -> torch.Tensor:
@@ -424,10 +433,11 @@ class GrEASE:
         init_parameters(net, torch.Generator().manual_seed(torch_seed))
         net = net.to(device)
         self.solver_ = self._resolve_solver(n)
-        graph = target = None
+        graph = spectrum = None
         if self.solver_ == "exact":
             graph = self.affinity(table[torch.arange(n, device=device)])
-            target = self._exact_targets(graph, p, torch_seed)
+            spectrum = self._exact_targets(graph, p, torch_seed)
+            target = None if spectrum is None else spectrum[1]
         lr = DEFAULT_LR[self.solver_] if self.lr is None else self.lr
         max_steps = DEFAULT_STEPS[self.solver_] if self.max_steps is None else self.max_steps
         opt = adam(net.parameters(), lr)
@@ -492,15 +502,16 @@ class GrEASE:
         self.n_steps_ = step + 1
         self.network_ = net
         self.n_features_in_ = X.shape[1]
-        self._separate(table, n, m, gen, device, graph)
+        self._separate(table, n, m, gen, device, graph, spectrum)
         return self
 
-    def _exact_targets(self, graph: torch.Tensor, p: int, seed: int) -> torch.Tensor | None:
-        """:func:`exact_eigenvectors` of the training graph on its device; if ``eigsh`` does
-        not converge, ``solver="auto"`` falls back to the walk (``solver_``, warned) and
-        ``solver="exact"`` raises."""
+    def _exact_targets(self, graph: torch.Tensor, p: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:func:`exact_eigenpairs` of the training graph on its device (eigenvalues,
+        eigenvectors); if ``eigsh`` does not converge, ``solver="auto"`` falls back to the
+        walk (``solver_``, warned; ``None``) and ``solver="exact"`` raises."""
         try:
-            return torch.as_tensor(exact_eigenvectors(graph, p, seed), device=graph.device)
+            values, vectors = exact_eigenpairs(graph, p, seed)
+            return torch.as_tensor(values, device=graph.device), torch.as_tensor(vectors, device=graph.device)
         except ArpackNoConvergence:
             if self.solver == "exact":
                 raise RuntimeError(
@@ -519,7 +530,7 @@ class GrEASE:
             return "exact" if n <= EXACT_MAX else "walk"
         return self.solver
 
-    def _separate(self, table: RowTable, n: int, m: int, gen, device, graph=None) -> None:
+    def _separate(self, table: RowTable, n: int, m: int, gen, device, graph=None, exact=None) -> None:
         """Fix the output map: rotate the learned span to individual eigenvectors.
 
         On the whole training graph (up to ``FULL_SEPARATION_MAX`` points) or on random
@@ -532,7 +543,12 @@ class GrEASE:
         high-frequency residue every learned span carries, which would otherwise dominate
         Rayleigh quotients of eigenvalues near 1e-4 and swap near-degenerate eigenvectors.
         ``graph``: the whole training graph's affinity, in row order, when the fit built it
-        already (used only where the separation takes the whole graph).
+        already (used only where the separation takes the whole graph). ``exact``: that
+        graph's bottom eigenpairs (:func:`exact_eigenpairs`, the exact solver's targets);
+        with them the walk is not run but applied through its spectrum,
+        ``P^T ~ sum_j (1 - lambda_j / 2)^T t_j t_j^T D`` over the ``p`` target eigenvectors
+        ``t_j`` (D-normalised), which damps the residue outside them completely, and ``T``
+        comes from the exact ``lambda_k``.
         A last Gram-Schmidt step in eigenvalue order makes the output orthonormal over the
         training points without changing the span of its first ``j`` columns.
         """
@@ -562,17 +578,29 @@ class GrEASE:
             basis = torch.linalg.qr(torch.cat([(mass @ constant)[:, None], eye], dim=1))[0][:, 1:p]
 
             chol = torch.linalg.cholesky(basis.T @ mass @ basis)
+            filtered = whole and graph is not None and exact is not None
+            if filtered:  # V^T D t_j / sum(D) for the D-normalised targets t_j
+                _, d, V = graphs[0]
+                lam, targets = exact
+                targets = targets * torch.sqrt(d.sum() / (d[:, None] * targets**2).sum(dim=0))
+                overlap = V.T @ (d[:, None] * targets) / d.sum()
 
             def spectrum(walk_steps: int):
                 """Eigenpairs of the (p-1)-dim problem, ascending in ``1 - mu``."""
-                damped = sum(V.T @ (d[:, None] * lazy_walk(A, d, V, walk_steps)) / d.sum() for A, d, V in graphs)
+                if filtered:
+                    damped = (overlap * (1.0 - lam / 2.0).clamp_min(0.0) ** walk_steps) @ overlap.T
+                else:
+                    damped = sum(V.T @ (d[:, None] * lazy_walk(A, d, V, walk_steps)) / d.sum() for A, d, V in graphs)
                 reduced = torch.linalg.solve_triangular(chol, basis.T @ (mass - damped) @ basis, upper=False)
                 reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
                 values, vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
                 return values, basis @ torch.linalg.solve_triangular(chol.T, vectors, upper=True)
 
-            one_step, _ = spectrum(1)  # 1 - mu = lambda / 2
-            walk_steps = separation_walk_steps(2.0 * float(one_step[k - 1]), self.walk_steps)
+            if filtered:
+                walk_steps = separation_walk_steps(float(lam[k]), self.walk_steps)
+            else:
+                one_step, _ = spectrum(1)  # 1 - mu = lambda / 2
+                walk_steps = separation_walk_steps(2.0 * float(one_step[k - 1]), self.walk_steps)
             values, directions = spectrum(walk_steps)
             evals = 2.0 * (1.0 - (1.0 - values[:k].clamp(0.0, 1.0)) ** (1.0 / walk_steps))
             directions = directions[:, :k]  # the last direction is the guard column's: dropped
