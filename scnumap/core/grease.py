@@ -578,7 +578,7 @@ class GrEASE:
             basis = torch.linalg.qr(torch.cat([(mass @ constant)[:, None], eye], dim=1))[0][:, 1:p]
 
             chol = torch.linalg.cholesky(basis.T @ mass @ basis)
-            filtered = whole and graph is not None and exact is not None
+            filtered = whole and exact is not None  # the eigenpairs of the whole graph, in row order
             if filtered:  # V^T D t_j / sum(D) for the D-normalised targets t_j
                 _, d, V = graphs[0]
                 lam, targets = exact
