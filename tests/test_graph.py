@@ -4,6 +4,7 @@ import scipy.sparse as sp
 
 from scnumap.core.graph import (
     EXACT_KNN_MAX_SAMPLES,
+    EXACT_KNN_MAX_SAMPLES_EUCLIDEAN,
     build_graph,
     check_metric,
     edge_distances,
@@ -99,11 +100,46 @@ def test_duplicates_keep_self_first():
     assert g.connectivities.diagonal().sum() == 0
 
 
+@pytest.mark.parametrize(
+    ("metric", "n_obs", "exact"),
+    [
+        ("euclidean", EXACT_KNN_MAX_SAMPLES_EUCLIDEAN - 1, True),
+        ("l2", EXACT_KNN_MAX_SAMPLES_EUCLIDEAN - 1, True),
+        ("euclidean", EXACT_KNN_MAX_SAMPLES_EUCLIDEAN, False),
+        ("cosine", EXACT_KNN_MAX_SAMPLES - 1, True),
+        ("cosine", EXACT_KNN_MAX_SAMPLES, False),
+        ("manhattan", EXACT_KNN_MAX_SAMPLES_EUCLIDEAN - 1, False),
+    ],
+)
+def test_knn_search_is_exact_where_scanpy_searches_exactly(metric, n_obs, exact, monkeypatch):
+    """``sc.pp.neighbors``'s rule: brute force below 8,192 cells (Euclidean) or 4,096 (other
+    metrics), pynndescent (whose numba code compiles for half a minute per process) above."""
+    import sys
+    import types
+
+    from scnumap.core.graph import knn_search
+
+    class Approximate:
+        def __init__(self, X, n_neighbors, **kwargs):
+            self.neighbor_graph = (
+                np.zeros((X.shape[0], n_neighbors), np.int64),
+                np.zeros((X.shape[0], n_neighbors), np.float32),
+            )
+
+    monkeypatch.setitem(sys.modules, "pynndescent", types.SimpleNamespace(NNDescent=Approximate))
+    X = np.random.default_rng(0).normal(size=(n_obs, 3)).astype(np.float32)
+    indices, distances = knn_search(X, 4, metric=metric)
+    # the stand-in answers zeros: only the exact search finds each row itself first
+    assert np.array_equal(indices[:, 0], np.arange(n_obs)) == exact
+    if exact:
+        assert (distances[:, 1:] > 0).all()
+
+
 def test_build_graph_with_pynndescent_on_a_shared_read_only_input():
     """as_matrix hands float32 input over read-only; pynndescent's numba code must still run."""
     from scnumap.core._checks import as_matrix
 
-    Y = np.random.default_rng(0).normal(size=(EXACT_KNN_MAX_SAMPLES + 100, 5)).astype(np.float32)
+    Y = np.random.default_rng(0).normal(size=(EXACT_KNN_MAX_SAMPLES_EUCLIDEAN + 100, 5)).astype(np.float32)
     before = Y.copy()
     X = as_matrix(Y)
     assert not X.flags.writeable

@@ -21,8 +21,19 @@ SUPPORTED_METRICS = ("euclidean", "manhattan", "cosine")
 #: Other names scipy, scikit-learn and pynndescent (hence ``sc.pp.neighbors``) accept for them.
 METRIC_ALIASES = {"l2": "euclidean", "l1": "manhattan", "cityblock": "manhattan", "taxicab": "manhattan"}
 
-#: Below this many samples the kNN search is exact (as in scanpy), above it pynndescent.
+#: Below this many samples the kNN search is exact (scikit-learn, brute force), above it
+#: pynndescent: scanpy's thresholds (``sc.pp.neighbors``: 8,192 for the Euclidean metric,
+#: 4,096 for the others). An exact search of 8,000 cells takes a fraction of a second, while
+#: pynndescent's numba code is compiled in the first search of every new process (about 30 s
+#: on 2 cores, benchmarks/first_fit.py).
 EXACT_KNN_MAX_SAMPLES = 4096
+EXACT_KNN_MAX_SAMPLES_EUCLIDEAN = 8192
+
+
+def exact_knn(n_obs: int, metric: str) -> bool:
+    """Whether a kNN search of ``n_obs`` rows in ``metric`` is exact (scanpy's rule)."""
+    limit = EXACT_KNN_MAX_SAMPLES_EUCLIDEAN if check_metric(metric) == "euclidean" else EXACT_KNN_MAX_SAMPLES
+    return n_obs < limit
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,8 @@ class KnnGraph:
 def knn_search(X, n_neighbors: int, *, metric: str = "euclidean", random_state=0):
     """Nearest neighbours of every row of ``X`` (self first).
 
-    Exact for fewer than ``EXACT_KNN_MAX_SAMPLES`` rows, pynndescent above.
+    Exact below :data:`EXACT_KNN_MAX_SAMPLES_EUCLIDEAN` rows (Euclidean) or
+    :data:`EXACT_KNN_MAX_SAMPLES` (other metrics), pynndescent above (:func:`exact_knn`).
 
     Returns
     -------
@@ -60,7 +72,7 @@ def knn_search(X, n_neighbors: int, *, metric: str = "euclidean", random_state=0
     metric = check_metric(metric)
     n = X.shape[0]
     check_n_neighbors(n_neighbors, n)
-    if n < EXACT_KNN_MAX_SAMPLES:
+    if exact_knn(n, metric):
         from sklearn.neighbors import NearestNeighbors
 
         nn = NearestNeighbors(n_neighbors=n_neighbors, metric=metric, algorithm="brute")
@@ -133,7 +145,7 @@ def fuzzy_graph(indices: np.ndarray, distances: np.ndarray) -> KnnGraph:
 def build_graph(X, n_neighbors: int = 15, *, metric: str = "euclidean", random_state=0) -> KnnGraph:
     """kNN search then fuzzy union: the graph ``sc.pp.neighbors`` would build."""
     if sp.issparse(X) and X.shape[0] < EXACT_KNN_MAX_SAMPLES:
-        X = X.toarray()
+        X = X.toarray()  # a small matrix: dense brute force is faster
     indices, distances = knn_search(X, n_neighbors, metric=metric, random_state=random_state)
     return fuzzy_graph(indices, distances)
 
