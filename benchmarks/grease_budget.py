@@ -18,7 +18,7 @@ Per sample and variant: plain and DensMAP fit seconds (one fit each, the graph b
 method), GrEASE's share of the plain fit, trustworthiness@15, kNN preservation@15, the
 density correlation of the plain and the DensMAP fit, and the mean kNN label-transfer
 accuracy of held-out cells over ``--splits`` seeded 70/30 splits (as benchmarks/quality.py);
-then the means per size. The numba code of both kNN paths (exact below 4,096 cells,
+then the means per size. The numba code of both kNN paths (exact below 8,192 cells,
 pynndescent above) is compiled before anything is timed.
 """
 
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 5000], help="sample sizes (cells)")
     parser.add_argument("--splits", type=int, default=3, help="seeded 70/30 splits of the transfer")
     args = parser.parse_args(argv)
-    warm_up(peers=True)  # numba code of both paths (exact kNN below 4,096 cells, pynndescent above)
+    warm_up(peers=True)  # numba code of both paths (exact kNN below 8,192 cells, pynndescent above)
     warm = np.random.default_rng(0).standard_normal((300, 20)).astype(np.float32)
     numap_fit(warm, 0, True)  # the layout's numba code, torch's allocations
     umap_fit(warm, 0, True)

@@ -78,7 +78,9 @@ def warm_up(peers: bool) -> None:
     do: with the large set alone and no seed, its first fit of 700 cells took 5.2 s against
     1.0 s warm (its compilation)."""
     X = synthetic(5000, seed=2, dim=10)
-    NUMAP(epochs=1, grease_steps=1, device="cpu").fit(X)
+    # both kNN paths: exact below 8,192 cells (Euclidean), pynndescent above
+    for rows in (X, synthetic(8300, seed=3, dim=10)):
+        NUMAP(epochs=1, grease_steps=1, device="cpu").fit(rows)
     if peers:
         import umap
 
