@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/first_fit.py [pbmc4k kidney ...]
 
-``NUMAP.fit(X)`` (and ``tl.numap`` without a stored graph) builds the kNN graph itself:
+``NUMAP.fit(X)`` without a graph builds the kNN graph itself (``tl.numap`` without one runs
+``sc.pp.neighbors``, which follows the same rule):
 exact (scikit-learn, brute force) on small data, pynndescent above. pynndescent's numba
 code is compiled in the first search of every new process, and importing umap-learn
 (whose fuzzy union builds the graph) compiles pynndescent's distances, so a user's first fit
