@@ -145,7 +145,9 @@ class NUMAP:
         Dimension of the GrEASE embedding the network is built on (>= ``n_components``,
         typically 5–30).
     hidden
-        Hidden-layer widths of the embedding network.
+        Hidden-layer widths of the embedding network. A deeper network keeps more of each
+        cell's neighbours for more fit time: ``(96, 96, 96, 96)`` took 1.2–1.6× the
+        default's time on six data sets (docs/method.md, "The network on top of GrEASE").
     use_data
         Feed the standardised input as well as the spectral coordinates to the network
         (default). ``False`` uses the spectral coordinates alone, a smaller network whose

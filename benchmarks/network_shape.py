@@ -1,0 +1,102 @@
+"""The embedding network's shape: quality against fit time, next to umap-learn.
+
+    .venv/bin/python benchmarks/network_shape.py [pbmc68k_reduced digits paul15 pbmc4k ...]
+        [--hidden 128,128 80,80,80,80 96,96,96,96] [--repeats 2] [--densmap]
+
+``NUMAP(hidden=...)`` sets the widths of the MLP on top of GrEASE (default ``(128, 128)``).
+Per set and shape: the fastest of ``--repeats`` plain fits (seed 0) on the whole set, its
+trustworthiness@15 and kNN preservation@15, and the mean kNN label-transfer accuracy of
+held-out cells over three seeded 70/30 splits (as benchmarks/quality.py); umap-learn's row
+(same measures, its fastest of ``--repeats`` fits) is the reference. ``--densmap``: the fits
+with DensMAP next to umap-learn's densMAP, and the density correlation in place of the
+transfer (measured on plain fits, as benchmarks/quality.py does). Run on an idle machine:
+the fit times of one host scatter by ±20 %, hence the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+import warnings
+
+import numpy as np
+from datasets import LABELLED
+from quality import fit_umap, transfer
+from scaling import warm_up
+
+from scnumap import NUMAP
+from scnumap.core import metrics
+
+warnings.filterwarnings("ignore")
+
+SETS = ["pbmc68k_reduced", "digits", "paul15", "pbmc4k", "kidney", "cbmc"]
+
+
+def fastest(fit, X, repeats: int):
+    best = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model = fit(X, 0)
+        seconds = time.perf_counter() - t0
+        if best is None or seconds < best[0]:
+            best = (seconds, model)
+    return best
+
+
+def numap_fit(hidden: tuple[int, ...], densmap: bool = False):
+    def fit(X, seed):
+        return NUMAP(random_state=seed, hidden=hidden, densmap=densmap, device="cpu").fit(X)
+
+    return fit
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", default=SETS, help=f"sets among {sorted(LABELLED)}")
+    parser.add_argument("--hidden", nargs="+", default=["128,128", "80,80,80,80", "96,96,96,96"])
+    parser.add_argument("--repeats", type=int, default=2, help="fits timed per shape (the fastest counts)")
+    parser.add_argument("--densmap", action="store_true", help="DensMAP fits, density correlation, no transfer")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(LABELLED))
+    if unknown:
+        parser.error(f"unknown sets {unknown}; choose among {sorted(LABELLED)}")
+    import torch
+
+    print(
+        f"benchmarks/network_shape.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}: "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
+    warm_up(peers=True)
+    shapes = [tuple(int(w) for w in h.split(",")) for h in args.hidden]
+    for name in args.names:
+        ad = LABELLED[name]()
+        X = np.asarray(ad.obsm["X_pca"], dtype=np.float32)
+        labels = ad.obs["label"].astype(str).to_numpy()
+        print(f"\n### {name}: {X.shape[0]} cells × {X.shape[1]} dims\n")
+        last = "density r" if args.densmap else "transfer acc"
+        print(f"| method | hidden | fit s | ÷ umap-learn | trust@15 | kNN pres@15 | {last} |")
+        print("|---|---|---|---|---|---|---|", flush=True)
+        peer = "umap-learn densMAP" if args.densmap else "umap-learn UMAP"
+        fits = [(peer, "–", lambda X, seed: fit_umap(X, seed, args.densmap))]
+        method = "scnumap NUMAP+DensMAP" if args.densmap else "scnumap NUMAP"
+        fits += [(method, str(shape), numap_fit(shape, args.densmap)) for shape in shapes]
+        reference = None
+        for method, shape, fit in fits:
+            seconds, model = fastest(fit, X, args.repeats)
+            reference = reference or seconds
+            E = model.embedding_
+            if args.densmap:
+                value = metrics.density_correlation(X, E)
+            else:
+                value, _ = transfer(fit, X, labels)
+            trust, kept = metrics.trustworthiness(X, E), metrics.knn_preservation(X, E)
+            print(
+                f"| {method} | {shape} | {seconds:.1f} | {seconds / reference:.2f}× "
+                f"| {trust:.3f} | {kept:.3f} | {value:.3f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
