@@ -23,9 +23,9 @@ METRIC_ALIASES = {"l2": "euclidean", "l1": "manhattan", "cityblock": "manhattan"
 
 #: Below this many samples the kNN search is exact (scikit-learn, brute force), above it
 #: pynndescent: scanpy's thresholds (``sc.pp.neighbors``: 8,192 for the Euclidean metric,
-#: 4,096 for the others). An exact search of 8,000 cells takes a fraction of a second, while
-#: pynndescent's numba code is compiled in the first search of every new process (about 30 s
-#: on 2 cores, benchmarks/first_fit.py).
+#: 4,096 for the others). An exact search of 5,685 cells took 0.08 s, while pynndescent's
+#: numba code is compiled in the first search of every new process: 13 s more for the first
+#: fit of pbmc4k and of kidney on 2 cores (benchmarks/first_fit.py).
 EXACT_KNN_MAX_SAMPLES = 4096
 EXACT_KNN_MAX_SAMPLES_EUCLIDEAN = 8192
 
