@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/first_fit.py [pbmc4k kidney ...]
 
 ``NUMAP.fit(X)`` without a graph builds the kNN graph itself (``tl.numap`` without one runs
-``sc.pp.neighbors``, which follows the same rule):
-exact (scikit-learn, brute force) on small data, pynndescent above. pynndescent's numba
-code is compiled in the first search of every new process, and importing umap-learn
-(whose fuzzy union builds the graph) compiles pynndescent's distances, so a user's first fit
-pays for both. Two rules side by side, each in fresh Python processes:
+``sc.pp.neighbors``, which follows the same rule): exact (scikit-learn, brute force) on
+small data, pynndescent above. pynndescent's numba code is compiled in the first search of
+every new process, and importing umap-learn (whose fuzzy union builds the graph) compiles
+pynndescent's distances, so a user's first fit pays for both. Two rules side by side, each in
+fresh Python processes:
 
 - "4,096": exact below 4,096 cells whatever the metric (the code before 2026-12-05);
 - "scanpy": exact below 8,192 cells for the Euclidean metric, 4,096 for the others

@@ -135,6 +135,16 @@ def test_knn_search_is_exact_where_scanpy_searches_exactly(metric, n_obs, exact,
         assert (distances[:, 1:] > 0).all()
 
 
+def test_sparse_input_between_the_thresholds_is_searched_exactly_as_given():
+    """CSR rows of 4,096-8,191 cells stay sparse (scikit-learn's brute force reads them) and
+    give the dense input's graph."""
+    rng = np.random.default_rng(0)
+    X = sp.random(EXACT_KNN_MAX_SAMPLES + 50, 40, density=0.2, format="csr", random_state=rng, dtype=np.float32)
+    g_sparse = build_graph(X, 6)
+    g_dense = build_graph(X.toarray(), 6)
+    assert abs(g_sparse.connectivities - g_dense.connectivities).max() < 1e-5
+
+
 def test_build_graph_with_pynndescent_on_a_shared_read_only_input():
     """as_matrix hands float32 input over read-only; pynndescent's numba code must still run."""
     from scnumap.core._checks import as_matrix
