@@ -16,39 +16,21 @@ the fit times of one host scatter by ±20 %, hence the repeats.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import time
 import warnings
 
 import numpy as np
 from datasets import LABELLED
-from quality import fit_umap, transfer
-from scaling import warm_up
+from quality import fit_numap, fit_umap, transfer
+from scaling import fastest, warm_up
 
-from scnumap import NUMAP
 from scnumap.core import metrics
 
 warnings.filterwarnings("ignore")
 
 SETS = ["pbmc68k_reduced", "digits", "paul15", "pbmc4k", "kidney", "cbmc"]
-
-
-def fastest(fit, X, repeats: int):
-    best = None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model = fit(X, 0)
-        seconds = time.perf_counter() - t0
-        if best is None or seconds < best[0]:
-            best = (seconds, model)
-    return best
-
-
-def numap_fit(hidden: tuple[int, ...], densmap: bool = False):
-    def fit(X, seed):
-        return NUMAP(random_state=seed, hidden=hidden, densmap=densmap, device="cpu").fit(X)
-
-    return fit
 
 
 def main(argv=None) -> None:
@@ -80,10 +62,11 @@ def main(argv=None) -> None:
         peer = "umap-learn densMAP" if args.densmap else "umap-learn UMAP"
         fits = [(peer, "–", lambda X, seed: fit_umap(X, seed, args.densmap))]
         method = "scnumap NUMAP+DensMAP" if args.densmap else "scnumap NUMAP"
-        fits += [(method, str(shape), numap_fit(shape, args.densmap)) for shape in shapes]
+        fits += [(method, str(s), functools.partial(fit_numap, densmap=args.densmap, hidden=s)) for s in shapes]
         reference = None
         for method, shape, fit in fits:
-            seconds, model = fastest(fit, X, args.repeats)
+            watch, model = fastest(args.repeats, lambda X, fit=fit: fit(X, 0), X)
+            seconds = watch.seconds
             reference = reference or seconds
             E = model.embedding_
             if args.densmap:

@@ -31,8 +31,8 @@ def fit_umap(X, seed, densmap=False):
     return umap.UMAP(random_state=seed, densmap=densmap).fit(X)
 
 
-def fit_numap(X, seed, densmap=False):
-    return NUMAP(random_state=seed, densmap=densmap, device="cpu").fit(X)
+def fit_numap(X, seed, densmap=False, **params):
+    return NUMAP(random_state=seed, densmap=densmap, device="cpu", **params).fit(X)
 
 
 METHODS = {
