@@ -148,7 +148,10 @@ def ingest(ref: anndata.AnnData, query: anndata.AnnData, n: int, numap_per_cell:
     print(f"\n`sc.tl.ingest` on {n:,} query cells (the reference's UMAP not timed), warm:\n")
     print("| method | query cells | s | µs/cell | label accuracy | scnumap speed-up (per cell, second call) |")
     print("|---|---|---|---|---|---|")
-    for name, seconds in (("sc.tl.ingest, whole call (builds its index)", whole), ("Ingest reused (index built once)", mapped)):
+    for name, seconds in (
+        ("sc.tl.ingest, whole call (builds its index)", whole),
+        ("Ingest reused (index built once)", mapped),
+    ):
         per = seconds / n * 1e6
         print(f"| {name} | {n:,} | {seconds:.1f} | {per:.1f} | {accuracy:.3f} | {per / numap_per_cell:.1f}× |")
     print(f"\n`sc.tl.Ingest(ref)` itself (the index): {built:.1f} s", flush=True)
