@@ -154,7 +154,7 @@ def left_out_share(Z_query: np.ndarray, novel: np.ndarray, k: int = 15) -> np.nd
     reference PCA: a detector that knows the query's labels. Its AUROC says how far the
     left-out type stands apart from the query's other cells in the space every method
     searches; where it is low, a cell of that type has cells of kept types for neighbours,
-    and no neighbourhood-based score can tell it apart."""
+    and a score built on neighbourhoods has little to go on."""
     neighbours = NearestNeighbors(n_neighbors=k + 1).fit(Z_query).kneighbors(Z_query, return_distance=False)
     return novel[neighbours[:, 1:]].mean(axis=1)
 
