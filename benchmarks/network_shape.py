@@ -1,9 +1,11 @@
 """The embedding network's shape: quality against fit time, next to umap-learn.
 
     .venv/bin/python benchmarks/network_shape.py [pbmc68k_reduced digits paul15 pbmc4k ...]
-        [--hidden 128,128 80,80,80,80 96,96,96,96] [--repeats 2] [--densmap]
+        [--hidden 128,128 80,80,80,80 96,96,96,96] [--spectral 10] [--repeats 2] [--densmap]
 
-``NUMAP(hidden=...)`` sets the widths of the MLP on top of GrEASE (default ``(128, 128)``).
+``NUMAP(hidden=...)`` sets the widths of the MLP on top of GrEASE (default ``(128, 128)``),
+``NUMAP(n_spectral_components=...)`` the number of GrEASE coordinates it reads besides the
+input (default 10); ``--spectral`` gives one or more, each combined with every ``--hidden``.
 Per set and shape: the fastest of ``--repeats`` plain fits (seed 0) on the whole set, its
 trustworthiness@15 and kNN preservation@15, and the mean kNN label-transfer accuracy of
 held-out cells over three seeded 70/30 splits (as benchmarks/quality.py); umap-learn's row
@@ -37,6 +39,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", default=SETS, help=f"sets among {sorted(LABELLED)}")
     parser.add_argument("--hidden", nargs="+", default=["128,128", "80,80,80,80", "96,96,96,96"])
+    parser.add_argument("--spectral", nargs="+", type=int, default=[10], help="n_spectral_components values")
     parser.add_argument("--repeats", type=int, default=2, help="fits timed per shape (the fastest counts)")
     parser.add_argument("--densmap", action="store_true", help="DensMAP fits, density correlation, no transfer")
     args = parser.parse_args(argv)
@@ -57,14 +60,23 @@ def main(argv=None) -> None:
         labels = ad.obs["label"].astype(str).to_numpy()
         print(f"\n### {name}: {X.shape[0]} cells × {X.shape[1]} dims\n")
         last = "density r" if args.densmap else "transfer acc"
-        print(f"| method | hidden | fit s | ÷ umap-learn | trust@15 | kNN pres@15 | {last} |")
-        print("|---|---|---|---|---|---|---|", flush=True)
+        print(f"| method | hidden | spectral | fit s | ÷ umap-learn | trust@15 | kNN pres@15 | {last} |")
+        print("|---|---|---|---|---|---|---|---|", flush=True)
         peer = "umap-learn densMAP" if args.densmap else "umap-learn UMAP"
-        fits = [(peer, "–", lambda X, seed: fit_umap(X, seed, args.densmap))]
+        fits = [(peer, "–", "–", lambda X, seed: fit_umap(X, seed, args.densmap))]
         method = "scnumap NUMAP+DensMAP" if args.densmap else "scnumap NUMAP"
-        fits += [(method, str(s), functools.partial(fit_numap, densmap=args.densmap, hidden=s)) for s in shapes]
+        fits += [
+            (
+                method,
+                str(s),
+                str(k),
+                functools.partial(fit_numap, densmap=args.densmap, hidden=s, n_spectral_components=k),
+            )
+            for s in shapes
+            for k in args.spectral
+        ]
         reference = None
-        for method, shape, fit in fits:
+        for method, shape, spectral, fit in fits:
             watch, model = fastest(args.repeats, lambda X, fit=fit: fit(X, 0), X)
             seconds = watch.seconds
             reference = reference or seconds
@@ -75,7 +87,7 @@ def main(argv=None) -> None:
                 value, _ = transfer(fit, X, labels)
             trust, kept = metrics.trustworthiness(X, E), metrics.knn_preservation(X, E)
             print(
-                f"| {method} | {shape} | {seconds:.1f} | {seconds / reference:.2f}× "
+                f"| {method} | {shape} | {spectral} | {seconds:.1f} | {seconds / reference:.2f}× "
                 f"| {trust:.3f} | {kept:.3f} | {value:.3f} |",
                 flush=True,
             )
