@@ -458,7 +458,7 @@ def print_loto(rows: list[dict]) -> None:
     for r in rows:
         print(
             f"| {r['set']} | {r['left_out']} | {r['n_ref']} → {r['n_query']} ({r['n_novel']}) | {f3(r['auroc'])} "
-            f"| {f3(r['auroc_symphony'])} | {f3(r['auroc_baseline'])} | {f3(r.get('auroc_oracle'))} "
+            f"| {f3(r['auroc_symphony'])} | {f3(r['auroc_baseline'])} | {f3(r['auroc_oracle'])} "
             f"| {f3(r['tpr_unknown'])} "
             f"| {f3(r['false_unknown'])} | {f3(r['acc'])} | {f3(r['acc_open'])} | {f3(r['acc_ingest'])} "
             f"| {f3(r['acc_ingest_ref'])} | {f3(r['acc_symphony'])} | {f3(r['score_known'])} / {f3(r['score_novel'])} "

@@ -42,9 +42,10 @@ sc.settings.verbosity = 0
 
 STATISTICS = ("dist", "ratio", "share")
 
-#: Ways of joining the statistics' p-values: (name, statistics, join).
+#: Ways of joining the statistics' p-values: (name, statistics, join); "score" is
+#: ``MappingCalibration.score`` itself (Fisher's join of all three).
 JOINS = (
-    ("Fisher dist + ratio + share (the score)", (0, 1, 2), "fisher"),
+    ("Fisher dist + ratio + share (the score)", (0, 1, 2), "score"),
     ("Fisher dist + share", (0, 2), "fisher"),
     ("least p of dist, share", (0, 2), "min"),
     ("share alone", (2,), "fisher"),
@@ -78,7 +79,10 @@ def left_out_type(ref_all, query, left_out: str, share_neighbors: int) -> dict:
         raw = statistics[:, j] if j < 2 else shares
         out[name] = roc_auc_score(novel, raw)
     for name, parts, how in JOINS:
-        score = conformal_p(joined(query_p, parts, how), joined(null_p, parts, how))
+        if how == "score":
+            score = calibration.score(statistics, shares, pool.null, rows)
+        else:
+            score = conformal_p(joined(query_p, parts, how), joined(null_p, parts, how))
         out[name] = roc_auc_score(novel, 1.0 - score)
         out[name + " false Unknown"] = float(np.mean(score[~novel] < DEFAULT_UNKNOWN_RATE))
     return out
