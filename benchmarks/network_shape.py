@@ -1,11 +1,12 @@
 """The embedding network's shape: quality against fit time, next to umap-learn.
 
     .venv/bin/python benchmarks/network_shape.py [pbmc68k_reduced digits paul15 pbmc4k ...]
-        [--hidden 128,128 80,80,80,80 96,96,96,96] [--spectral 10] [--repeats 2] [--densmap]
+        [--hidden 128,128 80,80,80,80 96,96,96,96] [--spectral 0 10 40] [--repeats 2] [--densmap]
 
 ``NUMAP(hidden=...)`` sets the widths of the MLP on top of GrEASE (default ``(128, 128)``),
 ``NUMAP(n_spectral_components=...)`` the number of GrEASE coordinates it reads besides the
-input (default 10); ``--spectral`` gives one or more, each combined with every ``--hidden``.
+input (default ``None``: one per 100 cells, 10 to 40; ``--spectral 0``); ``--spectral`` gives
+one or more, each combined with every ``--hidden``.
 Per set and shape: the fastest of ``--repeats`` plain fits (seed 0) on the whole set, its
 trustworthiness@15 and kNN preservation@15, and the mean kNN label-transfer accuracy of
 held-out cells over three seeded 70/30 splits (as benchmarks/quality.py); umap-learn's row
@@ -39,7 +40,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", default=SETS, help=f"sets among {sorted(LABELLED)}")
     parser.add_argument("--hidden", nargs="+", default=["128,128", "80,80,80,80", "96,96,96,96"])
-    parser.add_argument("--spectral", nargs="+", type=int, default=[10], help="n_spectral_components values")
+    parser.add_argument(
+        "--spectral", nargs="+", type=int, default=[0], help="n_spectral_components values (0: automatic, None)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="fits timed per shape (the fastest counts)")
     parser.add_argument("--densmap", action="store_true", help="DensMAP fits, density correlation, no transfer")
     args = parser.parse_args(argv)
@@ -69,8 +72,8 @@ def main(argv=None) -> None:
             (
                 method,
                 str(s),
-                str(k),
-                functools.partial(fit_numap, densmap=args.densmap, hidden=s, n_spectral_components=k),
+                str(k) if k else "auto",
+                functools.partial(fit_numap, densmap=args.densmap, hidden=s, n_spectral_components=k or None),
             )
             for s in shapes
             for k in args.spectral

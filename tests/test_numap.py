@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from settings import QUICK
+from settings import QUICK, TINY
 
 from scnumap import NUMAP, GrEASE
 from scnumap.core import graph, grease, metrics, progress, scaling, train
 from scnumap.core import numap as numap_module
+from scnumap.core.model_io import model_from_dict, model_to_dict
 from scnumap.core.scaling import Standardizer
 
 
@@ -167,6 +168,23 @@ def test_grease_budget_is_smaller_in_a_warm_fit(blobs):
     assert NUMAP(grease_steps=400)._grease_steps(warm_max + 1) == 400
     m = NUMAP(random_state=0, epochs=2, hidden=(16,), densmap=False, verbose=False).fit(blobs)
     assert m.grease_.n_steps_ <= numap_module.WARM_GREASE_STEPS < grease.DEFAULT_STEPS["exact"]
+
+
+def test_spectral_coordinates_grow_with_the_cells(blobs):
+    count = numap_module.spectral_components
+    assert count(300) == count(1_099) == numap_module.MIN_SPECTRAL == 10
+    assert count(2_660) == 26  # one per CELLS_PER_SPECTRAL cells
+    assert count(4_000) == count(1_000_000) == numap_module.MAX_SPECTRAL == 40
+    assert count(300, n_components=12) == 12  # never fewer than the embedding's dimensions
+    assert NUMAP(n_spectral_components=7)._n_spectral(1_000_000) == 7  # as asked
+    m = NUMAP(random_state=0, **TINY).fit(blobs)
+    assert m.n_spectral_components is None  # the setting is left as passed
+    assert m.n_spectral_components_ == 10 == m.grease_.n_components == m.encoder_.n_spectral
+    wide = NUMAP(random_state=0, n_spectral_components=15, **TINY).fit(blobs)
+    assert wide.grease_.transform(blobs).shape == (len(blobs), 15) and wide.encoder_.n_spectral == 15
+    loaded = model_from_dict(model_to_dict(wide))  # the count is the stored network's
+    assert loaded.n_spectral_components_ == 15
+    np.testing.assert_allclose(loaded.transform(blobs), wide.transform(blobs), atol=1e-6)
 
 
 def test_an_extension_with_densmap_moves_steps_from_the_umap_phase_to_the_density_phase(

@@ -52,6 +52,9 @@ def test_numap_writes_documented_keys_only(pbmc, pbmc_numap):
     assert params["neighbors_key"] == "neighbors"
     assert params["use_rep"] == "X_pca"
     assert int(ad.uns["numap"]["model"]["format_version"]) == FORMAT_VERSION
+    # the setting as passed (automatic: -1, as ``epochs``), the count chosen in the model
+    assert params["n_spectral_components"] == -1
+    assert int(ad.uns["numap"]["model"]["n_spectral_components"]) == 10  # 700 cells
 
 
 def test_copy_and_key_added(pbmc):

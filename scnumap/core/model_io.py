@@ -39,7 +39,7 @@ def model_to_dict(model: NUMAP) -> dict:
         "format_version": np.int64(FORMAT_VERSION),
         "n_features": np.int64(model.n_features_in_),
         "n_components": np.int64(model.n_components),
-        "n_spectral_components": np.int64(model.n_spectral_components),
+        "n_spectral_components": np.int64(model.n_spectral_components_),
         "use_data": np.bool_(model.encoder_.use_data),
         "ab": np.array([a, b], dtype=np.float64),
         "standardizer": {
@@ -114,6 +114,7 @@ def model_from_dict(entry, *, device="cpu", where: str = "model") -> NUMAP:
 
     hidden = tuple(w.shape[0] for w, _ in e_linears[:-1])
     model = NUMAP(n_components, n_spectral_components=n_spectral, hidden=hidden, use_data=use_data, device=device)
+    model.n_spectral_components_ = n_spectral
     model.grease_ = grease
     model.standardizer_ = grease.standardizer_
     model.encoder_ = _load(Encoder(n_features, n_spectral, n_components, hidden, use_data), e_linears, device)

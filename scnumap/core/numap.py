@@ -75,6 +75,18 @@ WHOLE_GRAPH_STEPS = 1000
 #: (docs/method.md, "Whole-graph steps").
 DENSITY_FACTOR = 2
 
+#: ``n_spectral_components=None`` reads one GrEASE coordinate per ``CELLS_PER_SPECTRAL``
+#: training cells, at least ``MIN_SPECTRAL`` and at most ``MAX_SPECTRAL``
+#: (:func:`spectral_components`). More coordinates kept more of each cell's neighbours on
+#: every set from 1,797 cells up (benchmarks/network_shape.py ``--spectral``: kidney's kNN
+#: preservation 0.327 with 10, 0.345 with 40), but on 490 cells held-out points landed less
+#: well with 20 than with 10: few cells fix few eigenvectors. Above 40 the gain flattened
+#: while GrEASE's exact eigenvectors grew dearer (a 20,000-cell fit took 10 s with 10,
+#: 16 s with 60).
+CELLS_PER_SPECTRAL = 100
+MIN_SPECTRAL = 10
+MAX_SPECTRAL = 40
+
 #: :meth:`NUMAP.extend` trains this fraction of the steps a fit on the union would take.
 EXTEND_FRACTION = 0.25
 
@@ -100,6 +112,13 @@ HOLD = 1.0
 #: novelty (:func:`~scnumap.core.hold.novelty_weights`); ``hold`` weighs the old rows only.
 #: 0 lets the network place the new rows from where it first put them.
 NEW_ROWS_HOLD = 1.0
+
+
+def spectral_components(n_obs: int, n_components: int = 2) -> int:
+    """GrEASE coordinates a fit on ``n_obs`` rows reads with ``n_spectral_components=None``:
+    ``n_obs // CELLS_PER_SPECTRAL`` clipped to ``[MIN_SPECTRAL, MAX_SPECTRAL]``, and at
+    least ``n_components``."""
+    return max(int(n_components), int(np.clip(n_obs // CELLS_PER_SPECTRAL, MIN_SPECTRAL, MAX_SPECTRAL)))
 
 
 class NUMAP:
@@ -142,8 +161,12 @@ class NUMAP:
     negative_sample_rate
         Negatives per positive edge, drawn uniformly over vertices (typically 1–10).
     n_spectral_components
-        Dimension of the GrEASE embedding the network is built on (>= ``n_components``,
-        typically 5–30).
+        Dimension of the GrEASE embedding the network reads besides the input
+        (>= ``n_components``, typically 5–60). ``None``: one per 100 training cells, at
+        least 10 and at most 40 (:func:`spectral_components`): more coordinates keep more
+        of each cell's neighbours on a few thousand cells and more, while on a few hundred
+        the higher eigenvectors are too poorly determined to help new points
+        (docs/method.md, "The network on top of GrEASE").
     hidden
         Hidden-layer widths of the embedding network. A deeper network keeps more of each
         cell's neighbours for more fit time: ``(96, 96, 96, 96)`` took 1.2–1.6× the
@@ -216,6 +239,9 @@ class NUMAP:
         ``(n_samples, n_components)`` float32 embedding of the training data.
     grease_
         The fitted :class:`GrEASE`.
+    n_spectral_components_
+        GrEASE coordinates the network reads (``n_spectral_components``, or the count
+        :func:`spectral_components` chose).
     loss_history_
         Mean UMAP cross-entropy (the attraction and repulsion terms, without the
         density term) every 50 steps.
@@ -236,7 +262,7 @@ class NUMAP:
         spread: float = 1.0,
         metric: str = "euclidean",
         negative_sample_rate: int = 5,
-        n_spectral_components: int = 10,
+        n_spectral_components: int | None = None,
         hidden: tuple[int, ...] = (128, 128),
         use_data: bool = True,
         input_noise: float = 0.5,
@@ -286,7 +312,8 @@ class NUMAP:
         check_int(self.batch_size, "batch_size", minimum=1)
         check_metric(self.metric)
         check_int(self.negative_sample_rate, "negative_sample_rate", minimum=1)
-        check_int(self.n_spectral_components, "n_spectral_components", minimum=self.n_components)
+        if self.n_spectral_components is not None:
+            check_int(self.n_spectral_components, "n_spectral_components", minimum=self.n_components)
         check_hidden(self.hidden)
         check_float(self.input_noise, "input_noise", minimum=0.0)
         check_bool(self.warm_start, "warm_start")
@@ -297,6 +324,13 @@ class NUMAP:
         check_float(self.dens_frac, "dens_frac", minimum=0.0, maximum=1.0)
         check_float(self.dens_var_shift, "dens_var_shift", minimum=0.0)
         check_int(self.dens_subsample_size, "dens_subsample_size", minimum=2)
+
+    def _n_spectral(self, n_obs: int) -> int:
+        """GrEASE coordinates of a fit on ``n_obs`` rows: ``n_spectral_components``, or
+        :func:`spectral_components` when it is ``None``."""
+        if self.n_spectral_components is None:
+            return spectral_components(n_obs, self.n_components)
+        return int(self.n_spectral_components)
 
     def n_steps(self, n_edges: int, n_obs: int) -> int:
         """Gradient steps for a graph with ``n_edges`` directed edges on ``n_obs`` vertices."""
@@ -367,9 +401,10 @@ class NUMAP:
         graph_seed, grease_seed, net_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 4))
         knn = self._knn_graph(X, graph, knn_distances, graph_seed)
         self.ab_ = find_ab_params(self.spread, self.min_dist)
+        self.n_spectral_components_ = self._n_spectral(n)
 
         self.grease_ = GrEASE(
-            self.n_spectral_components,
+            self.n_spectral_components_,
             max_steps=self._grease_steps(n),
             metric=metric,
             device=device,
@@ -382,7 +417,7 @@ class NUMAP:
         table = RowTable(X, self.standardizer_, device, extra=spectral)
 
         self.encoder_ = Encoder(
-            X.shape[1], self.n_spectral_components, self.n_components, check_hidden(self.hidden), self.use_data
+            X.shape[1], self.n_spectral_components_, self.n_components, check_hidden(self.hidden), self.use_data
         )
         init_parameters(self.encoder_, torch.Generator().manual_seed(net_seed))
         self.encoder_.zero_last_layer()
@@ -633,7 +668,7 @@ class NUMAP:
         distil(self.encoder_, rows, torch.as_tensor(layout, device=table.device), lr=lr)
 
     def _spectral_rows(self, X, device, chunk_size: int = 65536) -> torch.Tensor:
-        out = torch.empty(X.shape[0], self.n_spectral_components, device=device)
+        out = torch.empty(X.shape[0], self.n_spectral_components_, device=device)
         with torch.no_grad():
             for start, stop in chunks(X.shape[0], chunk_size):
                 out[start:stop] = self.grease_.embed(self.standardizer_.rows(X, start, stop, device))

@@ -13,6 +13,7 @@ from ..core.graph import METRIC_ALIASES, SUPPORTED_METRICS, knn_search
 from ..core.grease import min_samples
 from ..core.mapping import CALIBRATION_NEIGHBORS, MappingCalibration, knn_distance_matrix
 from ..core.model_io import model_to_dict
+from ..core.numap import spectral_components
 from ..core.threads import threads_from_n_jobs
 from ._integrate import compress, integrate, integrated_rep
 from ._representation import choose_representation, describe_representation
@@ -38,7 +39,7 @@ def numap(
     lr: float = 3e-3,
     batch_size: int = 1024,
     negative_sample_rate: int = 5,
-    n_spectral_components: int = 10,
+    n_spectral_components: int | None = None,
     hidden: tuple[int, ...] = (128, 128),
     input_noise: float = 0.5,
     warm_start: bool = True,
@@ -83,7 +84,8 @@ def numap(
     lr, batch_size, negative_sample_rate, n_spectral_components, hidden, input_noise, warm_start, grease_steps
         Training knobs of :class:`scnumap.NUMAP` (``warm_start``: on up to 5,000 cells, start
         the network from a UMAP layout of free coordinates and train 70 % of the UMAP steps;
-        ``grease_steps=None``: 100 GrEASE steps in such a fit, GrEASE's default above).
+        ``grease_steps=None``: 100 GrEASE steps in such a fit, GrEASE's default above;
+        ``n_spectral_components=None``: one GrEASE coordinate per 100 cells, 10 to 40).
     neighbors_key
         Key of the neighbour results in ``adata.uns``.
     batch_key
@@ -134,11 +136,15 @@ def numap(
     import scanpy as sc
 
     start = logg.info("computing NUMAP")
-    min_cells = min_samples(check_int(n_spectral_components, "n_spectral_components", minimum=n_components))
+    if n_spectral_components is None:
+        n_spectral = spectral_components(adata.n_obs, check_int(n_components, "n_components", minimum=1))
+    else:
+        n_spectral = check_int(n_spectral_components, "n_spectral_components", minimum=n_components)
+    min_cells = min_samples(n_spectral)
     if adata.n_obs < min_cells:
         raise ValueError(
             f"`adata` has {adata.n_obs} cells; NUMAP needs at least {min_cells} "
-            f"(GrEASE's minimum for n_spectral_components={n_spectral_components}): pass more cells."
+            f"(GrEASE's minimum for {n_spectral} spectral components): pass more cells."
         )
     adata = adata.copy() if copy else adata
     integration = None
@@ -237,7 +243,7 @@ def numap(
             "lr": lr,
             "batch_size": batch_size,
             "negative_sample_rate": negative_sample_rate,
-            "n_spectral_components": n_spectral_components,
+            "n_spectral_components": -1 if n_spectral_components is None else int(n_spectral_components),
             "hidden": np.asarray(hidden, dtype=np.int64),
             "input_noise": input_noise,
             "warm_start": bool(warm_start),
