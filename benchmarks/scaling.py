@@ -10,7 +10,9 @@ also umap-learn's UMAP and densMAP. The plain model of the largest fit then proj
 ``transform`` and ``sc.tl.ingest`` (reference of the largest fit size) map
 ``--peer-queries`` cells for the per-cell comparison. Peak memory is the process's
 resident set sampled during each call (a background thread, every 20 ms); numba code is
-compiled before anything is timed. ``--repeats N`` fits each method N times per size and
+compiled before anything is timed. ``--spectral 10 0`` fits NUMAP with each
+``n_spectral_components`` in turn (``0``: automatic, the default) and names the count in the
+row. ``--repeats N`` fits each method N times per size and
 reports the fastest (the timings of one fit scatter by ±20–30 % on a shared virtual host).
 """
 
@@ -115,7 +117,15 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="fits per method and size: the fastest is reported (its peak memory too)"
     )
+    parser.add_argument(
+        "--spectral",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="NUMAP's n_spectral_components, one row each (0: automatic, the default); the first one's model projects",
+    )
     args = parser.parse_args()
+    spectral_note = args.spectral != [0]
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     print(
         f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
@@ -128,14 +138,20 @@ def main() -> None:
     for n in args.fit:
         X = synthetic(n)
         for densmap in (False,) if args.no_densmap else (False, True):
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            estimator = NUMAP(device=args.device, random_state=0, densmap=densmap)
-            watch, fitted = fastest(args.repeats, estimator.fit, X)
-            gpu = f"{torch.cuda.max_memory_allocated() / 1024**3:.2f}" if cuda else "–"
-            row(n, f"scnumap NUMAP{'+DensMAP' if densmap else ''} ({fitted.n_steps_} steps)", watch, gpu)
-            if not densmap:
-                model = fitted
+            for spectral in args.spectral:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                estimator = NUMAP(
+                    device=args.device, random_state=0, densmap=densmap, n_spectral_components=spectral or None
+                )
+                watch, fitted = fastest(args.repeats, estimator.fit, X)
+                gpu = f"{torch.cuda.max_memory_allocated() / 1024**3:.2f}" if cuda else "–"
+                detail = f"{fitted.n_steps_} steps" + (
+                    f", {fitted.n_spectral_components_} GrEASE coordinates" if spectral_note else ""
+                )
+                row(n, f"scnumap NUMAP{'+DensMAP' if densmap else ''} ({detail})", watch, gpu)
+                if not densmap and spectral == args.spectral[0]:
+                    model = fitted
         if args.peers:
             import umap
 
