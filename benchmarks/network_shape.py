@@ -1,14 +1,17 @@
 """The embedding network's shape: quality against fit time, next to umap-learn.
 
     .venv/bin/python benchmarks/network_shape.py [pbmc68k_reduced digits paul15 pbmc4k ...]
-        [--hidden 128,128 80,80,80,80 96,96,96,96] [--spectral 0 10 40] [--repeats 2] [--densmap]
+        [--hidden 128,128 80,80,80,80 96,96,96,96] [--spectral 0 10 40] [--repeats 2] [--seeds 1] [--densmap]
 
 ``NUMAP(hidden=...)`` sets the widths of the MLP on top of GrEASE (default ``(128, 128)``),
 ``NUMAP(n_spectral_components=...)`` the number of GrEASE coordinates it reads besides the
 input (default ``None``: one per 100 cells, 10 to 40; ``--spectral 0``); ``--spectral`` gives
 one or more, each combined with every ``--hidden``.
 Per set and shape: the fastest of ``--repeats`` plain fits (seed 0) on the whole set, its
-trustworthiness@15 and kNN preservation@15, and the mean kNN label-transfer accuracy of
+trustworthiness@15, kNN preservation@15 and centroid ρ (Spearman correlation of the
+distances between cell-type centroids in the input and in the map: the global arrangement),
+each the mean over ``--seeds`` whole-set fits (seeds 0, 1, ...; the centroid ρ of each seed
+shown too, as one fit's scatters widely), and the mean kNN label-transfer accuracy of
 held-out cells over three seeded 70/30 splits (as benchmarks/quality.py); umap-learn's row
 (same measures, its fastest of ``--repeats`` fits) is the reference. ``--densmap``: the fits
 with DensMAP next to umap-learn's densMAP, and the density correlation in place of the
@@ -44,6 +47,9 @@ def main(argv=None) -> None:
         "--spectral", nargs="+", type=int, default=[0], help="n_spectral_components values (0: automatic, None)"
     )
     parser.add_argument("--repeats", type=int, default=2, help="fits timed per shape (the fastest counts)")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="whole-set fits (seeds 0, 1, ...) averaged for trust, kNN and centroid ρ"
+    )
     parser.add_argument("--densmap", action="store_true", help="DensMAP fits, density correlation, no transfer")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(LABELLED))
@@ -63,8 +69,11 @@ def main(argv=None) -> None:
         labels = ad.obs["label"].astype(str).to_numpy()
         print(f"\n### {name}: {X.shape[0]} cells × {X.shape[1]} dims\n")
         last = "density r" if args.densmap else "transfer acc"
-        print(f"| method | hidden | spectral | fit s | ÷ umap-learn | trust@15 | kNN pres@15 | {last} |")
-        print("|---|---|---|---|---|---|---|---|", flush=True)
+        print(
+            f"| method | hidden | spectral | fit s | ÷ umap-learn | trust@15 | kNN pres@15 | centroid ρ "
+            f"| centroid ρ per seed | {last} |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
         peer = "umap-learn densMAP" if args.densmap else "umap-learn UMAP"
         fits = [(peer, "–", "–", lambda X, seed: fit_umap(X, seed, args.densmap))]
         method = "scnumap NUMAP+DensMAP" if args.densmap else "scnumap NUMAP"
@@ -88,10 +97,14 @@ def main(argv=None) -> None:
                 value = metrics.density_correlation(X, E)
             else:
                 value, _ = transfer(fit, X, labels)
-            trust, kept = metrics.trustworthiness(X, E), metrics.knn_preservation(X, E)
+            maps = [E] + [fit(X, seed).embedding_ for seed in range(1, args.seeds)]
+            trust = np.mean([metrics.trustworthiness(X, Y) for Y in maps])
+            kept = np.mean([metrics.knn_preservation(X, Y) for Y in maps])
+            centroid = [metrics.centroid_distance_spearman(X, Y, labels) for Y in maps]
             print(
                 f"| {method} | {shape} | {spectral} | {seconds:.1f} | {seconds / reference:.2f}× "
-                f"| {trust:.3f} | {kept:.3f} | {value:.3f} |",
+                f"| {trust:.3f} | {kept:.3f} | {np.mean(centroid):.3f} | {', '.join(f'{c:.3f}' for c in centroid)} "
+                f"| {value:.3f} |",
                 flush=True,
             )
 
