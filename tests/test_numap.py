@@ -181,7 +181,8 @@ def test_spectral_coordinates_grow_with_the_cells(blobs):
     assert m.n_spectral_components is None  # the setting is left as passed
     assert m.n_spectral_components_ == 10 == m.grease_.n_components == m.encoder_.n_spectral
     wide = NUMAP(random_state=0, n_spectral_components=15, **TINY).fit(blobs)
-    assert wide.grease_.transform(blobs).shape == (len(blobs), 15) and wide.encoder_.n_spectral == 15
+    assert wide.grease_.transform(blobs).shape == (len(blobs), 15)
+    assert wide.encoder_.n_spectral == 15
     loaded = model_from_dict(model_to_dict(wide))  # the count is the stored network's
     assert loaded.n_spectral_components_ == 15
     np.testing.assert_allclose(loaded.transform(blobs), wide.transform(blobs), atol=1e-6)

@@ -81,8 +81,8 @@ DENSITY_FACTOR = 2
 #: every set from 1,797 cells up (benchmarks/network_shape.py ``--spectral``: kidney's kNN
 #: preservation 0.327 with 10, 0.345 with 40), but on 490 cells held-out points landed less
 #: well with 20 than with 10: few cells fix few eigenvectors. Above 40 the gain flattened
-#: while GrEASE's exact eigenvectors grew dearer (a 20,000-cell fit took 10 s with 10,
-#: 16 s with 60).
+#: (60: kidney 0.352), and every coordinate costs fit time (benchmarks/scaling.py
+#: ``--spectral 10 0``: 5,000 cells 9.0 s with 10, 10.7 s with 40; 20,000 cells 11.6 s, 12.6 s).
 CELLS_PER_SPECTRAL = 100
 MIN_SPECTRAL = 10
 MAX_SPECTRAL = 40
