@@ -177,7 +177,8 @@ def test_spectral_coordinates_grow_with_the_cells(blobs):
     assert count(4_000) == count(1_000_000) == numap_module.MAX_SPECTRAL == 40
     assert count(300, n_components=12) == 12  # never fewer than the embedding's dimensions
     assert NUMAP(n_spectral_components=7)._n_spectral(1_000_000) == 7  # as asked
-    m = NUMAP(random_state=0, **TINY).fit(blobs)
+    assert NUMAP().n_spectral_components == 10  # the default; None asks for the rule
+    m = NUMAP(random_state=0, n_spectral_components=None, **TINY).fit(blobs)
     assert m.n_spectral_components is None  # the setting is left as passed
     assert m.n_spectral_components_ == 10 == m.grease_.n_components == m.encoder_.n_spectral
     wide = NUMAP(random_state=0, n_spectral_components=15, **TINY).fit(blobs)

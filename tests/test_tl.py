@@ -52,9 +52,15 @@ def test_numap_writes_documented_keys_only(pbmc, pbmc_numap):
     assert params["neighbors_key"] == "neighbors"
     assert params["use_rep"] == "X_pca"
     assert int(ad.uns["numap"]["model"]["format_version"]) == FORMAT_VERSION
-    # the setting as passed (automatic: -1, as ``epochs``), the count chosen in the model
-    assert params["n_spectral_components"] == -1
-    assert int(ad.uns["numap"]["model"]["n_spectral_components"]) == 10  # 700 cells
+    # the setting as passed (automatic would be -1, as ``epochs``), the count in the model
+    assert params["n_spectral_components"] == 10
+    assert int(ad.uns["numap"]["model"]["n_spectral_components"]) == 10
+
+
+def test_automatic_spectral_count_is_stored_as_minus_one_and_resolved_in_the_model(pbmc):
+    out = scnumap.tl.numap(pbmc.copy(), copy=True, n_spectral_components=None, densmap=False, **TL_QUICK)
+    assert out.uns["numap"]["params"]["n_spectral_components"] == -1
+    assert int(out.uns["numap"]["model"]["n_spectral_components"]) == 10  # 700 cells: the floor
 
 
 def test_copy_and_key_added(pbmc):

@@ -75,7 +75,7 @@ WHOLE_GRAPH_STEPS = 1000
 #: (docs/method.md, "Whole-graph steps").
 DENSITY_FACTOR = 2
 
-#: ``n_spectral_components=None`` reads one GrEASE coordinate per ``CELLS_PER_SPECTRAL``
+#: ``n_spectral_components=None`` (not the default) reads one GrEASE coordinate per ``CELLS_PER_SPECTRAL``
 #: training cells, at least ``MIN_SPECTRAL`` and at most ``MAX_SPECTRAL``
 #: (:func:`spectral_components`). More coordinates kept more of each cell's neighbours on
 #: every set from 1,797 cells up (benchmarks/network_shape.py ``--spectral``: kidney's kNN
@@ -163,10 +163,10 @@ class NUMAP:
     n_spectral_components
         Dimension of the GrEASE embedding the network reads besides the input
         (>= ``n_components``, typically 5–60). ``None``: one per 100 training cells, at
-        least 10 and at most 40 (:func:`spectral_components`): more coordinates keep more
-        of each cell's neighbours on a few thousand cells and more, while on a few hundred
-        the higher eigenvectors are too poorly determined to help new points
-        (docs/method.md, "The network on top of GrEASE").
+        least 10 and at most 40 (:func:`spectral_components`), which keeps more of each
+        cell's neighbours from a few thousand cells on, but lays the map out from less
+        accurate leading GrEASE coordinates: on two circles of 3,500 points the outer loop
+        came out open (docs/method.md, "The network on top of GrEASE").
     hidden
         Hidden-layer widths of the embedding network. A deeper network keeps more of each
         cell's neighbours for more fit time: ``(96, 96, 96, 96)`` took 1.2–1.6× the
@@ -262,7 +262,7 @@ class NUMAP:
         spread: float = 1.0,
         metric: str = "euclidean",
         negative_sample_rate: int = 5,
-        n_spectral_components: int | None = None,
+        n_spectral_components: int | None = 10,
         hidden: tuple[int, ...] = (128, 128),
         use_data: bool = True,
         input_noise: float = 0.5,

@@ -39,7 +39,7 @@ def numap(
     lr: float = 3e-3,
     batch_size: int = 1024,
     negative_sample_rate: int = 5,
-    n_spectral_components: int | None = None,
+    n_spectral_components: int | None = 10,
     hidden: tuple[int, ...] = (128, 128),
     input_noise: float = 0.5,
     warm_start: bool = True,
