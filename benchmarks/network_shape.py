@@ -5,7 +5,7 @@
 
 ``NUMAP(hidden=...)`` sets the widths of the MLP on top of GrEASE (default ``(128, 128)``),
 ``NUMAP(n_spectral_components=...)`` the number of GrEASE coordinates it reads besides the
-input (default ``None``: one per 100 cells, 10 to 40; ``--spectral 0``); ``--spectral`` gives
+input (default 10; ``0`` asks for ``None``, one per 100 cells, 10 to 40); ``--spectral`` gives
 one or more, each combined with every ``--hidden``.
 Per set and shape: the fastest of ``--repeats`` plain fits (seed 0) on the whole set, its
 trustworthiness@15, kNN preservation@15 and centroid ρ (Spearman correlation of the
@@ -44,7 +44,11 @@ def main(argv=None) -> None:
     parser.add_argument("names", nargs="*", default=SETS, help=f"sets among {sorted(LABELLED)}")
     parser.add_argument("--hidden", nargs="+", default=["128,128", "80,80,80,80", "96,96,96,96"])
     parser.add_argument(
-        "--spectral", nargs="+", type=int, default=[0], help="n_spectral_components values (0: automatic, None)"
+        "--spectral",
+        nargs="+",
+        type=int,
+        default=[10],
+        help="n_spectral_components values (0: the automatic count, None)",
     )
     parser.add_argument("--repeats", type=int, default=2, help="fits timed per shape (the fastest counts)")
     parser.add_argument(

@@ -11,8 +11,8 @@ also umap-learn's UMAP and densMAP. The plain model of the largest fit then proj
 ``--peer-queries`` cells for the per-cell comparison. Peak memory is the process's
 resident set sampled during each call (a background thread, every 20 ms); numba code is
 compiled before anything is timed. ``--spectral 10 0`` fits NUMAP with each
-``n_spectral_components`` in turn (``0``: automatic, the default) and names the count in the
-row. ``--repeats N`` fits each method N times per size and
+``n_spectral_components`` in turn (``0``: the automatic count, ``None``) and names the count
+in the row. ``--repeats N`` fits each method N times per size and
 reports the fastest (the timings of one fit scatter by ±20–30 % on a shared virtual host).
 """
 
@@ -29,6 +29,9 @@ import torch
 from scnumap import NUMAP
 
 warnings.filterwarnings("ignore")
+
+#: ``--spectral`` left out: NUMAP's own default.
+DEFAULT = object()
 
 
 def synthetic(n: int, seed: int = 0, dim: int = 50, n_clusters: int = 20) -> np.ndarray:
@@ -121,11 +124,12 @@ def main() -> None:
         "--spectral",
         type=int,
         nargs="+",
-        default=[0],
-        help="NUMAP's n_spectral_components, one row each (0: automatic, the default); the first one's model projects",
+        default=None,
+        help="NUMAP's n_spectral_components, one row each (0: the automatic count, None); the first one's model "
+        "projects. Default: NUMAP's default",
     )
     args = parser.parse_args()
-    spectral_note = args.spectral != [0]
+    spectral_note = args.spectral is not None
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     print(
         f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
@@ -138,19 +142,18 @@ def main() -> None:
     for n in args.fit:
         X = synthetic(n)
         for densmap in (False,) if args.no_densmap else (False, True):
-            for spectral in args.spectral:
+            for spectral in args.spectral or [DEFAULT]:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
-                estimator = NUMAP(
-                    device=args.device, random_state=0, densmap=densmap, n_spectral_components=spectral or None
-                )
+                count = {} if spectral is DEFAULT else {"n_spectral_components": spectral or None}
+                estimator = NUMAP(device=args.device, random_state=0, densmap=densmap, **count)
                 watch, fitted = fastest(args.repeats, estimator.fit, X)
                 gpu = f"{torch.cuda.max_memory_allocated() / 1024**3:.2f}" if cuda else "–"
                 detail = f"{fitted.n_steps_} steps" + (
                     f", {fitted.n_spectral_components_} GrEASE coordinates" if spectral_note else ""
                 )
                 row(n, f"scnumap NUMAP{'+DensMAP' if densmap else ''} ({detail})", watch, gpu)
-                if not densmap and spectral == args.spectral[0]:
+                if not densmap and spectral == (args.spectral or [DEFAULT])[0]:
                     model = fitted
         if args.peers:
             import umap
