@@ -130,6 +130,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     spectral_note = args.spectral is not None
+    spectral_settings = args.spectral or [DEFAULT]
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     print(
         f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
@@ -142,7 +143,7 @@ def main() -> None:
     for n in args.fit:
         X = synthetic(n)
         for densmap in (False,) if args.no_densmap else (False, True):
-            for spectral in args.spectral or [DEFAULT]:
+            for spectral in spectral_settings:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                 count = {} if spectral is DEFAULT else {"n_spectral_components": spectral or None}
@@ -153,7 +154,7 @@ def main() -> None:
                     f", {fitted.n_spectral_components_} GrEASE coordinates" if spectral_note else ""
                 )
                 row(n, f"scnumap NUMAP{'+DensMAP' if densmap else ''} ({detail})", watch, gpu)
-                if not densmap and spectral == (args.spectral or [DEFAULT])[0]:
+                if not densmap and spectral == spectral_settings[0]:
                     model = fitted
         if args.peers:
             import umap

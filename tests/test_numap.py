@@ -176,7 +176,8 @@ def test_spectral_coordinates_grow_with_the_cells(blobs):
     assert count(2_660) == 26  # one per CELLS_PER_SPECTRAL cells
     assert count(4_000) == count(1_000_000) == numap_module.MAX_SPECTRAL == 40
     assert count(300, n_components=12) == 12  # never fewer than the embedding's dimensions
-    assert NUMAP(n_spectral_components=7)._n_spectral(1_000_000) == 7  # as asked
+    assert numap_module.spectral_count(7, 1_000_000, 2) == 7  # as asked
+    assert numap_module.spectral_count(None, 2_660, 2) == 26
     assert NUMAP().n_spectral_components == 10  # the default; None asks for the rule
     m = NUMAP(random_state=0, n_spectral_components=None, **TINY).fit(blobs)
     assert m.n_spectral_components is None  # the setting is left as passed

@@ -121,6 +121,16 @@ def spectral_components(n_obs: int, n_components: int = 2) -> int:
     return max(int(n_components), int(np.clip(n_obs // CELLS_PER_SPECTRAL, MIN_SPECTRAL, MAX_SPECTRAL)))
 
 
+def spectral_count(setting: int | None, n_obs: int, n_components: int) -> int:
+    """GrEASE coordinates of a fit on ``n_obs`` rows for ``n_spectral_components=setting``:
+    the setting itself (an integer >= ``n_components``, checked), or
+    :func:`spectral_components` for ``None``. :class:`NUMAP` and ``scnumap.tl.numap`` both
+    resolve the count here."""
+    if setting is None:
+        return spectral_components(n_obs, n_components)
+    return check_int(setting, "n_spectral_components", minimum=n_components)
+
+
 class NUMAP:
     """Generalisable UMAP: a network trained with the UMAP loss on a GrEASE spectral embedding.
 
@@ -325,13 +335,6 @@ class NUMAP:
         check_float(self.dens_var_shift, "dens_var_shift", minimum=0.0)
         check_int(self.dens_subsample_size, "dens_subsample_size", minimum=2)
 
-    def _n_spectral(self, n_obs: int) -> int:
-        """GrEASE coordinates of a fit on ``n_obs`` rows: ``n_spectral_components``, or
-        :func:`spectral_components` when it is ``None``."""
-        if self.n_spectral_components is None:
-            return spectral_components(n_obs, self.n_components)
-        return int(self.n_spectral_components)
-
     def n_steps(self, n_edges: int, n_obs: int) -> int:
         """Gradient steps for a graph with ``n_edges`` directed edges on ``n_obs`` vertices."""
         return self._steps(n_edges, n_obs)
@@ -401,7 +404,7 @@ class NUMAP:
         graph_seed, grease_seed, net_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, 4))
         knn = self._knn_graph(X, graph, knn_distances, graph_seed)
         self.ab_ = find_ab_params(self.spread, self.min_dist)
-        self.n_spectral_components_ = self._n_spectral(n)
+        self.n_spectral_components_ = spectral_count(self.n_spectral_components, n, self.n_components)
 
         self.grease_ = GrEASE(
             self.n_spectral_components_,

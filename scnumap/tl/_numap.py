@@ -13,7 +13,7 @@ from ..core.graph import METRIC_ALIASES, SUPPORTED_METRICS, knn_search
 from ..core.grease import min_samples
 from ..core.mapping import CALIBRATION_NEIGHBORS, MappingCalibration, knn_distance_matrix
 from ..core.model_io import model_to_dict
-from ..core.numap import spectral_components
+from ..core.numap import spectral_count
 from ..core.threads import threads_from_n_jobs
 from ._integrate import compress, integrate, integrated_rep
 from ._representation import choose_representation, describe_representation
@@ -136,10 +136,7 @@ def numap(
     import scanpy as sc
 
     start = logg.info("computing NUMAP")
-    if n_spectral_components is None:
-        n_spectral = spectral_components(adata.n_obs, check_int(n_components, "n_components", minimum=1))
-    else:
-        n_spectral = check_int(n_spectral_components, "n_spectral_components", minimum=n_components)
+    n_spectral = spectral_count(n_spectral_components, adata.n_obs, check_int(n_components, "n_components", minimum=1))
     min_cells = min_samples(n_spectral)
     if adata.n_obs < min_cells:
         raise ValueError(
