@@ -257,6 +257,60 @@ def _exact_eigenpairs(A: torch.Tensor, n_vectors: int, seed: int) -> tuple[np.nd
     return 1.0 - values, vectors / np.sqrt((vectors**2).mean(axis=0))
 
 
+def reduced_eigenpairs(N: torch.Tensor, basis: torch.Tensor, chol: torch.Tensor):
+    """Eigenpairs of ``basis^T N basis`` against ``basis^T M basis = chol chol^T``, ascending:
+    the values and the directions in the whitened output's coordinates (``basis @ ...``)."""
+    reduced = torch.linalg.solve_triangular(chol, basis.T @ N @ basis, upper=False)
+    reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
+    values, vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
+    return values, basis @ torch.linalg.solve_triangular(chol.T, vectors, upper=True)
+
+
+def target_overlaps(V: torch.Tensor, degree: torch.Tensor, eigenvalues: torch.Tensor, targets: torch.Tensor):
+    """The exact targets without the constant direction, and their overlaps with ``V``.
+
+    The targets' bottom eigenvalue is 0, and on a graph with several components it
+    repeats, so ``eigsh``'s first columns may mix the constant with a component indicator.
+    In the targets' coordinates the constant is a unit vector ``c``; the target it loads on
+    most is dropped and the others, taken in eigenvalue order, are made orthogonal to ``c``
+    and to each other (a QR of ``[c, e_j ...]``). With the constant first, as on a connected
+    graph, that leaves the other targets as they are. Returns their eigenvalues
+    (Rayleigh quotients, ``(p - 1,)``) and ``V^T D t_j / sum(D)`` for the D-normalised
+    ``t_j``, ``(q, p - 1)``.
+    """
+    weight = degree / degree.sum()
+    T = targets.to(V.dtype)
+    T = T / torch.sqrt((weight[:, None] * T**2).sum(dim=0))  # D-normalised
+    c = weight @ T  # the constant's coordinates <1, t_j>
+    c = c / torch.linalg.vector_norm(c)
+    keep = torch.ones(T.shape[1], dtype=torch.bool, device=T.device)
+    keep[c.abs().argmax()] = False
+    eye = torch.eye(T.shape[1], dtype=T.dtype, device=T.device)
+    B = torch.linalg.qr(torch.cat([c[:, None], eye[:, keep]], dim=1))[0][:, 1:]
+    values = ((B**2) * eigenvalues.to(B.dtype)[:, None]).sum(dim=0)
+    return values, (V.T @ (weight[:, None] * T)) @ B
+
+
+def aligned_to_targets(overlap: torch.Tensor, basis: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """The separation with exact targets: the rotation of the learned span whose ``j``-th
+    column lies closest to the ``j``-th target eigenvector (orthogonal Procrustes).
+
+    ``U = V basis chol^-T`` is the learned span without the constant direction, D-orthonormal;
+    ``C = U^T D t / sum(D)`` its overlaps with the non-constant D-normalised targets ``t_j``.
+    The rotation ``R`` maximising ``tr(R^T C)`` (``R = P Q^T`` for ``C = P S Q^T``) makes
+    column ``j`` of ``U R`` the span's best stand-in for ``t_j``, so the columns come in the
+    targets' eigenvalue order whatever residue outside the targets the span carries. A
+    Rayleigh quotient of each direction instead counts that residue at a high eigenvalue;
+    with many coordinates (35 on two circles) a residue of a few per cent outweighed the
+    smallest eigenvalues and swapped their columns (the circle indicator came third).
+    ``overlap``: from :func:`target_overlaps`. Returns the directions in the whitened
+    outputs' coordinates, one column per target.
+    """
+    C = torch.linalg.solve_triangular(chol, basis.T @ overlap, upper=False)
+    P, _, Qh = torch.linalg.svd(C)
+    return basis @ torch.linalg.solve_triangular(chol.T, P @ Qh, upper=True)
+
+
 def span_loss(out: torch.Tensor, target: torch.Tensor, ridge: float = 1e-9) -> torch.Tensor:
     """Share of ``target`` outside the column span of ``out``:
     ``|T - Y (Y^T Y)^-1 Y^T T|^2 / |T|^2``, zero when the network's outputs span the
@@ -545,10 +599,9 @@ class GrEASE:
         ``graph``: the whole training graph's affinity, in row order, when the fit built it
         already (used only where the separation takes the whole graph). ``exact``: that
         graph's bottom eigenpairs (:func:`exact_eigenpairs`, the exact solver's targets);
-        with them the walk is not run but applied through its spectrum,
-        ``P^T ~ sum_j (1 - lambda_j / 2)^T t_j t_j^T D`` over the ``p`` target eigenvectors
-        ``t_j`` (D-normalised), which damps the residue outside them completely, and ``T``
-        comes from the exact ``lambda_k``.
+        with them no walk is run and no quotient formed: the span is rotated onto the
+        targets (:func:`aligned_to_targets`), the columns take the targets' eigenvalues and
+        ``separation_walk_steps_`` is 0.
         A last Gram-Schmidt step in eigenvalue order makes the output orthonormal over the
         training points without changing the span of its first ``j`` columns.
         """
@@ -579,30 +632,24 @@ class GrEASE:
 
             chol = torch.linalg.cholesky(basis.T @ mass @ basis)
             filtered = whole and exact is not None  # the eigenpairs of the whole graph, in row order
-            if filtered:  # V^T D t_j / sum(D) for the D-normalised targets t_j
+            if filtered:
                 _, d, V = graphs[0]
-                lam, targets = exact
-                targets = targets * torch.sqrt(d.sum() / (d[:, None] * targets**2).sum(dim=0))
-                overlap = V.T @ (d[:, None] * targets) / d.sum()
+                lam, overlap = target_overlaps(V, d, *exact)
 
             def spectrum(walk_steps: int):
                 """Eigenpairs of the (p-1)-dim problem, ascending in ``1 - mu``."""
-                if filtered:
-                    damped = (overlap * (1.0 - lam / 2.0).clamp_min(0.0) ** walk_steps) @ overlap.T
-                else:
-                    damped = sum(V.T @ (d[:, None] * lazy_walk(A, d, V, walk_steps)) / d.sum() for A, d, V in graphs)
-                reduced = torch.linalg.solve_triangular(chol, basis.T @ (mass - damped) @ basis, upper=False)
-                reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
-                values, vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
-                return values, basis @ torch.linalg.solve_triangular(chol.T, vectors, upper=True)
+                damped = sum(V.T @ (d[:, None] * lazy_walk(A, d, V, walk_steps)) / d.sum() for A, d, V in graphs)
+                return reduced_eigenpairs(mass - damped, basis, chol)
 
             if filtered:
-                walk_steps = separation_walk_steps(float(lam[k]), self.walk_steps)
+                walk_steps = 0
+                directions = aligned_to_targets(overlap, basis, chol)
+                evals = lam[:k].clamp_min(0.0)
             else:
                 one_step, _ = spectrum(1)  # 1 - mu = lambda / 2
                 walk_steps = separation_walk_steps(2.0 * float(one_step[k - 1]), self.walk_steps)
-            values, directions = spectrum(walk_steps)
-            evals = 2.0 * (1.0 - (1.0 - values[:k].clamp(0.0, 1.0)) ** (1.0 / walk_steps))
+                values, directions = spectrum(walk_steps)
+                evals = 2.0 * (1.0 - (1.0 - values[:k].clamp(0.0, 1.0)) ** (1.0 / walk_steps))
             directions = directions[:, :k]  # the last direction is the guard column's: dropped
             directions = directions @ orthonormalizer(out @ W @ directions).double()
             # canonical signs: the largest-magnitude loading of each direction is positive
