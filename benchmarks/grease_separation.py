@@ -13,9 +13,9 @@ A fit of up to 20,000 points trains GrEASE on the exact eigenvectors of its whol
   solver's way);
 - "aligned to the targets": the rotation of the learned span whose ``j``-th column lies
   closest to the ``j``-th target eigenvector from ``eigsh`` (orthogonal Procrustes; the
-  default with exact targets since 2026-12-05 13:40 UTC, no walk: ``T`` is 0, and the
+  default with exact targets since 2026-12-05 13:25 UTC (93b8204), no walk: ``T`` is 0, and the
   eigenvalues are the targets' own, so their error is 0 by construction). From 03:25 to
-  13:40 UTC the default applied the walk through the targets' eigenpairs, ``T`` from the exact
+  13:25 UTC the default applied the walk through the targets' eigenpairs, ``T`` from the exact
   ``lambda_k`` ("through the spectrum", in the git history of this file and RESULTS.md).
 
 Both fits of a set are the same ``GrEASE(components)`` fit (seed 0) up to the separation.

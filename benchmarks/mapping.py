@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/mapping.py [--sets pbmc4k kidney cbmc pbmc68k_reduced paul15]
         [--max-types N] [--sigma 0.5] [--dropout 0.3] [--shift-sets pbmc4k kidney cbmc]
-        [--parts A B C D] [--torch-threads N] [--cache FILE]
+        [--parts A B C D E] [--placement-seeds 0 1 2 3 4] [--torch-threads N] [--cache FILE]
 
 Needs the ``benchmark`` extra (``pip install -e '.[benchmark]'``: symphonypy, harmonypy).
 Progress goes to stderr, the markdown tables to stdout. With ``--cache FILE`` every
@@ -55,6 +55,11 @@ D. Warm µs per query cell of ``scnumap.tl.project(obs='label')`` (labels, mappi
    placement; the reference's kNN index is built in the warm-up call, once per reference)
    and of ``sc.tl.ingest(obs='label')``'s whole call (UMAP embedding and labels), best of
    five, on the pair with the most query cells fitted in this run.
+E. The 2-D placement of B and C over seeds of the maps (``--placement-seeds``, default
+   0–4): for each seed, the reference (same PCA and graph) gets ``tl.numap(random_state=seed)``
+   and the query is projected by default; ingest's UMAP is ``sc.tl.umap(random_state=seed)``.
+   One fit's 2-D kNN accuracy scatters by a few thousandths from seed to seed, as much as
+   the gaps between the methods on some pairs; the mean over seeds says which is ahead.
 
 Symphony (symphonypy): the reference gets ``var['mean']`` = its gene means and
 ``var['std']`` = 1, so ``map_embedding(use_genes_column=None)`` puts the query in the same
@@ -301,6 +306,49 @@ def anchor_knn(ref, query, anchor, truth: np.ndarray, known: np.ndarray) -> floa
     q = query[:, ref.var_names].copy()
     scnumap.tl.project(q, ref, obs="label", anchor=anchor, place_by_label=False)
     return knn_2d(ref, "X_numap", q.obsm["X_numap"], truth, known)
+
+
+def placement_over_seeds(ref: anndata.AnnData, query: anndata.AnnData, n_comps: int, seeds) -> list[tuple]:
+    """Part E: ``(seed, scnumap 2-D kNN, ingest 2-D kNN)`` for each seed of the two maps."""
+    sc.pp.pca(ref, n_comps=min(n_comps, ref.n_vars - 1, ref.n_obs - 1), random_state=0)
+    sc.pp.neighbors(ref, n_neighbors=15, random_state=0)
+    truth = query.obs["label"].astype(str).to_numpy()
+    known = np.isin(truth, ref.obs["label"].astype(str).unique())
+    rows = []
+    for seed in seeds:
+        fitted = ref.copy()
+        scnumap.tl.numap(fitted, random_state=seed, verbose=False)
+        q = query[:, fitted.var_names].copy()
+        scnumap.tl.project(q, fitted, obs="label")
+        sc.tl.umap(fitted, random_state=seed)
+        q_ing = ingest(fitted, query, embed=True)
+        rows.append(
+            (
+                seed,
+                knn_2d(fitted, "X_numap", q.obsm["X_numap"], truth, known),
+                knn_2d(fitted, "X_umap", q_ing.obsm["X_umap"], truth, known),
+            )
+        )
+        log(f"    seed {seed}: 2-D kNN scnumap {rows[-1][1]:.3f}, ingest {rows[-1][2]:.3f}")
+    return rows
+
+
+def print_placement(rows: list[tuple[str, list[tuple]]]) -> None:
+    print("### E. 2-D placement over seeds of the maps\n")
+    print(
+        "| pair | seeds | 2-D kNN scnumap per seed | 2-D kNN ingest UMAP per seed | scnumap mean (sd) "
+        "| ingest mean (sd) | seeds with scnumap ≥ ingest |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, r in rows:
+        a, b = np.array([x[1] for x in r]), np.array([x[2] for x in r])
+        print(
+            f"| {name} | {len(r)} | {' / '.join(f'{v:.3f}' for v in a)} | {' / '.join(f'{v:.3f}' for v in b)} "
+            f"| {a.mean():.4f} ({a.std(ddof=1) if len(a) > 1 else 0:.4f}) "
+            f"| {b.mean():.4f} ({b.std(ddof=1) if len(b) > 1 else 0:.4f}) | {int(np.sum(a >= b))} of {len(r)} |",
+            flush=True,
+        )
+    print()
 
 
 def map_separation(ref: anndata.AnnData, key: str) -> float:
@@ -562,7 +610,8 @@ def main(argv=None) -> None:
     parser.add_argument("--symphony-k", type=int, default=5, help="neighbours of Symphony's kNN labels")
     parser.add_argument("--cache", default=None, help="JSON-lines file of finished pairs; a rerun skips them")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--parts", nargs="*", default=list("ABCD"), choices=list("ABCD"))
+    parser.add_argument("--parts", nargs="*", default=list("ABCD"), choices=list("ABCDE"))
+    parser.add_argument("--placement-seeds", nargs="*", type=int, default=[0, 1, 2, 3, 4], help="seeds of part E")
     parser.add_argument(
         "--full-fits-a", action="store_true", help="part A with full NUMAP fits (default: short ones, same measures)"
     )
@@ -621,6 +670,20 @@ def main(argv=None) -> None:
         print_loto(loto)
     if cross:
         print_cross(cross)
+    if "E" in args.parts:
+        placed = []
+        log("E Wang → Xin over seeds")
+        ref, query = wang_xin()
+        for a in (ref, query):
+            a.obsm.clear()
+            a.uns.clear()
+        placed.append(("Wang → Xin", placement_over_seeds(ref.copy(), query, 30, args.placement_seeds)))
+        for set_name in args.shift_sets:
+            log(f"E {set_name} shifted over seeds")
+            ref, query = shifted(SCDCC[set_name], args.sigma, args.dropout)
+            name = f"{set_name} shifted (σ {args.sigma}, dropout {args.dropout})"
+            placed.append((name, placement_over_seeds(ref, query, 50, args.placement_seeds)))
+        print_placement(placed)
     if "D" in args.parts and largest.make is not None:
         log(f"D timing on {largest.name}")
         ref, query = largest.make()
