@@ -80,7 +80,9 @@ DENSITY_FACTOR = 2
 #: (:func:`spectral_components`). More coordinates kept more of each cell's neighbours on
 #: every set from 1,797 cells up (benchmarks/network_shape.py ``--spectral``: kidney's kNN
 #: preservation 0.327 with 10, 0.345 with 40), but on 490 cells held-out points landed less
-#: well with 20 than with 10: few cells fix few eigenvectors. Above 40 the gain flattened
+#: well with 20 than with 10 (few cells fix few eigenvectors), digits' held-out transfer fell
+#: (0.958 → 0.945, benchmarks/quality.py) and loops fold (benchmarks/circles.py
+#: ``--spectral 0``: two circles' outer loop a ring on 2 of 8 seeds). Above 40 the gain flattened
 #: (60: kidney 0.352), and every coordinate costs fit time (benchmarks/scaling.py
 #: ``--spectral 10 0``: 5,000 cells 9.0 s with 10, 10.7 s with 40; 20,000 cells 11.6 s, 12.6 s).
 CELLS_PER_SPECTRAL = 100
@@ -174,9 +176,10 @@ class NUMAP:
         Dimension of the GrEASE embedding the network reads besides the input
         (>= ``n_components``, typically 5–60). ``None``: one per 100 training cells, at
         least 10 and at most 40 (:func:`spectral_components`), which keeps more of each
-        cell's neighbours from a few thousand cells on, but lays the map out from less
-        accurate leading GrEASE coordinates: on two circles of 3,500 points the outer loop
-        came out open (docs/method.md, "The network on top of GrEASE").
+        cell's neighbours from a few thousand cells on, but gives the network the freedom
+        to fold long loops and costs fit time: on two circles of 3,500 points the outer
+        loop came out a figure of eight on most seeds (docs/method.md, "The network on top
+        of GrEASE").
     hidden
         Hidden-layer widths of the embedding network. A deeper network keeps more of each
         cell's neighbours for more fit time: ``(96, 96, 96, 96)`` took 1.2–1.6× the
