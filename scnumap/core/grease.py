@@ -34,8 +34,9 @@ docs/method.md has the derivation and the measurements behind each choice.
    in that order (Gram-Schmidt), so :math:`S^\top S / n = I` on the training points.
    The walk of :math:`T \approx 1/\lambda_k` steps damps the high-frequency residue of
    the learned span, which would otherwise swap near-degenerate eigenvectors.
-   With exact targets the walk is applied through their eigenpairs instead of run on
-   the graph (:math:`P^T \approx \sum_j (1-\lambda_j/2)^T \psi_j\psi_j^\top D`).
+   With exact targets no walk runs: the span without the constant is rotated onto the
+   targets (orthogonal Procrustes, :func:`aligned_to_targets`), column ``j`` the span's
+   best stand-in for the ``j``-th target, whatever residue the span carries.
    The output map is the whitening :math:`W = \sqrt{m} R^{-1}` of the canonical thin QR
    (:math:`\mathrm{diag}(R) > 0`) times these rotations.
    Optional diffusion time :math:`t` scales column :math:`i` by :math:`(1-\lambda_i)^t`.
@@ -387,7 +388,8 @@ class GrEASE:
     Attributes
     ----------
     eigenvalues_
-        ``(n_components,)`` estimated Laplacian eigenvalues, ascending.
+        ``(n_components,)`` Laplacian eigenvalues, ascending: the exact targets' own, or
+        the walk's estimates.
     loss_history_
         Loss every 25 steps (:func:`span_loss` or :func:`walk_loss`, as ``solver_`` says)
         on ``holdout_size_`` held-out rows, which no training batch contains; when the data
@@ -399,7 +401,8 @@ class GrEASE:
         Rows held out of training to watch the loss (``min(batch_size, n_samples // 10)``
         when the data need more than one batch, else 0).
     separation_walk_steps_
-        Walk length ``T`` the separation used (:func:`separation_walk_steps`).
+        Walk length ``T`` the separation used (:func:`separation_walk_steps`); 0 with exact
+        targets, where no walk runs.
     """
 
     def __init__(
