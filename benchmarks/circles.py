@@ -9,7 +9,8 @@ accuracy of the held-out points' circle among the training points' embedding, th
 of training points with a point of the other circle among their 15 nearest neighbours in
 the map (0 when the two loops lie apart; tutorial 1 draws this map) and the fit time. A
 global-structure check that the data sets' metrics do not make: run it on two commits
-(``PYTHONPATH`` of a worktree) to compare them. ``--no-warm-start``: the fits start cold.
+(``benchmarks/with_commit.py WORKTREE benchmarks/circles.py ...``) to compare them.
+``--no-warm-start``: the fits start cold.
 ``--n-samples``: points drawn (default 5,000; 1,400 leave 980 training points, which train
 by whole-graph steps). ``--spectral N``: ``n_spectral_components`` (0: the automatic count).
 
