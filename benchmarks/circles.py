@@ -29,7 +29,7 @@ import time
 import warnings
 
 import numpy as np
-from scaling import warm_up
+from scaling import spectral_params, warm_up
 from sklearn.datasets import make_circles
 from sklearn.model_selection import train_test_split
 
@@ -56,6 +56,13 @@ def loop_shape(X: np.ndarray, E: np.ndarray) -> tuple[float, float]:
     return float(abs(turns.sum()) / (2 * np.pi)), float(steps.max() / np.median(steps))
 
 
+def two_circles(n_samples: int, seed: int) -> list[np.ndarray]:
+    """Tutorial 1's data, ``make_circles(noise=0.05, factor=0.5)`` in float32, split 70/30
+    stratified by circle with ``random_state=seed``: ``X_train, X_test, y_train, y_test``."""
+    X, y = make_circles(n_samples=n_samples, noise=0.05, factor=0.5, random_state=0)
+    return train_test_split(X.astype(np.float32), y, test_size=0.3, stratify=y, random_state=seed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3])
@@ -64,10 +71,8 @@ def main() -> None:
     parser.add_argument("--spectral", type=int, default=None, help="n_spectral_components (0: automatic)")
     parser.add_argument("--plot", default=None, help="PNG of the seeds' maps")
     args = parser.parse_args()
-    params = {} if args.spectral is None else {"n_spectral_components": args.spectral or None}
+    params = spectral_params(args.spectral)
     warm_up(peers=False)
-    X, y = make_circles(n_samples=args.n_samples, noise=0.05, factor=0.5, random_state=0)
-    X = X.astype(np.float32)
     print(f"make_circles(n_samples={args.n_samples}), {int(0.7 * args.n_samples)} training points, {params}\n")
     print(
         "| seed | held-out kNN accuracy | training points with an other-circle neighbour "
@@ -76,7 +81,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|", flush=True)
     maps = []
     for seed in args.seeds:
-        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+        X_train, X_test, y_train, y_test = two_circles(args.n_samples, seed)
         t0 = time.perf_counter()
         model = NUMAP(random_state=seed, warm_start=not args.no_warm_start, device="cpu", verbose=False, **params).fit(
             X_train

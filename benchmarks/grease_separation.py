@@ -39,12 +39,11 @@ import warnings
 from unittest import mock
 
 import numpy as np
+from circles import two_circles
 from datasets import LABELLED, available
 from fit_profile import Timed
 from grease_solvers import against_eigsh
 from scaling import synthetic
-from sklearn.datasets import make_circles
-from sklearn.model_selection import train_test_split
 
 from scnumap import GrEASE
 from scnumap.core import metrics
@@ -87,13 +86,6 @@ def run(name: str, X: np.ndarray, components: int, steps: int | None) -> None:
         )
 
 
-def circles() -> np.ndarray:
-    """The training points of benchmarks/circles.py's seed 0 (tutorial 1's data)."""
-    X, y = make_circles(n_samples=5000, noise=0.05, factor=0.5, random_state=0)
-    X_train, *_ = train_test_split(X.astype(np.float32), y, test_size=0.3, stratify=y, random_state=0)
-    return X_train
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", default=["pbmc68k_reduced", "digits", "paul15", "pbmc4k", "kidney", "cbmc"])
@@ -109,7 +101,7 @@ if __name__ == "__main__":
     print("|---|---|---|---|---|---|---|---|")
     for name in args.names:
         if name == "circles":
-            run("circles", circles(), args.components, args.steps)
+            run("circles", two_circles(5000, seed=0)[0], args.components, args.steps)
         elif available(name):
             X = np.ascontiguousarray(LABELLED[name]().obsm["X_pca"], dtype=np.float32)
             run(name, X, args.components, args.steps)

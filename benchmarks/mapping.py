@@ -135,10 +135,15 @@ ANCHORS = (None, 4.0, 2.0, 1.0, 0.5, 0.25, 1e-6)
 QUICK_FIT = {"epochs": 5, "grease_steps": 100}
 
 
-def fit_reference(ref: anndata.AnnData, n_comps: int, quick: bool = False) -> float:
-    """Reference PCA, graph and NUMAP; returns the NUMAP fit in seconds."""
+def reference_graph(ref: anndata.AnnData, n_comps: int) -> None:
+    """Reference PCA and neighbour graph, as every method here gets them."""
     sc.pp.pca(ref, n_comps=min(n_comps, ref.n_vars - 1, ref.n_obs - 1), random_state=0)
     sc.pp.neighbors(ref, n_neighbors=15, random_state=0)
+
+
+def fit_reference(ref: anndata.AnnData, n_comps: int, quick: bool = False) -> float:
+    """Reference PCA, graph and NUMAP; returns the NUMAP fit in seconds."""
+    reference_graph(ref, n_comps)
     t0 = time.perf_counter()
     scnumap.tl.numap(ref, random_state=0, verbose=False, **(QUICK_FIT if quick else {}))
     return time.perf_counter() - t0
@@ -310,8 +315,7 @@ def anchor_knn(ref, query, anchor, truth: np.ndarray, known: np.ndarray) -> floa
 
 def placement_over_seeds(ref: anndata.AnnData, query: anndata.AnnData, n_comps: int, seeds) -> list[tuple]:
     """Part E: ``(seed, scnumap 2-D kNN, ingest 2-D kNN)`` for each seed of the two maps."""
-    sc.pp.pca(ref, n_comps=min(n_comps, ref.n_vars - 1, ref.n_obs - 1), random_state=0)
-    sc.pp.neighbors(ref, n_neighbors=15, random_state=0)
+    reference_graph(ref, n_comps)
     truth = query.obs["label"].astype(str).to_numpy()
     known = np.isin(truth, ref.obs["label"].astype(str).unique())
     rows = []
@@ -434,6 +438,15 @@ def leave_one_out(
         )
         rows.append(r)
     return rows
+
+
+def wang_xin_pair() -> tuple[anndata.AnnData, anndata.AnnData]:
+    """Wang → Xin as ``datasets.py`` loads it, without the shipped embeddings and metadata."""
+    ref, query = wang_xin()
+    for a in (ref, query):
+        a.obsm.clear()
+        a.uns.clear()
+    return ref, query
 
 
 def labelled(name: str) -> anndata.AnnData:
@@ -633,10 +646,7 @@ def main(argv=None) -> None:
             loto += leave_one_out(name, ref_all, query, n_comps=50, largest=largest, cache=cache, **opts)
     if "B" in args.parts:
         log("B Wang → Xin: all types")
-        ref, query = wang_xin()
-        for a in (ref, query):
-            a.obsm.clear()
-            a.uns.clear()
+        ref, query = wang_xin_pair()
         key = f"B|wang_xin|symphony_k={args.symphony_k}|score=v3|placement=v5"
         r = cache.get(key)
         if r is None:
@@ -673,11 +683,8 @@ def main(argv=None) -> None:
     if "E" in args.parts:
         placed = []
         log("E Wang → Xin over seeds")
-        ref, query = wang_xin()
-        for a in (ref, query):
-            a.obsm.clear()
-            a.uns.clear()
-        placed.append(("Wang → Xin", placement_over_seeds(ref.copy(), query, 30, args.placement_seeds)))
+        ref, query = wang_xin_pair()
+        placed.append(("Wang → Xin", placement_over_seeds(ref, query, 30, args.placement_seeds)))
         for set_name in args.shift_sets:
             log(f"E {set_name} shifted over seeds")
             ref, query = shifted(SCDCC[set_name], args.sigma, args.dropout)

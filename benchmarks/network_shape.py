@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 from datasets import LABELLED
 from quality import fit_numap, fit_umap, transfer
-from scaling import fastest, warm_up
+from scaling import fastest, spectral_params, warm_up
 
 from scnumap.core import metrics
 
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
                 method,
                 str(s),
                 str(k) if k else "auto",
-                functools.partial(fit_numap, densmap=args.densmap, hidden=s, n_spectral_components=k or None),
+                functools.partial(fit_numap, densmap=args.densmap, hidden=s, **spectral_params(k)),
             )
             for s in shapes
             for k in args.spectral

@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 from datasets import LABELLED, available
-from scaling import warm_up
+from scaling import spectral_params, warm_up
 
 from scnumap import NUMAP
 from scnumap.core import metrics
@@ -148,8 +148,8 @@ if __name__ == "__main__":
     parser.add_argument("names", nargs="*", default=default)
     parser.add_argument("--spectral", type=int, default=None, help="n_spectral_components (0: automatic)")
     args = parser.parse_args()
-    if args.spectral is not None:
-        NUMAP_PARAMS["n_spectral_components"] = args.spectral or None
+    NUMAP_PARAMS.update(spectral_params(args.spectral))
+    if NUMAP_PARAMS:
         print(f"NUMAP(n_spectral_components={NUMAP_PARAMS['n_spectral_components']})")
     warm_up(peers=True)
     for name in args.names:

@@ -30,8 +30,12 @@ from scnumap import NUMAP
 
 warnings.filterwarnings("ignore")
 
-#: ``--spectral`` left out: NUMAP's own default.
-DEFAULT = object()
+
+def spectral_params(value: int | None) -> dict:
+    """NUMAP's keyword for a ``--spectral`` value of the benchmarks: none when it is left out
+    (``None``: NUMAP's default), else ``n_spectral_components``, ``0`` meaning ``None`` (the
+    automatic count)."""
+    return {} if value is None else {"n_spectral_components": value or None}
 
 
 def synthetic(n: int, seed: int = 0, dim: int = 50, n_clusters: int = 20) -> np.ndarray:
@@ -130,7 +134,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     spectral_note = args.spectral is not None
-    spectral_settings = args.spectral or [DEFAULT]
+    spectral_settings = args.spectral or [None]
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     print(
         f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
@@ -146,8 +150,7 @@ def main() -> None:
             for spectral in spectral_settings:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
-                count = {} if spectral is DEFAULT else {"n_spectral_components": spectral or None}
-                estimator = NUMAP(device=args.device, random_state=0, densmap=densmap, **count)
+                estimator = NUMAP(device=args.device, random_state=0, densmap=densmap, **spectral_params(spectral))
                 watch, fitted = fastest(args.repeats, estimator.fit, X)
                 gpu = f"{torch.cuda.max_memory_allocated() / 1024**3:.2f}" if cuda else "–"
                 detail = f"{fitted.n_steps_} steps" + (

@@ -258,15 +258,6 @@ def _exact_eigenpairs(A: torch.Tensor, n_vectors: int, seed: int) -> tuple[np.nd
     return 1.0 - values, vectors / np.sqrt((vectors**2).mean(axis=0))
 
 
-def reduced_eigenpairs(N: torch.Tensor, basis: torch.Tensor, chol: torch.Tensor):
-    """Eigenpairs of ``basis^T N basis`` against ``basis^T M basis = chol chol^T``, ascending:
-    the values and the directions in the whitened output's coordinates (``basis @ ...``)."""
-    reduced = torch.linalg.solve_triangular(chol, basis.T @ N @ basis, upper=False)
-    reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
-    values, vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
-    return values, basis @ torch.linalg.solve_triangular(chol.T, vectors, upper=True)
-
-
 def target_overlaps(V: torch.Tensor, degree: torch.Tensor, eigenvalues: torch.Tensor, targets: torch.Tensor):
     """The exact targets without the constant direction, and their overlaps with ``V``.
 
@@ -642,7 +633,10 @@ class GrEASE:
             def spectrum(walk_steps: int):
                 """Eigenpairs of the (p-1)-dim problem, ascending in ``1 - mu``."""
                 damped = sum(V.T @ (d[:, None] * lazy_walk(A, d, V, walk_steps)) / d.sum() for A, d, V in graphs)
-                return reduced_eigenpairs(mass - damped, basis, chol)
+                reduced = torch.linalg.solve_triangular(chol, basis.T @ (mass - damped) @ basis, upper=False)
+                reduced = torch.linalg.solve_triangular(chol, reduced.T, upper=False)
+                values, vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
+                return values, basis @ torch.linalg.solve_triangular(chol.T, vectors, upper=True)
 
             if filtered:
                 walk_steps = 0
