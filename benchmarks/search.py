@@ -19,6 +19,15 @@ neighbours, with the recall@15 against exact search on 2,000 query cells, on two
 
 With faiss installed (the ``benchmark`` extra; not a dependency of scnumap), its HNSW index (``M=32``,
 ``efSearch`` 32 and 64) is timed beside it, as the other well-kept search library.
+
+    .venv/bin/python benchmarks/search.py --exact
+
+times the exact searches of smaller queries instead (``ReferenceIndex`` below
+``EXACT_MAX_PAIRS``): :func:`scnumap.core.exact_search.exact_neighbours` against
+scikit-learn's brute force (``NearestNeighbors(algorithm="brute")``) on the resampled CBMC
+cells, at the sizes of a projection (query × reference cells), on one and two threads
+(``limited_threads``, as ``tl.project`` sets them), best of three, with the share of
+neighbour lists the two return identically.
 """
 
 from __future__ import annotations
@@ -112,11 +121,56 @@ def run(data: str, X: np.ndarray, Q: np.ndarray) -> None:
         )
 
 
+#: ``--exact``'s (query, reference) cell counts.
+EXACT_SIZES = ((1_282, 2_989), (2_586, 4_440), (20_000, 5_000), (4_000, 40_000))
+
+
+def best_of(search, repeats: int = 3) -> tuple[float, tuple]:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = search()
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3, out
+
+
+def run_exact() -> None:
+    from scnumap.core.exact_search import exact_neighbours
+    from scnumap.core.threads import limited_threads
+
+    largest = max(n for sizes in EXACT_SIZES for n in sizes)
+    X_all, Q_all = resampled_cbmc(largest, largest)
+    print(
+        "| query × reference cells | neighbours | threads | exact_neighbours ms | scikit-learn brute ms "
+        "| speed-up | same lists |"
+    )
+    print("|---|---|---|---|---|---|---|", flush=True)
+    exact_neighbours(Q_all[:10], X_all[:100], 5)  # compiles (or loads) the numba code
+    for n_query, n_reference in EXACT_SIZES:
+        X, Q = X_all[:n_reference], Q_all[:n_query]
+        for k in (31, 15):
+            for threads in (1, 2):
+                with limited_threads(threads):
+                    ours, (_, found) = best_of(lambda X=X, Q=Q, k=k: exact_neighbours(Q, X, k))
+                    nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(X)
+                    theirs, (_, want) = best_of(lambda nn=nn, Q=Q: nn.kneighbors(Q))
+                print(
+                    f"| {n_query:,} × {n_reference:,} | {k} | {threads} | {ours:.1f} | {theirs:.1f} "
+                    f"| {theirs / ours:.2f}× | {np.mean(np.all(found == want, axis=1)):.4f} |",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reference", type=int, default=100_000)
     parser.add_argument("--query", type=int, default=100_000)
+    parser.add_argument("--exact", action="store_true", help="time the exact search of small queries instead")
     args = parser.parse_args()
+    if args.exact:
+        print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}\n")
+        run_exact()
+        return
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.node()}\n")
     print(f"reference {args.reference:,} cells, query {args.query:,} cells, 50-D\n")
     print("| data | search | neighbours | index build s | search µs/cell | recall@15 |")

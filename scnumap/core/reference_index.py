@@ -1,10 +1,11 @@
 """Nearest reference cells of query points, in the space the model was trained on.
 
 One :class:`ReferenceIndex` per reference answers every projection onto it: exact
-(scikit-learn, brute force) while a query is small, pynndescent once the work of an
-exact search (reference cells × query cells) passes :data:`EXACT_MAX_PAIRS` (or a lower
-bound of the index's own, ``exact_max_pairs``). The
-pynndescent index is built at most once per reference and process: :func:`cached_index`
+(:mod:`~scnumap.core.exact_search` for dense rows; scikit-learn's brute force for CSR rows,
+the Manhattan metric or more than :data:`BLOCK_SEARCH_MAX_THREADS` threads) while a query
+is small, pynndescent once the work of an exact search (reference cells × query cells)
+passes :data:`EXACT_MAX_PAIRS` (or a lower bound of the index's own, ``exact_max_pairs``).
+The pynndescent index is built at most once per reference and process: :func:`cached_index`
 keeps the last :data:`CACHE_SIZE` indexes, keyed by a hash of the reference's values.
 Dense or CSR input; the reference is never densified.
 """
@@ -16,7 +17,9 @@ from collections import OrderedDict
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
+from .exact_search import METRICS, exact_neighbours
 from .graph import _numba_readable, check_metric
 
 #: Largest reference × query pair count searched exactly (about 10 s on 2 cores at 50 dims).
@@ -29,7 +32,15 @@ CACHE_SIZE = 2
 #: model from an older scnumap, the mapping calibration's search of every reference cell.
 OWN_CACHE_SIZE = 2
 
-#: Query rows per exact search block.
+#: Most threads in force (torch's count, which :func:`~scnumap.core.threads.limited_threads`
+#: sets with the others) at which an exact search of dense rows uses
+#: :func:`~scnumap.core.exact_search.exact_neighbours`: its selection runs on one thread
+#: beside a multi-threaded matrix product, which on 1 and 2 threads beat scikit-learn's
+#: brute force (1.7× and 1.1–1.4×, ``benchmarks/search.py --exact``); scikit-learn's fused
+#: search spreads its selection over more threads.
+BLOCK_SEARCH_MAX_THREADS = 2
+
+#: Query rows per exact search block (scikit-learn's brute force).
 EXACT_BLOCK_ROWS = 4096
 
 #: pynndescent's search breadth (its default 0.1): recall about 0.95 at 15 neighbours.
@@ -117,6 +128,13 @@ class ReferenceIndex:
         return self._own[key]
 
     def _exact(self, Y, k: int):
+        if (
+            not sp.issparse(self.space)
+            and not sp.issparse(Y)
+            and self.metric in METRICS
+            and torch.get_num_threads() <= BLOCK_SEARCH_MAX_THREADS
+        ):
+            return exact_neighbours(Y, self.space, k, metric=self.metric)
         from sklearn.neighbors import NearestNeighbors
 
         nn = NearestNeighbors(n_neighbors=k, metric=self.metric, algorithm="brute").fit(self.space)

@@ -1,0 +1,147 @@
+"""Exact nearest neighbours by blocks of a distance matrix, selected in one pass.
+
+A block of query rows ``Y_b`` against all reference rows ``X`` costs one matrix product
+(BLAS), ``Y_b X^T``. Each query row ``y`` ranks the reference rows by a key of that
+product: ``|x|^2 / 2 - y.x`` for the Euclidean distance (``|y - x|^2 / 2`` less a
+constant of the row) and ``-y.x`` of unit rows for the cosine distance ``1 - cos``. Each
+row's ``k`` smallest keys are kept in a sorted buffer (numba, one row per thread): a
+key enters only when it beats the buffer's last, which after the first few columns is
+rare, so the selection reads the block about once. The distances of the ``k`` found
+rows are then computed from the rows themselves in float64 (the product form loses
+precision where ``|y|`` and ``|x|`` are large and ``y`` is near ``x``; a cell's distance
+to its duplicate is 0 here) and each row re-sorted, ties to the lower index.
+
+Why not scikit-learn's brute force (``NearestNeighbors(algorithm="brute")``), which this
+replaced for dense rows: a projection searches on one thread while its query is small
+(:func:`~scnumap.core.threads.projection_threads`), and there this search took 42 ms
+where scikit-learn's took 64 ms (2,586 query × 4,440 reference rows, 50 dimensions, 30
+neighbours; on two threads 36 and 38 ms); a warm ``tl.project`` of those 2,586 cells went
+from 0.41 s to 0.29 s (``benchmarks/search.py --exact``, ``benchmarks/mapping.py --parts D``;
+``benchmarks/RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: Metrics searched here; others (Manhattan) go to scikit-learn's brute force.
+METRICS = ("euclidean", "cosine")
+
+#: Entries of one block of the product (16 MB of float32; on one thread 4 and 64 MB blocks
+#: were up to 1.4× and 1.1× slower on 4,000 × 40,000 rows).
+BLOCK_ENTRIES = 1 << 22
+
+#: Most query rows per block.
+MAX_BLOCK_ROWS = 4096
+
+
+def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euclidean"):
+    """The ``k`` nearest rows of ``X`` for each row of ``Y``.
+
+    Parameters
+    ----------
+    Y
+        ``(n, d)`` dense query rows.
+    X
+        ``(m, d)`` dense reference rows.
+    k
+        Neighbours per query row, ``1 <= k <= m``.
+    metric
+        ``"euclidean"`` or ``"cosine"`` (``1 - cos``; a zero row is at distance 1 from
+        every row, as in scikit-learn).
+
+    Returns
+    -------
+    distances, indices
+        ``(n, k)`` float32 and int64, nearest first.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"`metric` must be one of {METRICS} here, got {metric!r}.")
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n, m = Y.shape[0], X.shape[0]
+    if not 1 <= k <= m:
+        raise ValueError(f"`k` must be between 1 and the {m} reference rows, got {k}.")
+    if not (np.isfinite(Y).all() and np.isfinite(X).all()):
+        raise ValueError("The rows to search contain NaN or infinite values; remove or impute them first.")
+    cosine = metric == "cosine"
+    if cosine:
+        Y, X = _unit_rows(Y), _unit_rows(X)
+        keys = np.zeros(m, np.float32)
+    else:
+        # distances do not change when both sides move; products of rows centred on the
+        # reference's mean keep float32's precision where the rows lie far from the origin
+        centre = X.mean(axis=0, dtype=np.float64).astype(np.float32)
+        Y, X = Y - centre, X - centre
+        keys = np.einsum("ij,ij->i", X, X) / 2
+    distances = np.empty((n, k), np.float32)
+    indices = np.empty((n, k), np.int64)
+    rows = int(min(MAX_BLOCK_ROWS, max(1, BLOCK_ENTRIES // max(m, 1))))
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        _select(Y[start:stop] @ X.T, keys, distances[start:stop], indices[start:stop])
+    _distances(Y, X, indices, distances, cosine)
+    return distances, indices
+
+
+def _unit_rows(A: np.ndarray) -> np.ndarray:
+    norms = np.sqrt(np.einsum("ij,ij->i", A, A))
+    return (A / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32)
+
+
+@numba.njit(nogil=True, cache=True)
+def _select(products, keys, best, best_rows):  # pragma: no cover - compiled
+    """Each row's ``k`` smallest ``keys[j] - products[r, j]`` and their ``j``, sorted."""
+    n, m = products.shape
+    k = best.shape[1]
+    for r in range(n):
+        kept = best[r]
+        kept_rows = best_rows[r]
+        kept[:] = np.inf
+        kept_rows[:] = -1
+        worst = np.inf
+        row = products[r]
+        for j in range(m):
+            v = keys[j] - row[j]
+            if v < worst:
+                p = k - 1
+                while p > 0 and kept[p - 1] > v:
+                    kept[p] = kept[p - 1]
+                    kept_rows[p] = kept_rows[p - 1]
+                    p -= 1
+                kept[p] = v
+                kept_rows[p] = j
+                worst = kept[k - 1]
+
+
+@numba.njit(nogil=True, cache=True)
+def _distances(A, B, indices, distances, cosine):  # pragma: no cover - compiled
+    """Distances from each row of ``A`` to its rows ``indices`` of ``B``, Euclidean or
+    ``1 - cos`` of unit rows, in float64 from the rows; each row re-sorted (ties: the
+    lower index first)."""
+    n, k = indices.shape
+    d = A.shape[1]
+    for r in range(n):
+        for j in range(k):
+            i = indices[r, j]
+            s = 0.0
+            if cosine:
+                for c in range(d):
+                    s += np.float64(A[r, c]) * np.float64(B[i, c])
+                distances[r, j] = max(0.0, 1.0 - s)
+            else:
+                for c in range(d):
+                    diff = np.float64(A[r, c]) - np.float64(B[i, c])
+                    s += diff * diff
+                distances[r, j] = np.sqrt(s)
+        for j in range(1, k):  # insertion sort of k nearly sorted entries
+            v = distances[r, j]
+            i = indices[r, j]
+            p = j
+            while p > 0 and (distances[r, p - 1] > v or (distances[r, p - 1] == v and indices[r, p - 1] > i)):
+                distances[r, p] = distances[r, p - 1]
+                indices[r, p] = indices[r, p - 1]
+                p -= 1
+            distances[r, p] = v
+            indices[r, p] = i
