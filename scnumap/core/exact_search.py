@@ -7,9 +7,10 @@ constant of the row) and ``-y.x`` of unit rows for the cosine distance ``1 - cos
 row's ``k`` smallest keys are kept in a sorted buffer (numba, one row per thread): a
 key enters only when it beats the buffer's last, which after the first few columns is
 rare, so the selection reads the block about once. The distances of the ``k`` found
-rows are then computed from the rows themselves in float64 (the product form loses
-precision where ``|y|`` and ``|x|`` are large and ``y`` is near ``x``; a cell's distance
-to its duplicate is 0 here) and each row re-sorted, ties to the lower index.
+rows (and of :data:`SPARE` more) are then computed from the rows themselves in float64
+(the product form loses precision where ``|y|`` and ``|x|`` are large and ``y`` is near
+``x``; a cell's distance to its duplicate is 0 here), each row re-sorted, ties to the
+lower index, and the ``k`` nearest kept.
 
 Why not scikit-learn's brute force (``NearestNeighbors(algorithm="brute")``), which this
 replaced for dense rows: a projection searches on one thread while its query is small
@@ -31,6 +32,12 @@ METRICS = ("euclidean", "cosine")
 #: Entries of one block of the product (16 MB of float32; on one thread 4 and 64 MB blocks
 #: were up to 1.4× and 1.1× slower on 4,000 × 40,000 rows).
 BLOCK_ENTRIES = 1 << 22
+
+#: Rows selected beyond ``k`` before the distances are recomputed: the product's float32
+#: rounding (about 1e-4 of a distance in 50 PCA dimensions) can misorder near-ties, and a
+#: row nearer than the ``k``-th is lost only when more than this many others sit within
+#: that rounding of it.
+SPARE = 4
 
 #: Most query rows per block.
 MAX_BLOCK_ROWS = 4096
@@ -75,14 +82,15 @@ def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euc
         centre = X.mean(axis=0, dtype=np.float64).astype(np.float32)
         Y, X = Y - centre, X - centre
         keys = np.einsum("ij,ij->i", X, X) / 2
-    distances = np.empty((n, k), np.float32)
-    indices = np.empty((n, k), np.int64)
+    width = min(m, k + SPARE)
+    distances = np.empty((n, width), np.float32)
+    indices = np.empty((n, width), np.int64)
     rows = int(min(MAX_BLOCK_ROWS, max(1, BLOCK_ENTRIES // max(m, 1))))
     for start in range(0, n, rows):
         stop = min(n, start + rows)
         _select(Y[start:stop] @ X.T, keys, distances[start:stop], indices[start:stop])
     _distances(Y, X, indices, distances, cosine)
-    return distances, indices
+    return np.ascontiguousarray(distances[:, :k]), np.ascontiguousarray(indices[:, :k])
 
 
 def _unit_rows(A: np.ndarray) -> np.ndarray:
