@@ -59,6 +59,15 @@ def test_ties_go_to_the_lower_index():
     np.testing.assert_allclose(distances[0], [0, 0, 0, 0, np.sqrt(3), np.sqrt(3)], rtol=1e-6)
 
 
+def test_many_ties_keep_the_lowest_indices():
+    """More equal rows than the selection's spare places: the lowest indices are kept, not
+    those the interleaved scan meets first."""
+    X = np.ones((100, 3), np.float32)
+    X[90:] = 5.0
+    _, indices = exact_neighbours(np.zeros((2, 3), np.float32), X, 3)
+    np.testing.assert_array_equal(indices, [[0, 1, 2], [0, 1, 2]])
+
+
 def test_cosine_puts_a_zero_row_at_distance_one():
     X = rows(50, seed=4)
     distances, _ = exact_neighbours(np.zeros((2, X.shape[1]), np.float32), X, 3, metric="cosine")

@@ -39,6 +39,13 @@ BLOCK_ENTRIES = 1 << 22
 #: that rounding of it.
 SPARE = 4
 
+#: A row's columns are read in this many interleaved passes (0, 8, 16, ..., then 1, 9, ...):
+#: the first pass sees every part of the reference, so the buffer's last entry falls fast
+#: also where the reference is ordered (by cell type, by sample) and a row's nearest
+#: columns sit together late in it. On CBMC ordered by type one pass took 39 ms and eight
+#: 29 ms (2,586 × 4,440 rows); on a shuffled reference 25 and 26 ms.
+STRIDE = 8
+
 #: Most query rows per block.
 MAX_BLOCK_ROWS = 4096
 
@@ -100,7 +107,9 @@ def _unit_rows(A: np.ndarray) -> np.ndarray:
 
 @numba.njit(nogil=True, cache=True)
 def _select(products, keys, best, best_rows):  # pragma: no cover - compiled
-    """Each row's ``k`` smallest ``keys[j] - products[r, j]`` and their ``j``, sorted."""
+    """Each row's ``k`` smallest ``keys[j] - products[r, j]`` and their ``j``, sorted by key
+    and then by ``j`` (``kept_rows`` starts at -1, which no tie replaces before the buffer is full:
+    an ``inf`` key is never equal to a finite one)."""
     n, m = products.shape
     k = best.shape[1]
     for r in range(n):
@@ -110,17 +119,18 @@ def _select(products, keys, best, best_rows):  # pragma: no cover - compiled
         kept_rows[:] = -1
         worst = np.inf
         row = products[r]
-        for j in range(m):
-            v = keys[j] - row[j]
-            if v < worst:
-                p = k - 1
-                while p > 0 and kept[p - 1] > v:
-                    kept[p] = kept[p - 1]
-                    kept_rows[p] = kept_rows[p - 1]
-                    p -= 1
-                kept[p] = v
-                kept_rows[p] = j
-                worst = kept[k - 1]
+        for first in range(STRIDE):
+            for j in range(first, m, STRIDE):
+                v = keys[j] - row[j]
+                if v < worst or (v == worst and j < kept_rows[k - 1]):  # ties: the lower index
+                    p = k - 1
+                    while p > 0 and (kept[p - 1] > v or (kept[p - 1] == v and kept_rows[p - 1] > j)):
+                        kept[p] = kept[p - 1]
+                        kept_rows[p] = kept_rows[p - 1]
+                        p -= 1
+                    kept[p] = v
+                    kept_rows[p] = j
+                    worst = kept[k - 1]
 
 
 @numba.njit(nogil=True, cache=True)
