@@ -8,6 +8,7 @@ from scipy.spatial.distance import cdist
 from scnumap.core import exact_search, reference_index
 from scnumap.core.exact_search import exact_neighbours
 from scnumap.core.reference_index import ReferenceIndex
+from scnumap.core.threads import limited_threads
 
 
 def rows(n, d=12, seed=0, scale=1.0, offset=0.0):
@@ -102,15 +103,16 @@ def test_non_finite_rows_are_refused():
         exact_neighbours(Y, X, 3)
 
 
-def test_reference_index_uses_it_up_to_two_threads_and_scikit_learn_above(monkeypatch):
+def test_reference_index_uses_it_on_one_thread_and_scikit_learn_above(monkeypatch):
     X, Y = rows(500, seed=9), rows(80, seed=10)
     calls = []
     original = reference_index.exact_neighbours
     monkeypatch.setattr(reference_index, "exact_neighbours", lambda *a, **kw: calls.append(1) or original(*a, **kw))
-    blocks = ReferenceIndex(X).query(Y, 10)
+    with limited_threads(1):
+        blocks = ReferenceIndex(X).query(Y, 10)
     assert calls == [1]
-    monkeypatch.setattr(reference_index, "BLOCK_SEARCH_MAX_THREADS", 0)
-    scikit = ReferenceIndex(X).query(Y, 10)
+    with limited_threads(2):
+        scikit = ReferenceIndex(X).query(Y, 10)
     assert calls == [1]
     np.testing.assert_array_equal(blocks[1], scikit[1])
     np.testing.assert_allclose(blocks[0], scikit[0], rtol=1e-5, atol=1e-5)

@@ -2,7 +2,7 @@
 
 One :class:`ReferenceIndex` per reference answers every projection onto it: exact
 (:mod:`~scnumap.core.exact_search` for dense rows; scikit-learn's brute force for CSR rows,
-the Manhattan metric or more than :data:`BLOCK_SEARCH_MAX_THREADS` threads) while a query
+the Manhattan metric or more than :data:`BLOCK_SEARCH_MAX_THREADS` thread) while a query
 is small, pynndescent once the work of an exact search (reference cells × query cells)
 passes :data:`EXACT_MAX_PAIRS` (or a lower bound of the index's own, ``exact_max_pairs``).
 The pynndescent index is built at most once per reference and process: :func:`cached_index`
@@ -34,11 +34,14 @@ OWN_CACHE_SIZE = 2
 
 #: Most threads in force (torch's count, which :func:`~scnumap.core.threads.limited_threads`
 #: sets with the others) at which an exact search of dense rows uses
-#: :func:`~scnumap.core.exact_search.exact_neighbours`: its selection runs on one thread
-#: beside a multi-threaded matrix product, which on 1 and 2 threads beat scikit-learn's
-#: brute force (1.7× and 1.1–1.4×, ``benchmarks/search.py --exact``); scikit-learn's fused
-#: search spreads its selection over more threads.
-BLOCK_SEARCH_MAX_THREADS = 2
+#: :func:`~scnumap.core.exact_search.exact_neighbours`, whose selection runs on one thread.
+#: On one thread (every projection of up to about 25 million query × reference pairs,
+#: :func:`~scnumap.core.threads.projection_threads`) it searched 1.5–1.9× faster than
+#: scikit-learn's brute force (``benchmarks/search.py --exact``); on two, scikit-learn's
+#: search spreads its selection over both: a 1,000,000-cell projection onto 2,989 cells
+#: (``benchmarks/integration.py --scale``) took 43.0 s with the block search and 38.3 s
+#: with scikit-learn's.
+BLOCK_SEARCH_MAX_THREADS = 1
 
 #: Query rows per exact search block (scikit-learn's brute force).
 EXACT_BLOCK_ROWS = 4096
