@@ -13,12 +13,14 @@ rows (and of :data:`SPARE` more) are then computed from the rows themselves in f
 lower index, and the ``k`` nearest kept.
 
 Why not scikit-learn's brute force (``NearestNeighbors(algorithm="brute")``), which this
-replaced for dense rows: a projection searches on one thread while its query is small
-(:func:`~scnumap.core.threads.projection_threads`), and there this search took 42 ms
-where scikit-learn's took 64 ms (2,586 query × 4,440 reference rows, 50 dimensions, 30
-neighbours; on two threads 36 and 38 ms); a warm ``tl.project`` of those 2,586 cells went
-from 0.41 s to 0.29 s (``benchmarks/search.py --exact``, ``benchmarks/mapping.py --parts D``;
-``benchmarks/RESULTS.md``).
+replaced where a projection runs on one thread (every query of up to about 25 million
+query × reference pairs, :func:`~scnumap.core.threads.projection_threads`): there it took
+35 ms where scikit-learn's took 53 ms (2,586 query × 4,440 reference rows, 50 dimensions,
+15 neighbours; 1.3–1.6× over the sizes of ``benchmarks/search.py --exact``), and a warm
+``tl.project`` of those 2,586 cells with labels went from 154 to 109 µs per cell
+(``benchmarks/mapping.py --parts A D``; ``benchmarks/RESULTS.md``). On two threads
+scikit-learn's search spreads its selection over both and is as fast or faster, so it
+answers there (:data:`~scnumap.core.reference_index.BLOCK_SEARCH_MAX_THREADS`).
 """
 
 from __future__ import annotations
