@@ -4,7 +4,7 @@ A block of query rows ``Y_b`` against all reference rows ``X`` costs one matrix 
 (BLAS), ``Y_b X^T``. Each query row ``y`` ranks the reference rows by a key of that
 product: ``|x|^2 / 2 - y.x`` for the Euclidean distance (``|y - x|^2 / 2`` less a
 constant of the row) and ``-y.x`` of unit rows for the cosine distance ``1 - cos``. Each
-row's ``k`` smallest keys are kept in a sorted buffer (numba, one row per thread): a
+row's ``k`` smallest keys are kept in a sorted buffer (numba, on the calling thread): a
 key enters only when it beats the buffer's last, which after the first few columns is
 rare, so the selection reads the block about once. The distances of the ``k`` found
 rows (and of :data:`SPARE` more) are then computed from the rows themselves in float64

@@ -36,7 +36,7 @@ OWN_CACHE_SIZE = 2
 #: sets with the others) at which an exact search of dense rows uses
 #: :func:`~scnumap.core.exact_search.exact_neighbours`, whose selection runs on one thread.
 #: On one thread (every projection of up to about 25 million query × reference pairs,
-#: :func:`~scnumap.core.threads.projection_threads`) it searched 1.5–1.9× faster than
+#: :func:`~scnumap.core.threads.projection_threads`) it searched 1.3–1.6× faster than
 #: scikit-learn's brute force (``benchmarks/search.py --exact``); on two, scikit-learn's
 #: search spreads its selection over both: a 1,000,000-cell projection onto 2,989 cells
 #: (``benchmarks/integration.py --scale``) took 43.0 s with the block search and 38.3 s
