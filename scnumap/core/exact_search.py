@@ -13,7 +13,7 @@ rows (and of :data:`SPARE` more) are then computed from the rows themselves in f
 lower index, and the ``k`` nearest kept.
 
 Why not scikit-learn's brute force (``NearestNeighbors(algorithm="brute")``), which this
-replaced where a projection runs on one thread (every query of up to about 25 million
+replaced where a projection runs on one thread (every query of up to about 75 million
 query × reference pairs, :func:`~scnumap.core.threads.projection_threads`): there it took
 35 ms where scikit-learn's took 53 ms (2,586 query × 4,440 reference rows, 50 dimensions,
 15 neighbours; 1.3–1.6× over the sizes of ``benchmarks/search.py --exact``), and a warm

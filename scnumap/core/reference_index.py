@@ -35,7 +35,7 @@ OWN_CACHE_SIZE = 2
 #: Most threads in force (torch's count, which :func:`~scnumap.core.threads.limited_threads`
 #: sets with the others) at which an exact search of dense rows uses
 #: :func:`~scnumap.core.exact_search.exact_neighbours`, whose selection runs on one thread.
-#: On one thread (every projection of up to about 25 million query × reference pairs,
+#: On one thread (every projection of up to about 75 million query × reference pairs,
 #: :func:`~scnumap.core.threads.projection_threads`) it searched 1.3–1.6× faster than
 #: scikit-learn's brute force (``benchmarks/search.py --exact``); on two, scikit-learn's
 #: search spreads its selection over both: a 1,000,000-cell projection onto 2,989 cells
