@@ -13,6 +13,7 @@ each dask worker and runs it there on the chunks that worker holds
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ from .mapping import (
 )
 from .query_share import QueryShare
 from .recentring import Recentring
-from .reference_index import ReferenceIndex
+from .reference_index import CACHE_SIZE, ReferenceIndex, fingerprint
 from .reranking import moved_neighbours
 from .threads import limited_threads
 
@@ -134,6 +135,24 @@ class EmbeddingIndex:
     def query(self, Y, n_neighbors):
         d, i = self.nn.kneighbors(Y, n_neighbors=min(n_neighbors, self.nn.n_samples_fit_))
         return d.astype(np.float32), i
+
+
+_EMBEDDING_CACHE: OrderedDict[tuple, EmbeddingIndex] = OrderedDict()
+
+
+def cached_embedding_index(ref_embedding: np.ndarray, n_neighbors: int) -> EmbeddingIndex:
+    """An :class:`EmbeddingIndex` of ``ref_embedding``, reused while the same coordinates
+    come back (the last :data:`~scnumap.core.reference_index.CACHE_SIZE`), so that projecting
+    several queries onto one reference searches its cells' own 2-D neighbours once."""
+    key = (fingerprint(ref_embedding), int(n_neighbors))
+    if key in _EMBEDDING_CACHE:
+        _EMBEDDING_CACHE.move_to_end(key)
+        return _EMBEDDING_CACHE[key]
+    index = EmbeddingIndex(np.array(ref_embedding, dtype=np.float32), n_neighbors)  # a private copy
+    _EMBEDDING_CACHE[key] = index
+    while len(_EMBEDDING_CACHE) > CACHE_SIZE:
+        _EMBEDDING_CACHE.popitem(last=False)
+    return index
 
 
 class BlockProjector:

@@ -19,8 +19,8 @@ from ..core.model_io import ModelFormatError, model_from_dict
 from ..core.numap import NUMAP
 from ..core.projection import (
     BlockProjector,
-    EmbeddingIndex,
     SampleSearch,
+    cached_embedding_index,
     correction_statistics,
     dask_scheduler,
     project_dask,
@@ -417,8 +417,8 @@ def project(
             labels=tuple(codes for codes, _ in labels),
             n_categories=tuple(len(cats) for _, cats in labels),
             anchor=anchor,
-            embedding_index=EmbeddingIndex(ref_embedding, n_neighbors) if vote_in_2d else None,
-            label_placement=EmbeddingIndex(ref_embedding, n_neighbors) if by_label else None,
+            embedding_index=cached_embedding_index(ref_embedding, n_neighbors) if vote_in_2d else None,
+            label_placement=cached_embedding_index(ref_embedding, n_neighbors) if by_label else None,
             unknown_threshold=threshold,
             recentring=recentring,
         )
