@@ -145,7 +145,7 @@ def grease_and_circles() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = ["pbmc68k_reduced", "digits", "paul15", "pbmc4k", "kidney", "grease"]
-    parser.add_argument("names", nargs="*", default=default)
+    parser.add_argument("names", nargs="*", default=default, choices=[*LABELLED, "grease"], metavar="NAME")
     parser.add_argument("--spectral", type=int, default=None, help="n_spectral_components (0: automatic)")
     args = parser.parse_args()
     NUMAP_PARAMS.update(spectral_params(args.spectral))
