@@ -151,7 +151,7 @@ def run_exact() -> None:
         for k in (31, 15):
             for threads in (1, 2):
                 with limited_threads(threads):
-                    ours, (_, found) = best_of(lambda X=X, Q=Q, k=k: exact_neighbours(Q, X, k))
+                    ours, (_, found) = best_of(lambda X=X, Q=Q, k=k, t=threads: exact_neighbours(Q, X, k, n_threads=t))
                     nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(X)
                     theirs, (_, want) = best_of(lambda nn=nn, Q=Q: nn.kneighbors(Q))
                 print(

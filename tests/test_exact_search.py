@@ -40,6 +40,20 @@ def test_neighbours_equal_the_full_distance_matrix(metric, monkeypatch):
     assert np.all(distances[:5, 0] <= (0.0 if metric == "euclidean" else 1e-7))
 
 
+def test_blocks_on_two_threads_give_the_same_neighbours_and_restore_blas(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    X, Y = rows(500, seed=11), rows(300, seed=12)
+    monkeypatch.setattr(exact_search, "BLOCK_ENTRIES", 500 * 16)  # 19 blocks of 16 rows
+    before = [(p["prefix"], p["num_threads"]) for p in threadpool_info()]
+    one = exact_neighbours(Y, X, 9)
+    two = exact_neighbours(Y, X, 9, n_threads=2)
+    assert [(p["prefix"], p["num_threads"]) for p in threadpool_info()] == before
+    np.testing.assert_array_equal(two[1], one[1])
+    np.testing.assert_array_equal(two[0], one[0])
+    np.testing.assert_array_equal(one[1], brute(Y, X, 9, "euclidean")[1])
+
+
 def test_distances_keep_their_precision_far_from_the_origin():
     """A product form |y|^2 + |x|^2 - 2 y.x in float32 loses the small distances of rows at a
     norm of 10^4; the distances of the found rows are computed from the rows."""
@@ -103,16 +117,19 @@ def test_non_finite_rows_are_refused():
         exact_neighbours(Y, X, 3)
 
 
-def test_reference_index_uses_it_on_one_thread_and_scikit_learn_above(monkeypatch):
+def test_reference_index_uses_it_up_to_two_threads_and_scikit_learn_above(monkeypatch):
     X, Y = rows(500, seed=9), rows(80, seed=10)
     calls = []
     original = reference_index.exact_neighbours
     monkeypatch.setattr(reference_index, "exact_neighbours", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     with limited_threads(1):
         blocks = ReferenceIndex(X).query(Y, 10)
-    assert calls == [1]
+    with limited_threads(2):
+        ReferenceIndex(X).query(Y, 10)
+    assert calls == [1, 1]
+    monkeypatch.setattr(reference_index, "BLOCK_SEARCH_MAX_THREADS", 1)
     with limited_threads(2):
         scikit = ReferenceIndex(X).query(Y, 10)
-    assert calls == [1]
+    assert calls == [1, 1]
     np.testing.assert_array_equal(blocks[1], scikit[1])
     np.testing.assert_allclose(blocks[0], scikit[0], rtol=1e-5, atol=1e-5)

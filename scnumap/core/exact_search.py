@@ -4,7 +4,7 @@ A block of query rows ``Y_b`` against all reference rows ``X`` costs one matrix 
 (BLAS), ``Y_b X^T``. Each query row ``y`` ranks the reference rows by a key of that
 product: ``|x|^2 / 2 - y.x`` for the Euclidean distance (``|y - x|^2 / 2`` less a
 constant of the row) and ``-y.x`` of unit rows for the cosine distance ``1 - cos``. Each
-row's ``k`` smallest keys are kept in a sorted buffer (numba, on the calling thread): a
+row's ``k`` smallest keys are kept in a sorted buffer (numba): a
 key enters only when it beats the buffer's last, which after the first few columns is
 rare, so the selection reads the block about once. The distances of the ``k`` found
 rows (and of :data:`SPARE` more) are then computed from the rows themselves in float64
@@ -12,15 +12,19 @@ rows (and of :data:`SPARE` more) are then computed from the rows themselves in f
 ``x``; a cell's distance to its duplicate is 0 here), each row re-sorted, ties to the
 lower index, and the ``k`` nearest kept.
 
+On two threads the blocks are searched two at a time, each on its own thread with a
+one-thread matrix product (numba's and numpy's kernels release the GIL): numba's own
+parallel loops next to a multi-threaded BLAS slowed each other down, each pool keeping a
+core busy while it waits for work.
+
 Why not scikit-learn's brute force (``NearestNeighbors(algorithm="brute")``), which this
-replaced where a projection runs on one thread (every query of up to about 75 million
-query × reference pairs, :func:`~scnumap.core.threads.projection_threads`): there it took
-35 ms where scikit-learn's took 53 ms (2,586 query × 4,440 reference rows, 50 dimensions,
-15 neighbours; 1.3–1.6× over the sizes of ``benchmarks/search.py --exact``), and a warm
+replaced on one and two threads: at the sizes of ``benchmarks/search.py --exact`` it
+searched 1.3–1.5× faster on one thread and 1.2–1.6× on two (38 against 54 ms for 2,586
+query × 4,440 reference rows, 50 dimensions, 15 neighbours, one thread), and a warm
 ``tl.project`` of those 2,586 cells with labels went from 154 to 109 µs per cell
-(``benchmarks/mapping.py --parts A D``; ``benchmarks/RESULTS.md``). On two threads
-scikit-learn's search spreads its selection over both and is as fast or faster, so it
-answers there (:data:`~scnumap.core.reference_index.BLOCK_SEARCH_MAX_THREADS`).
+(``benchmarks/mapping.py --parts A D``; ``benchmarks/RESULTS.md``). More threads are not
+measured here: scikit-learn's search answers there
+(:data:`~scnumap.core.reference_index.BLOCK_SEARCH_MAX_THREADS`).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ STRIDE = 8
 MAX_BLOCK_ROWS = 4096
 
 
-def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euclidean"):
+def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euclidean", n_threads: int = 1):
     """The ``k`` nearest rows of ``X`` for each row of ``Y``.
 
     Parameters
@@ -66,6 +70,9 @@ def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euc
     metric
         ``"euclidean"`` or ``"cosine"`` (``1 - cos``; a zero row is at distance 1 from
         every row, as in scikit-learn).
+    n_threads
+        Blocks searched at once, each on its own thread with a one-thread matrix product
+        (the BLAS pools are set to one thread meanwhile and restored after).
 
     Returns
     -------
@@ -95,11 +102,38 @@ def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euc
     distances = np.empty((n, width), np.float32)
     indices = np.empty((n, width), np.int64)
     rows = int(min(MAX_BLOCK_ROWS, max(1, BLOCK_ENTRIES // max(m, 1))))
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        _select(Y[start:stop] @ X.T, keys, distances[start:stop], indices[start:stop])
-    _distances(Y, X, indices, distances, cosine)
+    if n_threads > 1:
+        rows = min(rows, -(-n // n_threads))  # a block for every thread at least
+
+    def search(start: int) -> None:
+        block = slice(start, min(n, start + rows))
+        _select(Y[block] @ X.T, keys, distances[block], indices[block])
+        _distances(Y[block], X, indices[block], distances[block], cosine)
+
+    starts = range(0, n, rows)
+    if n_threads > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # the kernels release the GIL, and so does the matrix product
+        with _blas().limit(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+            list(pool.map(search, starts))
+    else:
+        for start in starts:
+            search(start)
     return np.ascontiguousarray(distances[:, :k]), np.ascontiguousarray(indices[:, :k])
+
+
+_CONTROLLER = []
+
+
+def _blas():
+    """threadpoolctl's controller of the loaded BLAS and OpenMP libraries, made once (its
+    scan of the loaded libraries costs milliseconds)."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
 
 
 def _unit_rows(A: np.ndarray) -> np.ndarray:

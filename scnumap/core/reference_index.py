@@ -34,14 +34,11 @@ OWN_CACHE_SIZE = 2
 
 #: Most threads in force (torch's count, which :func:`~scnumap.core.threads.limited_threads`
 #: sets with the others) at which an exact search of dense rows uses
-#: :func:`~scnumap.core.exact_search.exact_neighbours`, whose selection runs on one thread.
-#: On one thread (every projection of up to about 75 million query × reference pairs,
-#: :func:`~scnumap.core.threads.projection_threads`) it searched 1.3–1.6× faster than
-#: scikit-learn's brute force (``benchmarks/search.py --exact``); on two, scikit-learn's
-#: search spreads its selection over both: a 1,000,000-cell projection onto 2,989 cells
-#: (``benchmarks/integration.py --scale``) took 43.0 s with the block search and 38.3 s
-#: with scikit-learn's.
-BLOCK_SEARCH_MAX_THREADS = 1
+#: :func:`~scnumap.core.exact_search.exact_neighbours`, its blocks on that many threads. It
+#: searched 1.3–1.5× faster than scikit-learn's brute force on one thread and 1.2–1.6× on
+#: two (``benchmarks/search.py --exact``); more threads are not measured here, so
+#: scikit-learn's search (which spreads over them too) answers there.
+BLOCK_SEARCH_MAX_THREADS = 2
 
 #: Query rows per exact search block (scikit-learn's brute force).
 EXACT_BLOCK_ROWS = 4096
@@ -137,7 +134,7 @@ class ReferenceIndex:
             and self.metric in METRICS
             and torch.get_num_threads() <= BLOCK_SEARCH_MAX_THREADS
         ):
-            return exact_neighbours(Y, self.space, k, metric=self.metric)
+            return exact_neighbours(Y, self.space, k, metric=self.metric, n_threads=torch.get_num_threads())
         from sklearn.neighbors import NearestNeighbors
 
         nn = NearestNeighbors(n_neighbors=k, metric=self.metric, algorithm="brute").fit(self.space)
