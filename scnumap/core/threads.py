@@ -39,13 +39,11 @@ SAMPLE_SECONDS = 0.05
 
 #: Query × reference cell pairs per thread of a projection (:func:`projection_threads`).
 #: On an idle 2-core CPU (``benchmarks/projection_threads.py``, ``tl.project`` with labels,
-#: warm, mean of 20 calls; the exact reference search on one thread by
-#: :mod:`~scnumap.core.exact_search`) one thread took 0.36× the time of two on pbmc68k_reduced
-#: (211 × 489 cells), 0.57× on pbmc4k (1,282 × 2,989), 0.79× on CBMC (2,586 × 6,031), 0.78×
-#: at 2,000 × 10,000 synthetic cells and 0.99× at 4,000 × 10,000 (4e7 pairs); two were faster
-#: at 10,000 × 10,000 (1e8 pairs: 1.13×). With scikit-learn's search on one thread (before
-#: the block search) two were faster from 4e7 pairs on, and this was 25 million.
-PAIRS_PER_THREAD = 50_000_000
+#: warm, mean of 20 calls; exact reference searches by :mod:`~scnumap.core.exact_search`)
+#: one thread took 0.42× the time of two on pbmc68k_reduced (211 × 489 cells), 0.63× on
+#: pbmc4k (1,282 × 2,989), the same on CBMC (2,586 × 6,031) and at 2,000 × 10,000 synthetic
+#: cells; two were faster from 4,000 × 10,000 (4e7 pairs: 1.21×) on.
+PAIRS_PER_THREAD = 25_000_000
 
 #: Thread counts in force, outermost first (calls nested in a fit reuse the last one).
 _ACTIVE: list[int] = []
