@@ -110,6 +110,12 @@ def test_bad_arguments_are_named(kwargs, match):
         exact_neighbours(Y, X, **{"k": 3, **kwargs})
 
 
+def test_an_empty_query_gives_empty_lists():
+    for threads in (1, 2):
+        distances, indices = exact_neighbours(np.zeros((0, 3), np.float32), rows(5, d=3), 2, n_threads=threads)
+        assert distances.shape == indices.shape == (0, 2)
+
+
 def test_non_finite_rows_are_refused():
     X, Y = rows(30, seed=7), rows(5, seed=8)
     Y[2, 1] = np.nan

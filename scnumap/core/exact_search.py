@@ -29,27 +29,27 @@ measured here: scikit-learn's search answers there
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
 #: Metrics searched here; others (Manhattan) go to scikit-learn's brute force.
 METRICS = ("euclidean", "cosine")
 
-#: Entries of one block of the product (16 MB of float32; on one thread 4 and 64 MB blocks
-#: were up to 1.4× and 1.1× slower on 4,000 × 40,000 rows).
+#: Entries of one block of the product (16 MB of float32: it stays in a large cache while
+#: it is read; much smaller blocks pay the product's fixed costs more often).
 BLOCK_ENTRIES = 1 << 22
 
 #: Rows selected beyond ``k`` before the distances are recomputed: the product's float32
-#: rounding (about 1e-4 of a distance in 50 PCA dimensions) can misorder near-ties, and a
-#: row nearer than the ``k``-th is lost only when more than this many others sit within
-#: that rounding of it.
+#: rounding can misorder near-ties, and a row nearer than the ``k``-th is lost only when
+#: more than this many others sit within that rounding of it.
 SPARE = 4
 
 #: A row's columns are read in this many interleaved passes (0, 8, 16, ..., then 1, 9, ...):
 #: the first pass sees every part of the reference, so the buffer's last entry falls fast
 #: also where the reference is ordered (by cell type, by sample) and a row's nearest
-#: columns sit together late in it. On CBMC ordered by type one pass took 39 ms and eight
-#: 29 ms (2,586 × 4,440 rows); on a shuffled reference 25 and 26 ms.
+#: columns sit together late in it; on a reference in random order it costs a little.
 STRIDE = 8
 
 #: Most query rows per block.
@@ -103,7 +103,7 @@ def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euc
     indices = np.empty((n, width), np.int64)
     rows = int(min(MAX_BLOCK_ROWS, max(1, BLOCK_ENTRIES // max(m, 1))))
     if n_threads > 1:
-        rows = min(rows, -(-n // n_threads))  # a block for every thread at least
+        rows = max(1, min(rows, -(-n // n_threads)))  # a block for every thread at least
 
     def search(start: int) -> None:
         block = slice(start, min(n, start + rows))
@@ -123,17 +123,13 @@ def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euc
     return np.ascontiguousarray(distances[:, :k]), np.ascontiguousarray(indices[:, :k])
 
 
-_CONTROLLER = []
-
-
+@functools.cache
 def _blas():
     """threadpoolctl's controller of the loaded BLAS and OpenMP libraries, made once (its
     scan of the loaded libraries costs milliseconds)."""
-    if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController
 
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
+    return ThreadpoolController()
 
 
 def _unit_rows(A: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 One :class:`ReferenceIndex` per reference answers every projection onto it: exact
 (:mod:`~scnumap.core.exact_search` for dense rows; scikit-learn's brute force for CSR rows,
-the Manhattan metric or more than :data:`BLOCK_SEARCH_MAX_THREADS` thread) while a query
+the Manhattan metric or more than :data:`BLOCK_SEARCH_MAX_THREADS` threads) while a query
 is small, pynndescent once the work of an exact search (reference cells × query cells)
 passes :data:`EXACT_MAX_PAIRS` (or a lower bound of the index's own, ``exact_max_pairs``).
 The pynndescent index is built at most once per reference and process: :func:`cached_index`
