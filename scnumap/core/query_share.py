@@ -71,14 +71,15 @@ WIDEN_QUANTILE = 0.05
 #: Fewest sample cells that the first search of an approximate two-stage search looks for.
 MIN_FIRST_WIDTH = 5
 
-#: Largest query × sample pair count whose sample search is exact (80,000 query cells
+#: Largest query × sample pair count whose sample search is exact (120,000 query cells
 #: against a full sample). The sample's pynndescent index is built, and its search
-#: compiled by numba, in every projection (about 6 s on 2 cores), so it pays from a lower
-#: count than a reference's index, which is built once: on a 2,989-cell corrected reference
-#: with a 20,000-cell sample, ``tl.project`` of 60,000 / 80,000 / 100,000 / 200,000 query
-#: cells took 6.5 / 7.4 / 8.5 / 16.7 s with the exact sample search and 7.0 / 7.2 / 7.8 /
-#: 11.6 s with the approximate one (``benchmarks/share_search.py``).
-SAMPLE_EXACT_MAX_PAIRS = 1_600_000_000
+#: compiled by numba, in every projection (a few seconds on 2 cores), so it pays from a
+#: lower count than a reference's index, which is built once: on a 2,989-cell corrected
+#: reference with a 20,000-cell sample, ``tl.project`` of 80,000 / 100,000 / 150,000 /
+#: 200,000 query cells took 5.5 / 6.5 / 9.7 / 12.2 s with the exact sample search (by
+#: :mod:`~scnumap.core.exact_search`) and 6.8 / 6.8 / 8.5 / 10.1 s with the approximate one
+#: (fastest of two calls, ``benchmarks/share_search.py``).
+SAMPLE_EXACT_MAX_PAIRS = 2_400_000_000
 
 
 class QueryShare:
