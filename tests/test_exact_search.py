@@ -54,6 +54,23 @@ def test_blocks_on_two_threads_give_the_same_neighbours_and_restore_blas(monkeyp
     np.testing.assert_array_equal(one[1], brute(Y, X, 9, "euclidean")[1])
 
 
+def test_searches_from_two_threads_at_once_agree_and_restore_blas(monkeypatch):
+    """A caller's threads (a dask worker's) may search at once; one of them runs threaded,
+    the other one block after another, and the BLAS limit is restored after both."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    X, Ys = rows(400, seed=13), [rows(250, seed=s) for s in (14, 15, 16, 17)]
+    monkeypatch.setattr(exact_search, "BLOCK_ENTRIES", 400 * 10)
+    before = [(p["prefix"], p["num_threads"]) for p in threadpool_info()]
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda Y: exact_neighbours(Y, X, 5, n_threads=2)[1], Ys))
+    assert [(p["prefix"], p["num_threads"]) for p in threadpool_info()] == before
+    for Y, indices in zip(Ys, found, strict=True):
+        np.testing.assert_array_equal(indices, brute(Y, X, 5, "euclidean")[1])
+
+
 def test_distances_keep_their_precision_far_from_the_origin():
     """A product form |y|^2 + |x|^2 - 2 y.x in float32 loses the small distances of rows at a
     norm of 10^4; the distances of the found rows are computed from the rows."""

@@ -30,6 +30,7 @@ measured here: scikit-learn's search answers there
 from __future__ import annotations
 
 import functools
+import threading
 
 import numba
 import numpy as np
@@ -111,16 +112,23 @@ def exact_neighbours(Y: np.ndarray, X: np.ndarray, k: int, *, metric: str = "euc
         _distances(Y[block], X, indices[block], distances[block], cosine)
 
     starts = range(0, n, rows)
-    if n_threads > 1 and len(starts) > 1:
+    # one threaded search at a time per process: the BLAS limit it sets is process-wide, and
+    # two searches that set and restore it at once could leave it at one thread
+    if n_threads > 1 and len(starts) > 1 and _THREADED.acquire(blocking=False):
         from concurrent.futures import ThreadPoolExecutor
 
-        # the kernels release the GIL, and so does the matrix product
-        with _blas().limit(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
-            list(pool.map(search, starts))
+        try:  # the kernels release the GIL, and so does the matrix product
+            with _blas().limit(limits=1, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+                list(pool.map(search, starts))
+        finally:
+            _THREADED.release()
     else:
         for start in starts:
             search(start)
     return np.ascontiguousarray(distances[:, :k]), np.ascontiguousarray(indices[:, :k])
+
+
+_THREADED = threading.Lock()
 
 
 @functools.cache
