@@ -15,7 +15,9 @@ lower index, and the ``k`` nearest kept.
 On two threads the blocks are searched two at a time, each on its own thread with a
 one-thread matrix product (numba's and numpy's kernels release the GIL): numba's own
 parallel loops next to a multi-threaded BLAS slowed each other down, each pool keeping a
-core busy while it waits for work.
+core busy while it waits for work. One such search runs at a time in a process (the BLAS
+limit is process-wide); a search called meanwhile from another thread reads its blocks one
+after another.
 
 Why not scikit-learn's brute force (``NearestNeighbors(algorithm="brute")``), which this
 replaced on one and two threads: at the sizes of ``benchmarks/search.py --exact`` it
