@@ -13,12 +13,10 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.spatial.distance import cdist
+from brute_force import brute
 
 from scnumap.core import reference_index
 from scnumap.core.reference_index import ReferenceIndex, cached_index, fingerprint
-
-SCIPY_METRIC = {"euclidean": "euclidean", "manhattan": "cityblock", "cosine": "cosine"}
 
 
 @pytest.fixture
@@ -34,15 +32,6 @@ def data():
 @pytest.fixture
 def empty_cache(monkeypatch):
     monkeypatch.setattr(reference_index, "_CACHE", OrderedDict())
-
-
-def brute(ref, query, k, metric="euclidean"):
-    """Exact kNN from the full distance matrix: (distances, indices), nearest first."""
-    ref = ref.toarray() if sp.issparse(ref) else ref
-    query = query.toarray() if sp.issparse(query) else query
-    D = cdist(query.astype(np.float64), ref.astype(np.float64), metric=SCIPY_METRIC[metric])
-    order = np.argsort(D, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(D, order, axis=1), order
 
 
 def recall(found, truth) -> float:

@@ -128,13 +128,10 @@ class ReferenceIndex:
         return self._own[key]
 
     def _exact(self, Y, k: int):
-        if (
-            not sp.issparse(self.space)
-            and not sp.issparse(Y)
-            and self.metric in METRICS
-            and torch.get_num_threads() <= BLOCK_SEARCH_MAX_THREADS
-        ):
-            return exact_neighbours(Y, self.space, k, metric=self.metric, n_threads=torch.get_num_threads())
+        threads = torch.get_num_threads()
+        dense = not sp.issparse(self.space) and not sp.issparse(Y)
+        if dense and self.metric in METRICS and threads <= BLOCK_SEARCH_MAX_THREADS:
+            return exact_neighbours(Y, self.space, k, metric=self.metric, n_threads=threads)
         from sklearn.neighbors import NearestNeighbors
 
         nn = NearestNeighbors(n_neighbors=k, metric=self.metric, algorithm="brute").fit(self.space)
