@@ -31,7 +31,7 @@ from .mapping import (
 )
 from .query_share import QueryShare
 from .recentring import Recentring
-from .reference_index import CACHE_SIZE, ReferenceIndex, fingerprint
+from .reference_index import CACHE_SIZE, ReferenceIndex, fingerprint, kept
 from .reranking import moved_neighbours
 from .threads import limited_threads
 
@@ -145,14 +145,11 @@ def cached_embedding_index(ref_embedding: np.ndarray, n_neighbors: int) -> Embed
     come back (the last :data:`~scnumap.core.reference_index.CACHE_SIZE`), so that projecting
     several queries onto one reference searches its cells' own 2-D neighbours once."""
     key = (fingerprint(ref_embedding), int(n_neighbors))
-    if key in _EMBEDDING_CACHE:
-        _EMBEDDING_CACHE.move_to_end(key)
-        return _EMBEDDING_CACHE[key]
-    index = EmbeddingIndex(np.array(ref_embedding, dtype=np.float32), n_neighbors)  # a private copy
-    _EMBEDDING_CACHE[key] = index
-    while len(_EMBEDDING_CACHE) > CACHE_SIZE:
-        _EMBEDDING_CACHE.popitem(last=False)
-    return index
+
+    def make() -> EmbeddingIndex:  # a private copy: the cache must not follow the caller's later edits
+        return EmbeddingIndex(np.array(ref_embedding, dtype=np.float32), n_neighbors)
+
+    return kept(_EMBEDDING_CACHE, key, make, CACHE_SIZE)
 
 
 class BlockProjector:

@@ -119,13 +119,9 @@ class ReferenceIndex:
         """
         rows = np.asarray(rows, dtype=np.int64)
         key = (int(n_neighbors), hashlib.blake2b(rows.tobytes(), digest_size=16).hexdigest())
-        if key in self._own:
-            self._own.move_to_end(key)
-        else:
-            self._own[key] = self.query(self.space[rows], n_neighbors, n_queries=rows.size)
-            while len(self._own) > OWN_CACHE_SIZE:
-                self._own.popitem(last=False)
-        return self._own[key]
+        return kept(
+            self._own, key, lambda: self.query(self.space[rows], n_neighbors, n_queries=rows.size), OWN_CACHE_SIZE
+        )
 
     def _exact(self, Y, k: int):
         threads = torch.get_num_threads()
@@ -173,14 +169,19 @@ _CACHE: OrderedDict[tuple, ReferenceIndex] = OrderedDict()
 def cached_index(space, *, metric: str = "euclidean", random_state=0) -> ReferenceIndex:
     """A :class:`ReferenceIndex` of ``space``, reused while the same values come back."""
     key = (fingerprint(space), check_metric(metric), repr(random_state))
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    index = ReferenceIndex(space, metric=metric, random_state=random_state)
-    _CACHE[key] = index
-    while len(_CACHE) > CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return index
+    return kept(_CACHE, key, lambda: ReferenceIndex(space, metric=metric, random_state=random_state), CACHE_SIZE)
+
+
+def kept(cache: OrderedDict, key, make, size: int):
+    """``cache[key]``, made by ``make()`` when absent; ``cache`` keeps the ``size`` most
+    recently asked keys."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    cache[key] = value = make()
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return value
 
 
 def fingerprint(space) -> str:
